@@ -1,0 +1,40 @@
+# One command to test: `make test`. It creates or reuses the virtual environment, builds or reuses
+# the control-plane binaries, then runs every quality gate and every test suite (end-to-end included).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test venv binaries lint typecheck imports pytest constraints clean
+
+test: venv binaries lint typecheck imports pytest
+
+venv:
+	@bash hack/ensure-venv.sh >/dev/null
+
+binaries:
+	@bash hack/build-binaries.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+imports: venv
+	$(BIN)/lint-imports
+
+pytest: venv binaries
+	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
+	  $(BIN)/pytest $(PYTEST_ARGS)
+	@bash hack/check-no-leftovers.sh
+
+constraints: venv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^sustaindiffusion' \
+	  | sed '1i # Exact versions the tests run with (pip install -c constraints.txt). Regenerate with `make constraints`.' \
+	  > constraints.txt
+
+clean:
+	rm -f $(VENV)
+	rm -rf .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Build the control-plane binaries from Go modules into a cache outside the repository,
+# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok.
+# A binary already in the cache is reused; nothing is rebuilt unless it is missing.
+# Prints the cache directory (the one with the binaries) as its last line.
+#
+# Why a wrapper module: `go install pkg@version` refuses modules whose go.mod has replace
+# directives (k8s.io/kubernetes replaces its staging modules with local paths; etcd's server
+# module replaces its siblings). A throw-away module that requires k8s.io/kubernetes and maps
+# each staging module to its published v0.<minor>.<patch> tag builds the real commands.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache_root=${SUSTAINDIFFUSION_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sustaindiffusion/bin}
+k8s_dir="$cache_root/kubernetes-$KUBERNETES_VERSION"
+etcd_dir="$cache_root/etcd-$ETCD_VERSION"
+kwok_dir="$cache_root/kwok-$KWOK_VERSION"
+out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION"
+mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$out_dir"
+
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
+# Two cores: keep peak memory of the linker in check.
+export GOMAXPROCS=${GOMAXPROCS:-2}
+ldflags="-s -w"
+
+build_kubernetes() {
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=()
+  for b in "${want[@]}"; do [ -x "$k8s_dir/$b" ] || missing+=("$b"); done
+  [ ${#missing[@]} -eq 0 ] && { log "kubernetes $KUBERNETES_VERSION: cached"; return; }
+  log "kubernetes $KUBERNETES_VERSION: building ${missing[*]}"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  local minor_patch=${KUBERNETES_VERSION#v1.}
+  local staging_tag="v0.$minor_patch"
+  # Read the list of staging modules from the real go.mod of the pinned release.
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local staging
+  staging=$(awk '/^replace \(/{r=1;next} r&&/^\)/{r=0} r&&$1 ~ /^k8s.io\// && $3 ~ /^\.\/staging/ {print $1}
+                 /^replace k8s.io\/.* => \.\/staging/ {print $2}' "$gomod" | sort -u)
+  [ -n "$staging" ] || { log "no staging replaces found in $gomod"; exit 1; }
+  {
+    echo "module sustaindiffusion.local/k8sbuild"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    for m in $staging; do echo "replace $m => $m $staging_tag"; done
+  } > "$work/go.mod"
+  {
+    echo "//go:build tools"
+    echo
+    echo "package tools"
+    echo
+    echo "import ("
+    for b in "${missing[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$b\""; done
+    echo ")"
+  } > "$work/tools.go"
+  (cd "$work" && go mod tidy >&2)
+  for b in "${missing[@]}"; do
+    local t0=$SECONDS
+    (cd "$work" && go build -ldflags "$ldflags \
+      -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
+      -X k8s.io/component-base/version.gitMajor=1 \
+      -X k8s.io/component-base/version.gitMinor=${minor_patch%%.*} \
+      -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
+      -o "$k8s_dir/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+    mv "$k8s_dir/$b.tmp" "$k8s_dir/$b"
+    log "built $b in $((SECONDS - t0)) s"
+  done
+}
+
+build_etcd() {
+  [ -x "$etcd_dir/etcd" ] && { log "etcd $ETCD_VERSION: cached"; return; }
+  log "etcd $ETCD_VERSION: building"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  printf 'module sustaindiffusion.local/etcdbuild\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy >&2)
+  local t0=$SECONDS
+  (cd "$work" && go build -ldflags "$ldflags" -o "$etcd_dir/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$etcd_dir/etcd.tmp" "$etcd_dir/etcd"
+  log "built etcd in $((SECONDS - t0)) s"
+}
+
+build_kwok() {
+  [ -x "$kwok_dir/kwok" ] && { log "kwok $KWOK_VERSION: cached"; return; }
+  log "kwok $KWOK_VERSION: building"
+  local t0=$SECONDS
+  GOBIN="$kwok_dir" go install -ldflags "$ldflags" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  log "built kwok in $((SECONDS - t0)) s"
+}
+
+build_etcd
+build_kubernetes
+if [ "${SKIP_KWOK:-0}" != 1 ]; then build_kwok; fi
+
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
+ln -sf "$etcd_dir/etcd" "$out_dir/etcd"
+[ -x "$kwok_dir/kwok" ] && ln -sf "$kwok_dir/kwok" "$out_dir/kwok"
+echo "$out_dir"

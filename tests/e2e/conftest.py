@@ -1,0 +1,80 @@
+"""Fixtures for end-to-end tests on a real control plane (see tests/support/controlplane.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from tests.support.controlplane import ControlPlane, locate_binaries
+from tests.support.kubelet import TestKubelet
+from tests.support.processes import group_is_empty, wait_until
+
+KEEP_ENV = "SUSTAINDIFFUSION_KEEP_TEST_DIRS"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    workdir = Path(tempfile.mkdtemp(prefix="sd-controlplane-"))
+    plane = ControlPlane(locate_binaries(), workdir)
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+        if not os.environ.get(KEEP_ENV):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
+    root = Path(tempfile.mkdtemp(prefix="sd-kubelet-"))
+    kubelet = TestKubelet(api_client, root)
+    kubelet.start()
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+        leftovers = [pgid for pgid in kubelet.process_groups() if not group_is_empty(pgid)]
+        if not os.environ.get(KEEP_ENV):
+            shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists; deleted after the test."""
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=60,
+        what=f"default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)

@@ -1,0 +1,267 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, built from Go modules by `hack/build-binaries.sh`.
+
+Everything listens on 127.0.0.1 on free ports and lives in one temporary directory. `stop()`
+terminates every process group and checks that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.support.certs import ControlPlaneCerts, generate_certs
+from tests.support.processes import ManagedProcess, free_port, group_is_empty, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
+BIN_DIR_ENV = "SUSTAINDIFFUSION_K8S_BIN_DIR"
+
+# The controllers the tests rely on. The node-lifecycle controller lifts the not-ready taint that
+# admission puts on a new node; it stays content because the test kubelet renews the node's Lease.
+CONTROLLERS = (
+    "node-lifecycle-controller",
+    "job-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "ttl-after-finished-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "clusterrole-aggregation-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+READY_TIMEOUT_S = float(os.environ.get("SUSTAINDIFFUSION_CONTROL_PLANE_TIMEOUT", "180"))
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubectl: Path
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> Binaries:
+        binaries = cls(
+            etcd=directory / "etcd",
+            kube_apiserver=directory / "kube-apiserver",
+            kube_controller_manager=directory / "kube-controller-manager",
+            kube_scheduler=directory / "kube-scheduler",
+            kubectl=directory / "kubectl",
+        )
+        missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
+        if missing:
+            raise FileNotFoundError(
+                f"control-plane binaries missing: {', '.join(missing)}; run hack/build-binaries.sh"
+            )
+        return binaries
+
+
+def locate_binaries() -> Binaries:
+    """The binaries named by $SUSTAINDIFFUSION_K8S_BIN_DIR, else built (or reused) by the build script."""
+    configured = os.environ.get(BIN_DIR_ENV)
+    if configured:
+        return Binaries.from_dir(Path(configured))
+    result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+    return Binaries.from_dir(Path(result.stdout.strip().splitlines()[-1]))
+
+
+class ControlPlane:
+    """Start with `start()`, always finish with `stop()` (it is safe to call twice)."""
+
+    def __init__(self, binaries: Binaries, workdir: Path) -> None:
+        self.binaries = binaries
+        self.workdir = workdir
+        self.processes: list[ManagedProcess] = []
+        self.certs: ControlPlaneCerts | None = None
+        self.api_port = 0
+        self.kubeconfig = workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.certs = certs = generate_certs(self.workdir / "pki")
+        etcd_client, etcd_peer = free_port(), free_port()
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--name=test",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=test=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
+        self._wait_http(etcd, f"http://127.0.0.1:{etcd_client}/health", None)
+
+        self.api_port = free_port()
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={certs.serving_cert}",
+                f"--tls-private-key-file={certs.serving_key}",
+                f"--client-ca-file={certs.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={certs.service_account_pub}",
+                f"--service-account-signing-key-file={certs.service_account_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--v=1",
+            ],
+        )
+        self._write_kubeconfig()
+        self._wait_http(apiserver, f"{self.server}/readyz", self._admin_ssl_context())
+
+        controller_manager_port = free_port()
+        controller_manager = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries.kube_controller_manager),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={controller_manager_port}",
+                f"--root-ca-file={certs.ca_cert}",
+                f"--service-account-private-key-file={certs.service_account_key}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--use-service-account-credentials=false",
+                # Fast garbage collection and Job bookkeeping keep the tests short.
+                "--concurrent-gc-syncs=5",
+                "--v=1",
+            ],
+        )
+        scheduler_port = free_port()
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries.kube_scheduler),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={scheduler_port}",
+                "--v=1",
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait_http(controller_manager, f"https://127.0.0.1:{controller_manager_port}/healthz", insecure)
+        self._wait_http(scheduler, f"https://127.0.0.1:{scheduler_port}/healthz", insecure)
+
+    def stop(self) -> None:
+        """Stop every process in reverse start order and check that no process group survived."""
+        leftovers = []
+        for process in reversed(self.processes):
+            process.stop()
+            if not group_is_empty(process.pid):
+                leftovers.append(process.name)
+        self.processes.clear()
+        if leftovers:
+            raise RuntimeError(f"control-plane processes still running after stop: {leftovers}")
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the kubectl built with the control plane against it."""
+        return subprocess.run(
+            [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input_text,
+            timeout=120,
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.workdir / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        assert self.certs is not None
+        context = ssl.create_default_context(cafile=str(self.certs.ca_cert))
+        context.load_cert_chain(str(self.certs.admin_cert), str(self.certs.admin_key))
+        return context
+
+    def _wait_http(self, process: ManagedProcess, url: str, context: ssl.SSLContext | None) -> None:
+        def ready() -> bool:
+            if not process.alive():
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}"
+                )
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                return bool(response.status == 200)
+
+        try:
+            wait_until(ready, READY_TIMEOUT_S, interval=0.5, what=f"{process.name} at {url}")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n--- {process.name} log tail ---\n{process.log_tail()}") from None
+
+    def _write_kubeconfig(self) -> None:
+        assert self.certs is not None
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.certs.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(self.certs.admin_cert),
+                        "client-key": str(self.certs.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+            "current-context": "test",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))

@@ -1,0 +1,679 @@
+"""A test kubelet: one fake GPU node whose pods run as local processes.
+
+It is test infrastructure, not product. It registers one Ready Node (cpu, memory, pods and
+`nvidia.com/gpu` capacity), keeps its Lease renewed, and for every pod the real scheduler binds
+to that node it:
+
+1. materialises the pod's `configMap`, `secret`, `emptyDir` and `downwardAPI` volumes as
+   directories under `<root>/<namespace>_<pod>/volumes/<volume>`;
+2. resolves the container's environment as a kubelet does (`value` with `$(VAR)` expansion,
+   `configMapKeyRef`, `secretKeyRef`, `fieldRef`, `envFrom`);
+3. runs the container's `command` + `args` (the image is ignored; the command must exist on
+   this machine) with that environment, in a new process group, logging to `container.log`;
+4. reports Running, then Succeeded or Failed with the exit code and the termination message;
+5. kills the process group when the pod is deleted (then confirms the deletion, as a kubelet
+   must) or when the pod's `activeDeadlineSeconds` passes.
+
+Path mapping (the process is not in a container, so absolute container paths do not exist):
+each volume mount and the termination-message path get a host path under the pod's
+directory `<pod>/rootfs/<container path>`. Every command word, argument, environment value and
+the working directory that equals a container path or starts with `<container path>/` is
+rewritten to the host path. The container's view stays true for anything it is told.
+
+Only pods with exactly one container are run; others are failed with reason
+`TestKubeletUnsupported`. Restart policies Never, OnFailure and Always are honoured.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.processes import ManagedProcess
+
+log = logging.getLogger("test-kubelet")
+
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes per container, as in Kubernetes
+LOG_FALLBACK_LINES = 80
+LOG_FALLBACK_BYTES = 2048
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+Pod = dict[str, Any]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+_VAR_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+def expand_references(text: str, variables: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: known names are replaced, `$$` escapes, unknown stay as is."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return variables.get(name, match.group(0))
+
+    return _VAR_REFERENCE.sub(substitute, text)
+
+
+def field_path_value(pod: Pod, field_path: str) -> str:
+    """The value of a downward-API `fieldRef.fieldPath` for `pod`."""
+    metadata = pod.get("metadata", {})
+    spec = pod.get("spec", {})
+    status = pod.get("status", {})
+    simple = {
+        "metadata.name": metadata.get("name"),
+        "metadata.namespace": metadata.get("namespace"),
+        "metadata.uid": metadata.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.hostIP": status.get("hostIP", "127.0.0.1"),
+        "status.podIP": status.get("podIP", "127.0.0.1"),
+    }
+    if field_path in simple:
+        return str(simple[field_path] or "")
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", field_path)
+    if match:
+        return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
+    raise ValueError(f"unsupported fieldRef.fieldPath {field_path!r}")
+
+
+class PathMapper:
+    """Maps container paths (mount paths, the termination-message path) to host paths."""
+
+    def __init__(self, rootfs: Path) -> None:
+        self.rootfs = rootfs
+        self._prefixes: list[str] = []
+
+    def host_path(self, container_path: str) -> Path:
+        return self.rootfs / container_path.lstrip("/")
+
+    def add(self, container_path: str) -> Path:
+        normalised = "/" + container_path.strip("/")
+        if normalised not in self._prefixes:
+            self._prefixes.append(normalised)
+            # Longest prefix first, so nested mounts win over their parents.
+            self._prefixes.sort(key=len, reverse=True)
+        return self.host_path(normalised)
+
+    def rewrite(self, value: str) -> str:
+        for prefix in self._prefixes:
+            if value == prefix or value.startswith(prefix + "/"):
+                return str(self.host_path(prefix)) + value[len(prefix) :]
+        return value
+
+
+def termination_message(message_file: Path, log_file: Path, policy: str, exit_code: int) -> str:
+    """What the kubelet reports: the file's content, or the log tail under FallbackToLogsOnError."""
+    text = ""
+    with contextlib.suppress(OSError):
+        text = message_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+    if not text and policy == "FallbackToLogsOnError" and exit_code != 0:
+        with contextlib.suppress(OSError):
+            lines = log_file.read_bytes().splitlines()[-LOG_FALLBACK_LINES:]
+            text = b"\n".join(lines)[-LOG_FALLBACK_BYTES:].decode(errors="replace")
+    return text
+
+
+# --------------------------------------------------------------------------- the kubelet
+
+
+@dataclass
+class _RunningPod:
+    uid: str
+    namespace: str
+    name: str
+    directory: Path
+    process: ManagedProcess | None = None
+    restart_count: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    stopping: bool = False
+    finished: bool = False
+
+
+class TestKubelet:
+    """Start with `start()`; `stop()` kills every pod process and ends the threads."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        root: Path,
+        node_name: str = "fake-gpu-node",
+        capacity: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
+        self.root = root
+        self.node_name = node_name
+        self.capacity = dict(
+            capacity or {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "4"}
+        )
+        self.labels = {
+            "kubernetes.io/hostname": node_name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+            **(labels or {}),
+        }
+        self.base_env = dict(base_env if base_env is not None else _default_base_env())
+        self._pods: dict[str, _RunningPod] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watch: watch.Watch | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._register_node()
+        for target, name in ((self._watch_pods, "watch"), (self._heartbeat, "heartbeat")):
+            thread = threading.Thread(target=target, name=f"test-kubelet-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        with self._lock:
+            pods = list(self._pods.values())
+        for pod in pods:
+            if pod.process is not None:
+                pod.process.stop(grace_seconds=2)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def process_groups(self) -> list[int]:
+        with self._lock:
+            return [p.process.pid for p in self._pods.values() if p.process is not None]
+
+    # ----------------------------------------------------------------- node
+
+    def _register_node(self) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": self.labels},
+            "spec": {},
+        }
+        with contextlib.suppress(ApiException):
+            self.core.create_node(node)
+        self._report_node_status()
+
+    def _report_node_status(self) -> None:
+        now = _now()
+        status = {
+            "status": {
+                "capacity": self.capacity,
+                "allocatable": self.capacity,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "test kubelet is posting ready status",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    },
+                    *[
+                        {
+                            "type": t,
+                            "status": "False",
+                            "reason": f"KubeletHasNo{t}",
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                        for t in ("MemoryPressure", "DiskPressure", "PIDPressure")
+                    ],
+                ],
+                "addresses": [
+                    {"type": "InternalIP", "address": "127.0.0.1"},
+                    {"type": "Hostname", "address": self.node_name},
+                ],
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "kubeletVersion": "test-kubelet",
+                    "kubeProxyVersion": "",
+                    "containerRuntimeVersion": "local-process://1",
+                    "kernelVersion": "",
+                    "osImage": "test",
+                    "bootID": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                },
+            }
+        }
+        self.core.patch_node_status(self.node_name, status)
+
+    def _renew_lease(self) -> None:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.node_name,
+                "leaseDurationSeconds": 40,
+                "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        }
+        try:
+            self.coordination.patch_namespaced_lease(
+                self.node_name, "kube-node-lease", {"spec": body["spec"]}
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self.coordination.create_namespaced_lease("kube-node-lease", body)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(5):
+            try:
+                self._renew_lease()
+                self._report_node_status()
+                self._enforce_deadlines()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    # ----------------------------------------------------------------- pods
+
+    def _watch_pods(self) -> None:
+        selector = f"spec.nodeName={self.node_name}"
+        while not self._stop.is_set():
+            try:
+                listing = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                for item in listing.items:
+                    self._reconcile(self.core.api_client.sanitize_for_serialization(item))
+                self._watch = watch.Watch()
+                for event in self._watch.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=60,
+                ):
+                    if self._stop.is_set():
+                        return
+                    pod = self.core.api_client.sanitize_for_serialization(event["object"])
+                    if event["type"] == "DELETED":
+                        self._forget(pod)
+                    else:
+                        self._reconcile(pod)
+            except Exception:
+                if not self._stop.is_set():
+                    log.exception("pod watch failed; relisting")
+                    time.sleep(0.5)
+
+    def _reconcile(self, pod: Pod) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            running = self._pods.get(uid)
+        if pod["metadata"].get("deletionTimestamp"):
+            self._delete(pod, running)
+            return
+        phase = pod.get("status", {}).get("phase")
+        if running is None and phase in (None, "Pending"):
+            self._launch(pod)
+
+    def _forget(self, pod: Pod) -> None:
+        with self._lock:
+            running = self._pods.pop(pod["metadata"]["uid"], None)
+        if running is not None and running.process is not None:
+            running.stopping = True
+            running.process.stop(grace_seconds=0.5)
+
+    def _delete(self, pod: Pod, running: _RunningPod | None) -> None:
+        """Stop the pod's process, then confirm the graceful deletion as a kubelet does."""
+        if running is not None and running.process is not None and not running.stopping:
+            running.stopping = True
+            grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+            running.process.stop(grace_seconds=min(float(grace or 0), 5.0))
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0,
+                    preconditions=client.V1Preconditions(uid=pod["metadata"]["uid"]),
+                ),
+            )
+
+    def _launch(self, pod: Pod) -> None:
+        meta = pod["metadata"]
+        directory = self.root / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        running = _RunningPod(meta["uid"], meta["namespace"], meta["name"], directory)
+        with self._lock:
+            if meta["uid"] in self._pods:
+                return
+            self._pods[meta["uid"]] = running
+        containers = pod["spec"].get("containers", [])
+        if len(containers) != 1:
+            self._report_terminal(
+                pod,
+                running,
+                exit_code=128,
+                reason="TestKubeletUnsupported",
+                message="the test kubelet runs pods with exactly one container",
+            )
+            return
+        try:
+            argv, env, cwd, message_file = self._prepare(pod, containers[0], directory)
+        except Exception as error:
+            self._report_terminal(
+                pod, running, exit_code=128, reason="CreateContainerConfigError", message=str(error)
+            )
+            return
+        thread = threading.Thread(
+            target=self._run,
+            args=(pod, running, argv, env, cwd, message_file),
+            name=f"pod-{meta['name']}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _prepare(
+        self, pod: Pod, container: dict[str, Any], directory: Path
+    ) -> tuple[list[str], dict[str, str], Path, Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        mapper = PathMapper(directory / "rootfs")
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                raise ValueError(f"volumeMount {mount['name']!r} names no volume")
+            source = self._materialise_volume(pod, volume, directory / "volumes" / volume["name"])
+            if source is None:
+                continue  # e.g. the projected service-account token: nothing to give a local process
+            target = mapper.add(mount["mountPath"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if mount.get("subPath"):
+                source = source / mount["subPath"]
+            if not target.exists():
+                target.symlink_to(source)
+
+        message_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        message_file = mapper.add(message_path)
+        message_file.parent.mkdir(parents=True, exist_ok=True)
+        message_file.write_bytes(b"")
+
+        env = dict(self.base_env)
+        env.update(self._resolve_env(pod, container))
+        env = {k: mapper.rewrite(v) for k, v in env.items()}
+        words = [*container.get("command", []), *container.get("args", [])]
+        if not words:
+            raise ValueError("the test kubelet needs an explicit command (the image is not run)")
+        argv = [mapper.rewrite(expand_references(word, env)) for word in words]
+        if not os.path.isabs(argv[0]):
+            resolved = shutil.which(argv[0], path=env.get("PATH"))
+            if resolved is None:
+                raise ValueError(f"command {argv[0]!r} not found on PATH {env.get('PATH')!r}")
+            argv[0] = resolved
+        working_dir = container.get("workingDir")
+        cwd = Path(mapper.rewrite(working_dir)) if working_dir else directory
+        if working_dir and not cwd.exists():
+            cwd.mkdir(parents=True, exist_ok=True)
+        return argv, env, cwd, message_file
+
+    def _materialise_volume(self, pod: Pod, volume: dict[str, Any], target: Path) -> Path | None:
+        namespace = pod["metadata"]["namespace"]
+        if target.exists():
+            return target
+        if "emptyDir" in volume:
+            target.mkdir(parents=True)
+            return target
+        if "configMap" in volume:
+            spec = volume["configMap"]
+            config_map = self.core.read_namespaced_config_map(spec["name"], namespace)
+            data = dict(config_map.data or {})
+            data.update({k: base64.b64decode(v).decode() for k, v in (config_map.binary_data or {}).items()})
+            self._write_items(target, data, spec.get("items"))
+            return target
+        if "secret" in volume:
+            spec = volume["secret"]
+            secret = self.core.read_namespaced_secret(spec["secretName"], namespace)
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+            self._write_items(target, data, spec.get("items"))
+            return target
+        if "downwardAPI" in volume:
+            data = {
+                item["path"]: field_path_value(pod, item["fieldRef"]["fieldPath"])
+                for item in volume["downwardAPI"].get("items", [])
+                if "fieldRef" in item
+            }
+            self._write_items(target, data, None)
+            return target
+        if "projected" in volume:
+            return None
+        raise ValueError(
+            f"volume {volume['name']!r}: the test kubelet supports configMap, secret, "
+            "emptyDir, downwardAPI and projected service-account tokens only"
+        )
+
+    @staticmethod
+    def _write_items(target: Path, data: Mapping[str, str], items: list[dict[str, str]] | None) -> None:
+        target.mkdir(parents=True)
+        chosen = {item["key"]: item["path"] for item in items} if items else {k: k for k in data}
+        for key, relative in chosen.items():
+            if key not in data:
+                raise ValueError(f"key {key!r} not found")
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(data[key])
+
+    def _resolve_env(self, pod: Pod, container: dict[str, Any]) -> dict[str, str]:
+        namespace = pod["metadata"]["namespace"]
+        resolved: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                data = self.core.read_namespaced_config_map(source["configMapRef"]["name"], namespace).data
+                resolved.update({prefix + k: v for k, v in (data or {}).items()})
+            if "secretRef" in source:
+                secret = self.core.read_namespaced_secret(source["secretRef"]["name"], namespace).data
+                resolved.update({prefix + k: base64.b64decode(v).decode() for k, v in (secret or {}).items()})
+        for variable in container.get("env", []):
+            name = variable["name"]
+            if "valueFrom" not in variable:
+                resolved[name] = expand_references(variable.get("value", ""), resolved)
+                continue
+            value_from = variable["valueFrom"]
+            if "fieldRef" in value_from:
+                resolved[name] = field_path_value(pod, value_from["fieldRef"]["fieldPath"])
+            elif "configMapKeyRef" in value_from:
+                ref = value_from["configMapKeyRef"]
+                data = self.core.read_namespaced_config_map(ref["name"], namespace).data or {}
+                if ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise ValueError(f"configmap {ref['name']!r} has no key {ref['key']!r}")
+                resolved[name] = data[ref["key"]]
+            elif "secretKeyRef" in value_from:
+                ref = value_from["secretKeyRef"]
+                secret_data = self.core.read_namespaced_secret(ref["name"], namespace).data or {}
+                if ref["key"] not in secret_data:
+                    if ref.get("optional"):
+                        continue
+                    raise ValueError(f"secret {ref['name']!r} has no key {ref['key']!r}")
+                resolved[name] = base64.b64decode(secret_data[ref["key"]]).decode()
+            else:
+                raise ValueError(f"env {name!r}: unsupported valueFrom {sorted(value_from)}")
+        return resolved
+
+    def _run(
+        self,
+        pod: Pod,
+        running: _RunningPod,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        message_file: Path,
+    ) -> None:
+        container = pod["spec"]["containers"][0]
+        policy = pod["spec"].get("restartPolicy", "Always")
+        message_policy = container.get("terminationMessagePolicy", "File")
+        log_file = running.directory / "container.log"
+        while True:
+            running.process = ManagedProcess(container["name"], argv, log_file, env=env, cwd=cwd)
+            self._report_running(pod, running)
+            exit_code = running.process.popen.wait()
+            running.process.stop(grace_seconds=0)
+            if running.stopping or self._stop.is_set():
+                return
+            restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+            if not restart:
+                break
+            running.restart_count += 1
+            time.sleep(min(10.0, 0.5 * 2 ** (running.restart_count - 1)))  # crash-loop back-off
+        message = termination_message(message_file, log_file, message_policy, exit_code)
+        reason = "Completed" if exit_code == 0 else "Error"
+        if running.finished:  # deadline enforcement already reported the pod
+            return
+        self._report_terminal(pod, running, exit_code=exit_code, reason=reason, message=message)
+
+    def _enforce_deadlines(self) -> None:
+        with self._lock:
+            pods = list(self._pods.values())
+        for running in pods:
+            if running.finished or running.process is None or not running.process.alive():
+                continue
+            try:
+                pod = self.core.api_client.sanitize_for_serialization(
+                    self.core.read_namespaced_pod(running.name, running.namespace)
+                )
+            except ApiException:
+                continue
+            deadline = pod["spec"].get("activeDeadlineSeconds")
+            if deadline is not None and time.monotonic() - running.started_at > deadline:
+                running.finished = running.stopping = True
+                running.process.stop(grace_seconds=1)
+                self._report_terminal(
+                    pod,
+                    running,
+                    exit_code=137,
+                    reason="DeadlineExceeded",
+                    message=f"Pod was active on the node longer than the specified deadline ({deadline} s)",
+                    pod_reason="DeadlineExceeded",
+                )
+
+    def _report_running(self, pod: Pod, running: _RunningPod) -> None:
+        now = _now()
+        container = pod["spec"]["containers"][0]
+        status = {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": pod.get("status", {}).get("startTime") or now,
+            "conditions": _conditions(ready=True, now=now),
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": running.restart_count,
+                    "state": {"running": {"startedAt": now}},
+                }
+            ],
+        }
+        self._patch_status(running, status)
+
+    def _report_terminal(
+        self,
+        pod: Pod,
+        running: _RunningPod,
+        exit_code: int,
+        reason: str,
+        message: str,
+        pod_reason: str | None = None,
+    ) -> None:
+        running.finished = True
+        now = _now()
+        container = pod["spec"]["containers"][0] if pod["spec"].get("containers") else {"name": "main"}
+        terminated = {"exitCode": exit_code, "reason": reason, "startedAt": now, "finishedAt": now}
+        if message:
+            terminated["message"] = message
+        status: dict[str, Any] = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "startTime": pod.get("status", {}).get("startTime") or now,
+            "conditions": _conditions(ready=False, now=now),
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": running.restart_count,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+        if pod_reason:
+            status["reason"] = pod_reason
+            status["message"] = message
+        self._patch_status(running, status)
+
+    def _patch_status(self, running: _RunningPod, status: dict[str, Any]) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(running.name, running.namespace, {"status": status})
+        except ApiException as error:
+            if error.status != 404:  # a pod deleted meanwhile has nothing to report to
+                log.warning("status of %s/%s not written: %s", running.namespace, running.name, error.reason)
+
+
+def _conditions(ready: bool, now: str) -> list[dict[str, str]]:
+    value = "True" if ready else "False"
+    return [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": value, "lastTransitionTime": now},
+        {"type": "Ready", "status": value, "lastTransitionTime": now},
+    ]
+
+
+def _default_base_env() -> dict[str, str]:
+    """What every pod process inherits from the test run: enough to find Python and its packages."""
+    keep = (
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "HF_HUB_OFFLINE",
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+    )
+    return {k: os.environ[k] for k in keep if k in os.environ}
