@@ -340,3 +340,49 @@ def _listening_addresses(pid: int) -> list[str]:
                     )
                 addresses.append(f"{host}:{int(port_hex, 16)}")
     return addresses
+
+
+def _bare_pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "ignored", "command": command}],
+            **spec,
+        },
+    }
+
+
+def _wait_pod_phase(core: client.CoreV1Api, name: str, namespace: str, phase: str) -> client.V1Pod:
+    wait_until(
+        lambda: core.read_namespaced_pod(name, namespace).status.phase == phase,
+        timeout=60,
+        what=f"pod {namespace}/{name} phase {phase}",
+    )
+    return core.read_namespaced_pod(name, namespace)
+
+
+def test_test_kubelet_restarts_on_failure_and_enforces_active_deadlines(
+    api_client: client.ApiClient, test_kubelet: TestKubelet, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    # Fails on its first run, succeeds on the second: the marker lives in an emptyDir volume.
+    flaky = (
+        "import pathlib, sys; marker = pathlib.Path(sys.argv[1], 'ran-once');"
+        "sys.exit(0) if marker.exists() else (marker.touch(), sys.exit(1))"
+    )
+    pod = _bare_pod("flaky", [*_python(flaky), "/scratch"], restartPolicy="OnFailure")
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+    pod["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    core.create_namespaced_pod(namespace, pod)
+    succeeded = _wait_pod_phase(core, "flaky", namespace, "Succeeded")
+    assert succeeded.status.container_statuses[0].restart_count == 1
+
+    core.create_namespaced_pod(
+        namespace,
+        _bare_pod(
+            "slow", _python("import time; time.sleep(600)"), restartPolicy="Never", activeDeadlineSeconds=1
+        ),
+    )
+    failed = _wait_pod_phase(core, "slow", namespace, "Failed")
+    assert failed.status.reason == "DeadlineExceeded"
