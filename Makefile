@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv binaries lint typecheck imports pytest constraints clean
+.PHONY: test venv binaries lint typecheck imports pytest crds constraints clean
 
 test: venv binaries lint typecheck imports pytest
 
@@ -29,6 +29,10 @@ pytest: venv binaries
 	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
+
+# Regenerate crds/sustainsearch.yaml from the pydantic models (a unit test fails when it is stale).
+crds: venv
+	$(BIN)/python -m sustaindiffusion.api.crd --write
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^sustaindiffusion' \

@@ -1,0 +1,87 @@
+"""Cross-field rules, stated once and enforced twice: as CEL in the CRD (the API server) and as a
+Python check in the pydantic models (local mode), with the same message in both places.
+
+A rule sits on the smallest object it constrains, so both the API server and local validation
+report it at that object's path (for example `spec.searchSpace.inferenceSteps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule: `cel` for the API server, `check` for local mode, one `message`.
+
+    `check` returns True when the object is valid. A transition rule (one that reads `oldSelf`)
+    has no local check: local mode never sees the previous object.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool] | None = None
+    field_path: str | None = None
+
+    def validate(self, value: Any) -> Any:
+        """Use as a pydantic AfterValidator on a single value."""
+        if self.check is not None and not self.check(value):
+            raise PydanticCustomError(
+                RULE_ERROR_TYPE, "{message}", {"message": self.message, "field_path": ""}
+            )
+        return value
+
+    def as_validation(self) -> dict[str, str]:
+        validation = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            validation["fieldPath"] = self.field_path
+        return validation
+
+
+RULE_ERROR_TYPE = "rule"
+
+
+def immutable(what: str) -> Rule:
+    return Rule(
+        cel="self == oldSelf",
+        message=f"{what} is immutable: changing it would corrupt a running search; "
+        "create a new SustainSearch instead",
+    )
+
+
+RULE_ERROR_TYPE = "rule"
+
+
+def _add_rules_to_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    rules: tuple[Rule, ...] = getattr(cls, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.as_validation() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """Base of every SustainSearch model: camelCase names, unknown fields refused, rules applied."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_add_rules_to_schema,
+        validate_default=False,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _apply_rules(self) -> Self:
+        for rule in self.rules:
+            if rule.check is not None and not rule.check(self):
+                # The context carries the rule's own field path (relative to this object).
+                context = {"message": rule.message, "field_path": rule.field_path or ""}
+                raise PydanticCustomError(RULE_ERROR_TYPE, "{message}", context)
+        return self

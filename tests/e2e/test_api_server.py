@@ -1,0 +1,164 @@
+"""The SustainSearch CRD on the real API server: examples accepted, invalid specs refused with the
+same field paths and messages as local validation, server defaults equal to pydantic's, field
+descriptions in `kubectl explain`, printer columns, and immutable fields."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sustaindiffusion.api.crd import CRD_PATH
+from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.status import EnergyTotals, EvaluationCounters, Phase, SustainSearchStatus
+from tests.support.controlplane import ControlPlane
+from tests.support.processes import wait_until
+from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> None:
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    custom = client.CustomObjectsApi(api_client)
+    # Discovery may lag the Established condition by a moment.
+    wait_until(
+        lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) is not None, 30, what="discovery"
+    )
+
+
+@pytest.fixture
+def custom(api_client: client.ApiClient, crd_installed: None) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+def _body(spec: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name or f"s-{uuid.uuid4().hex[:8]}"},
+        "spec": spec,
+    }
+
+
+def _create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+    )
+    return cast(dict[str, Any], created)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_is_accepted(custom: client.CustomObjectsApi, namespace: str, example: Path) -> None:
+    manifest = yaml.safe_load(example.read_text())
+    created = _create(custom, namespace, manifest)
+    assert created["spec"]["prompts"]
+
+
+def test_examples_exist() -> None:
+    assert {p.name for p in EXAMPLES} >= {"quickstart.yaml", "sd3-paper.yaml", "shared-cluster.yaml"}
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=[c.name for c in INVALID_CASES])
+def test_invalid_spec_is_refused_with_the_expected_message(
+    custom: client.CustomObjectsApi, namespace: str, case: InvalidCase
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        _create(custom, namespace, _body(case.spec()))
+    # 422 for schema and rule violations; 400 for unknown fields under strict field validation.
+    assert refused.value.status in (400, 422), refused.value.body
+    status = json.loads(refused.value.body)
+    causes = status.get("details", {}).get("causes", [])
+    matching = [
+        cause
+        for cause in causes
+        if cause.get("field", "").startswith(case.path) and case.message in cause.get("message", "")
+    ]
+    # Strict field validation reports unknown fields in the message only.
+    in_message = case.path.removeprefix("spec.") in status["message"] and case.message in status["message"]
+    assert matching or in_message, f"expected {case.path}: {case.message}\ngot: {status['message']}"
+
+
+def test_server_defaults_equal_pydantic_defaults(custom: client.CustomObjectsApi, namespace: str) -> None:
+    created = _create(custom, namespace, _body(BASE_SPEC))
+    expected = SustainSearchSpec.model_validate(BASE_SPEC).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert created["spec"] == expected
+
+
+def test_kubectl_explain_shows_field_descriptions(control_plane: ControlPlane, crd_installed: None) -> None:
+    def explained() -> str | None:
+        result = control_plane.kubectl(
+            "explain", "sustainsearches.spec.algorithm.populationSize", check=False
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    wait_until(explained, timeout=60, what="kubectl explain to know SustainSearch")
+    text = explained() or ""
+    assert "Candidates per generation" in text
+    spec_text = control_plane.kubectl("explain", "sds.spec").stdout
+    for field in ("searchSpace", "objectives", "execution", "algorithm", "scoring", "prompts", "model"):
+        assert field in spec_text
+
+
+def test_printer_columns_render(
+    control_plane: ControlPlane, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    name = "columns"
+    _create(custom, namespace, _body(BASE_SPEC, name=name))
+    status = SustainSearchStatus(
+        phase=Phase.RUNNING,
+        generation=3,
+        generation_progress="3/10",
+        evaluations=EvaluationCounters(total=64, succeeded=60, failed=1, running=3),
+        front_size=7,
+        energy=EnergyTotals(total_joules=1234.5, gpu_joules=1000.0, cpu_joules=234.5),
+    )
+    custom.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)},
+    )
+    table = control_plane.kubectl("get", "sds", name, "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "GENERATION", "EVALUATIONS", "FRONT", "ENERGY-J", "AGE"]
+    row = table[1].split()
+    assert row[:6] == [name, "Running", "3/10", "60", "7", "1234.5"]
+
+
+def test_immutable_fields_cannot_change_but_budgets_can(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    name = "immutable"
+    _create(custom, namespace, _body(BASE_SPEC, name=name))
+
+    def patch(spec: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
+
+    patch({"algorithm": {"generations": 25}, "execution": {"parallelism": 4}})
+    current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    assert current["spec"]["algorithm"]["generations"] == 25
+    assert current["spec"]["execution"]["parallelism"] == 4
+
+    for change, message in (
+        ({"model": {"id": "other/model"}}, "model is immutable"),
+        ({"algorithm": {"seed": 7}}, "algorithm.seed is immutable"),
+        ({"searchSpace": {"inferenceSteps": {"min": 30, "max": 40}}}, "searchSpace is immutable"),
+        ({"objectives": [{"name": "Energy"}]}, "objectives is immutable"),
+    ):
+        with pytest.raises(ApiException) as refused:
+            patch(change)
+        assert refused.value.status == 422
+        assert message in refused.value.body
