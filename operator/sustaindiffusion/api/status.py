@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.rules import ApiModel
 
 ObjectiveValues = Annotated[
@@ -48,31 +49,13 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0, description="Spec generation seen.")
 
 
-class DecodedSettings(ApiModel):
-    """The concrete generation settings of one candidate."""
-
-    inference_steps: int | None = Field(
-        default=None, description="Denoising steps (absent: pipeline default)."
-    )
-    guidance_scale: float | None = Field(
-        default=None, description="Guidance scale (absent: pipeline default)."
-    )
-    positive_keywords: Annotated[list[str], Field(max_length=64)] = Field(
-        default_factory=list, description="Keywords appended to the prompt."
-    )
-    negative_keywords: Annotated[list[str], Field(max_length=64)] = Field(
-        default_factory=list, description="Negative prompt keywords."
-    )
-    prompt_weight: int = Field(default=0, description="Emphasis weight of the keywords.")
-
-
 class FrontEntry(ApiModel):
     """One Pareto-optimal candidate."""
 
     candidate_id: Annotated[str, Field(max_length=64)] = Field(
         description="Stable id (hash of the settings)."
     )
-    settings: DecodedSettings = Field(description="Decoded settings.")
+    settings: CandidateSettings = Field(description="Decoded settings.")
     objectives: ObjectiveValues
     quality: float | None = Field(default=None, description="Quality score.")
     constraint_satisfied: bool = Field(description="Whether the quality constraint holds.")

@@ -1,0 +1,312 @@
+"""The search engine: one ask/tell API shared by the operator and the local runner.
+
+    engine = SearchEngine(spec)
+    while not engine.finished:
+        for candidate in engine.ask():        # the current generation's candidates still to evaluate
+            engine.tell(evaluate(candidate))  # any order; the generation completes with its last result
+
+Generation 0 evaluates the baselines: the model's default settings and the spec's own
+configurations. The quality constraint and the energy and time scales refer to the defaults.
+Generations 1..N are NSGA-II populations. A candidate whose settings were evaluated before (same
+id) is not asked again: its recorded result is reused.
+
+Resume: `SearchEngine.replay(spec, results)` feeds recorded results, in the order they were told,
+to a fresh engine. pymoo's generator is seeded once, so the replayed engine reaches the identical
+state and asks the identical next candidates. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.api.spec import Configuration, SustainSearchSpec
+from sustaindiffusion.operator.engine.encoding import Genome, SearchSpaceEncoding
+from sustaindiffusion.operator.engine.nsga2 import AskTellNSGA2
+from sustaindiffusion.operator.engine.objectives import (
+    ObjectiveScale,
+    hypervolume,
+    non_dominated,
+    objective_scales,
+)
+
+DEFAULTS_BASELINE = "defaults"
+FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
+
+
+class ReplayMismatchError(RuntimeError):
+    """Recorded results do not belong to the candidates this spec and seed ask for."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    candidate_id: str
+    generation: int
+    settings: CandidateSettings
+    baseline: str | None = None  # the baseline's name in generation 0, None for search candidates
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    candidate: Candidate
+    metrics: Metrics
+    objectives: dict[str, float]
+
+
+@dataclass
+class _Generation:
+    number: int
+    candidates: list[Candidate]  # distinct ids, in asked order
+    genomes: list[Genome] = field(default_factory=list)  # NSGA-II genomes in asked order (gen >= 1)
+    genome_ids: list[str] = field(default_factory=list)
+
+
+class SearchEngine:
+    def __init__(self, spec: SustainSearchSpec) -> None:
+        self.spec = spec
+        self.encoding = SearchSpaceEncoding(spec.search_space)
+        algorithm = spec.algorithm
+        self._nsga = AskTellNSGA2(
+            self.encoding.variables(),
+            n_objectives=len(spec.objectives),
+            n_constraints=1,
+            pop_size=algorithm.population_size,
+            seed=algorithm.seed,
+            crossover_probability=algorithm.crossover_probability,
+            mutation_probability=algorithm.mutation_probability,
+        )
+        self.generation = 0
+        self._current: _Generation | None = None
+        self._results: dict[str, EvaluationResult] = {}
+        self._candidates: dict[str, Candidate] = {}  # first appearance of each id
+        self._search_ids: list[str] = []  # ids that took part in an NSGA-II generation, first-seen order
+        self.told: list[EvaluationResult] = []  # every result told, in order: the archive
+        self.scales: list[ObjectiveScale] | None = None
+        self.quality_threshold: float | None = None
+        self.hypervolume_history: list[float] = []
+        self.total_energy_joules = 0.0
+        self.termination_reason: str | None = None
+
+    # ------------------------------------------------------------------ ask / tell
+
+    @property
+    def finished(self) -> bool:
+        return self.termination_reason is not None
+
+    def ask(self) -> list[Candidate]:
+        """The current generation's candidates that still need a result (asking again is harmless)."""
+        if self.finished:
+            return []
+        if self._current is None:
+            self._current = self._start_generation()
+            if self._complete_if_done():
+                return self.ask()
+        return [c for c in self._current.candidates if c.candidate_id not in self._results]
+
+    def tell(self, result: EvaluationResult) -> None:
+        """Record one result of the current generation; the last one completes the generation."""
+        current = self._current
+        if current is None or all(c.candidate_id != result.candidate_id for c in current.candidates):
+            raise ValueError(
+                f"candidate {result.candidate_id} is not pending in generation {self.generation}"
+            )
+        if result.candidate_id in self._results:
+            raise ValueError(f"candidate {result.candidate_id} already has a result")
+        self._results[result.candidate_id] = result
+        self.told.append(result)
+        if result.metrics is not None:
+            self.total_energy_joules += result.metrics.gpu_joules + result.metrics.cpu_joules
+        self._complete_if_done()
+
+    @classmethod
+    def replay(cls, spec: SustainSearchSpec, results: Iterable[EvaluationResult]) -> SearchEngine:
+        """A fresh engine fed recorded results in order: the state of the engine that recorded them."""
+        engine = cls(spec)
+        for result in results:
+            pending = {c.candidate_id for c in engine.ask()}
+            if result.candidate_id not in pending:
+                raise ReplayMismatchError(
+                    f"recorded result for {result.candidate_id} does not match generation "
+                    f"{engine.generation} of this spec and seed (pending: {sorted(pending)}); "
+                    "the archive belongs to another search"
+                )
+            engine.tell(result)
+        return engine
+
+    # ------------------------------------------------------------------ views
+
+    def result(self, candidate_id: str) -> EvaluationResult | None:
+        return self._results.get(candidate_id)
+
+    def candidate(self, candidate_id: str) -> Candidate:
+        return self._candidates[candidate_id]
+
+    @property
+    def evaluations(self) -> int:
+        return len(self._results)
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for r in self._results.values() if not r.ok)
+
+    def baselines(self) -> list[tuple[Candidate, EvaluationResult | None]]:
+        return [(c, self._results.get(c.candidate_id)) for c in self._candidates.values() if c.baseline]
+
+    def front(self) -> list[FrontPoint]:
+        """Non-dominated feasible results of the search so far (baselines reported beside it)."""
+        points = self._feasible_search_points()
+        if not points:
+            return []
+        matrix = np.array(
+            [[s.minimised(v) for s, v in zip(self._scales(), values, strict=True)] for _, values in points]
+        )
+        front = [points[i] for i in sorted(non_dominated(matrix))]
+        return [
+            FrontPoint(
+                candidate=self._candidates[result.candidate_id],
+                metrics=result.metrics,
+                objectives={o.name.value: v for o, v in zip(self.spec.objectives, values, strict=True)},
+            )
+            for result, values in front
+            if result.metrics is not None
+        ]
+
+    def current_hypervolume(self) -> float:
+        points = self._feasible_search_points()
+        if not points:
+            return 0.0
+        scales = self._scales()
+        normalised = np.array(
+            [[s.normalise(v) for s, v in zip(scales, values, strict=True)] for _, values in points]
+        )
+        return hypervolume(normalised)
+
+    # ------------------------------------------------------------------ internals
+
+    def _scales(self) -> list[ObjectiveScale]:
+        if self.scales is None:
+            raise RuntimeError("objective scales are set once the baseline generation completes")
+        return self.scales
+
+    def _objective_values(self, metrics: Metrics) -> list[float]:
+        return [metrics.objective(o.name) for o in self.spec.objectives]
+
+    def _feasible(self, metrics: Metrics) -> bool:
+        return self.quality_threshold is None or metrics.quality >= self.quality_threshold
+
+    def _feasible_search_points(self) -> list[tuple[EvaluationResult, list[float]]]:
+        points = []
+        for candidate_id in self._search_ids:
+            result = self._results.get(candidate_id)
+            if result is not None and result.metrics is not None and self._feasible(result.metrics):
+                points.append((result, self._objective_values(result.metrics)))
+        return points
+
+    def _baseline_settings(self) -> list[tuple[str, CandidateSettings]]:
+        configurations: list[tuple[str, CandidateSettings]] = [(DEFAULTS_BASELINE, CandidateSettings())]
+        for configuration in self.spec.baselines or []:
+            configurations.append((configuration.name, _settings_of(configuration)))
+        return configurations
+
+    def _start_generation(self) -> _Generation:
+        if self.generation == 0:
+            candidates: list[Candidate] = []
+            for name, settings in self._baseline_settings():
+                candidate = self._remember(Candidate(settings.candidate_id(), 0, settings, baseline=name))
+                if all(c.candidate_id != candidate.candidate_id for c in candidates):
+                    candidates.append(candidate)
+            return _Generation(0, candidates)
+        generation = _Generation(self.generation, [])
+        for genome in self._nsga.ask():
+            settings = self.encoding.decode(genome)
+            candidate = self._remember(Candidate(settings.candidate_id(), self.generation, settings))
+            generation.genomes.append(genome)
+            generation.genome_ids.append(candidate.candidate_id)
+            if all(c.candidate_id != candidate.candidate_id for c in generation.candidates):
+                generation.candidates.append(candidate)
+            if candidate.candidate_id not in self._search_ids:
+                self._search_ids.append(candidate.candidate_id)
+        return generation
+
+    def _remember(self, candidate: Candidate) -> Candidate:
+        return self._candidates.setdefault(candidate.candidate_id, candidate)
+
+    def _complete_if_done(self) -> bool:
+        current = self._current
+        if current is None or any(c.candidate_id not in self._results for c in current.candidates):
+            return False
+        if current.number == 0:
+            self._complete_baselines()
+        else:
+            self._tell_nsga(current)
+            self.hypervolume_history.append(self.current_hypervolume())
+        self._current = None
+        self.generation += 1
+        if not self.finished:
+            self.termination_reason = self._termination()
+        return True
+
+    def _complete_baselines(self) -> None:
+        defaults = self._results[CandidateSettings().candidate_id()]
+        if defaults.metrics is None:
+            self.termination_reason = (
+                f"the model's default settings could not be evaluated ({defaults.reason}); "
+                "the quality constraint and the energy scale refer to them"
+            )
+            return
+        self.scales = objective_scales(self.spec.objectives, defaults.metrics)
+        quality = self.spec.constraints.quality
+        if quality.enabled:
+            self.quality_threshold = (1.0 - quality.tolerance) * defaults.metrics.quality
+
+    def _tell_nsga(self, generation: _Generation) -> None:
+        objectives, constraints = [], []
+        for candidate_id in generation.genome_ids:
+            result = self._results[candidate_id]
+            if result.metrics is None:
+                objectives.append([0.0] * len(self.spec.objectives))
+                constraints.append([FAILURE_VIOLATION])
+                continue
+            values = self._objective_values(result.metrics)
+            objectives.append([s.minimised(v) for s, v in zip(self._scales(), values, strict=True)])
+            threshold = self.quality_threshold
+            constraints.append([threshold - result.metrics.quality if threshold is not None else -1.0])
+        self._nsga.tell(objectives, constraints)
+
+    def _termination(self) -> str | None:
+        algorithm = self.spec.algorithm
+        done = self.generation - 1  # NSGA-II generations completed
+        if done >= algorithm.generations:
+            return f"completed {algorithm.generations} generations"
+        budget = algorithm.termination.max_evaluations
+        if budget is not None and self.evaluations + algorithm.population_size > budget:
+            return f"evaluation budget: another generation would exceed {budget} evaluations"
+        energy = algorithm.termination.energy_budget_joules
+        if energy is not None and self.total_energy_joules >= energy:
+            return f"energy budget: {self.total_energy_joules:.0f} J used of {energy:.0f} J"
+        stagnation = algorithm.termination.hypervolume_stagnation
+        history = self.hypervolume_history
+        if stagnation is not None and len(history) > stagnation.generations:
+            before, now = history[-1 - stagnation.generations], history[-1]
+            if now - before <= stagnation.tolerance * max(before, 1e-12):
+                return (
+                    f"hypervolume stagnation: improved by {now - before:.3g} over the last "
+                    f"{stagnation.generations} generations"
+                )
+        return None
+
+
+def _settings_of(configuration: Configuration) -> CandidateSettings:
+    return CandidateSettings(
+        inference_steps=configuration.inference_steps,
+        guidance_scale=configuration.guidance_scale,
+        positive_keywords=list(configuration.positive_keywords),
+        negative_keywords=list(configuration.negative_keywords),
+        prompt_weight=configuration.prompt_weight
+        if configuration.positive_keywords or configuration.negative_keywords
+        else 0,
+    )

@@ -1,0 +1,52 @@
+"""A deterministic stand-in for the worker in engine tests: metrics are a fixed function of the
+settings (conflicting, so there is a real trade-off), and chosen candidates can be made to fail."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.keywords import NEGATIVE_MALE_LEADING, POSITIVE_FEMALE_LEADING
+from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.operator.engine.search import Candidate
+
+IMAGES = 4
+
+
+def _jitter(settings: CandidateSettings) -> float:
+    digest = hashlib.sha256(settings.candidate_id().encode()).digest()
+    return digest[0] / 255.0
+
+
+def fake_metrics(settings: CandidateSettings) -> Metrics:
+    steps = settings.inference_steps if settings.inference_steps is not None else 28
+    guidance = settings.guidance_scale if settings.guidance_scale is not None else 7.0
+    female = sum(k in POSITIVE_FEMALE_LEADING for k in settings.positive_keywords)
+    male = sum(k in NEGATIVE_MALE_LEADING for k in settings.negative_keywords)
+    keywords = len(settings.positive_keywords) + len(settings.negative_keywords)
+    weight = settings.prompt_weight
+    gender = max(0.0, 1.0 - 0.08 * female - 0.05 * male - 0.02 * weight * (female > 0))
+    ethnic = min(1.0, 0.2 + 0.6 * abs(guidance - 9.0) / 20.0 + 0.1 * _jitter(settings))
+    energy_per_image = 2.0 * steps * (1.0 + 0.01 * keywords)
+    quality = min(
+        1.0, 0.3 + 0.005 * steps + 0.01 * min(guidance, 10.0) - 0.008 * keywords - 0.02 * max(0, weight - 3)
+    )
+    return Metrics(
+        gender_bias=min(1.0, gender),
+        ethnic_bias=ethnic,
+        quality=max(0.0, quality),
+        energy_joules_per_image=energy_per_image,
+        seconds_per_image=0.05 * steps,
+        gpu_joules=0.8 * energy_per_image * IMAGES,
+        cpu_joules=0.2 * energy_per_image * IMAGES,
+        images=IMAGES,
+    )
+
+
+def fake_evaluate(
+    candidate: Candidate, fails: Callable[[Candidate], bool] = lambda _: False
+) -> EvaluationResult:
+    if fails(candidate):
+        return EvaluationResult.failed(candidate.candidate_id, "CUDA out of memory (simulated)")
+    return EvaluationResult.succeeded(candidate.candidate_id, fake_metrics(candidate.settings))

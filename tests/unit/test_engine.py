@@ -1,0 +1,328 @@
+"""The search engine: encoding, determinism, replay after a crash at every point, failures,
+constraints, duplicates, hypervolume and termination."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from pymoo.core.mixed import MixedVariableSampling
+from pymoo.core.problem import Problem
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.results import EvaluationResult
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.operator.engine.encoding import SearchSpaceEncoding
+from sustaindiffusion.operator.engine.search import (
+    DEFAULTS_BASELINE,
+    Candidate,
+    ReplayMismatchError,
+    SearchEngine,
+)
+from tests.support.fake_evaluator import fake_evaluate, fake_metrics
+
+PROMPTS = {"inline": ["Photo portrait of a Software Engineer that codes"]}
+
+
+def make_spec(**overrides: Any) -> SustainSearchSpec:
+    algorithm = {"populationSize": 8, "generations": 3, "seed": 7} | overrides.pop("algorithm", {})
+    return SustainSearchSpec.model_validate({"prompts": PROMPTS, "algorithm": algorithm, **overrides})
+
+
+def run(engine: SearchEngine, fails: Callable[[Candidate], bool] = lambda _: False) -> list[str]:
+    """Drive the engine to the end with the fake evaluator; returns the evaluated ids in order."""
+    evaluated = []
+    while not engine.finished:
+        batch = engine.ask()
+        # Results arrive in any order in a cluster; reverse them to prove order does not matter.
+        for candidate in reversed(batch):
+            evaluated.append(candidate.candidate_id)
+            engine.tell(fake_evaluate(candidate, fails))
+    return evaluated
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def test_encoding_has_one_bit_per_keyword_and_excludes_fixed_variables() -> None:
+    spec = make_spec()
+    variables = SearchSpaceEncoding(spec.search_space).variables()
+    assert sum(1 for name in variables if name.startswith("pos")) == 20
+    assert sum(1 for name in variables if name.startswith("neg")) == 25
+    assert {"steps", "guidance", "weight"} <= set(variables)
+
+    fixed = make_spec(
+        searchSpace={"inferenceSteps": {"fixed": 28}, "negativeKeywords": {"fixed": ["lowres"]}}
+    )
+    encoding = SearchSpaceEncoding(fixed.search_space)
+    names = set(encoding.variables())
+    assert "steps" not in names
+    assert not any(name.startswith("neg") for name in names)
+    settings = encoding.decode(encoding.encode(CandidateSettings(guidance_scale=3.5, prompt_weight=2)))
+    assert settings.inference_steps == 28
+    assert settings.negative_keywords == ["lowres"]
+
+
+def test_encoding_round_trips() -> None:
+    spec = make_spec()
+    encoding = SearchSpaceEncoding(spec.search_space)
+    pool_pos = spec.search_space.positive_keywords.pool or []
+    pool_neg = spec.search_space.negative_keywords.pool or []
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        settings = CandidateSettings(
+            inference_steps=int(rng.integers(25, 81)),
+            guidance_scale=round(float(rng.integers(0, 201)) * 0.1, 1),
+            positive_keywords=[k for k in pool_pos if rng.random() < 0.5],
+            negative_keywords=[k for k in pool_neg if rng.random() < 0.5],
+            prompt_weight=int(rng.integers(1, 6)),
+        )
+        decoded = encoding.decode(encoding.encode(settings))
+        assert decoded == settings
+        assert decoded.candidate_id() == settings.candidate_id()
+
+
+def test_guidance_grid_covers_both_ends_without_float_drift() -> None:
+    encoding = SearchSpaceEncoding(make_spec().search_space)
+    bounds = encoding.variables()["guidance"].bounds
+    assert bounds == (0, 200)
+    assert encoding.guidance_value(0) == 0.0
+    assert encoding.guidance_value(3) == 0.3
+    assert encoding.guidance_value(200) == 20.0
+
+
+def test_every_keyword_is_reachable_alone() -> None:
+    spec = make_spec()
+    encoding = SearchSpaceEncoding(spec.search_space)
+    for keyword in spec.search_space.positive_keywords.pool or []:
+        settings = CandidateSettings(
+            inference_steps=30, guidance_scale=5.0, positive_keywords=[keyword], prompt_weight=1
+        )
+        assert encoding.decode(encoding.encode(settings)).positive_keywords == [keyword]
+    for keyword in spec.search_space.negative_keywords.pool or []:
+        settings = CandidateSettings(
+            inference_steps=30, guidance_scale=5.0, negative_keywords=[keyword], prompt_weight=1
+        )
+        assert encoding.decode(encoding.encode(settings)).negative_keywords == [keyword]
+
+
+def test_every_keyword_has_the_same_prior_probability() -> None:
+    """Initial sampling selects each keyword independently with probability 1/2 (the research code's
+    unpadded binary strings favoured the first keyword and could not reach some at all)."""
+    spec = make_spec()
+    encoding = SearchSpaceEncoding(spec.search_space)
+    problem = Problem(vars=encoding.variables(), n_obj=1)
+    samples = MixedVariableSampling()(problem, 4000, random_state=np.random.default_rng(1))
+    selected = {k: 0 for k in (spec.search_space.positive_keywords.pool or [])}
+    for individual in samples:
+        for keyword in encoding.decode(individual.X).positive_keywords:
+            selected[keyword] += 1
+    frequencies = np.array(list(selected.values())) / 4000
+    # 4000 Bernoulli(0.5) draws: standard deviation 0.0079; allow five of them.
+    assert np.all(np.abs(frequencies - 0.5) < 0.04), frequencies
+
+
+def test_weight_is_irrelevant_without_keywords() -> None:
+    encoding = SearchSpaceEncoding(make_spec().search_space)
+    genome = encoding.encode(CandidateSettings(inference_steps=30, guidance_scale=2.0, prompt_weight=4))
+    genome["weight"] = 4
+    assert encoding.decode(genome).prompt_weight == 0
+
+
+def test_prompt_texts_carry_weight_marks() -> None:
+    settings = CandidateSettings(
+        positive_keywords=["photograph", "film grain"], negative_keywords=["lowres"], prompt_weight=2
+    )
+    assert (
+        settings.positive_prompt("A portrait that codes.")
+        == "A portrait that codes, (photograph)++, (film grain)++"
+    )
+    assert settings.negative_prompt() == "(lowres)++"
+    assert CandidateSettings().positive_prompt("A portrait.") == "A portrait."
+    assert (
+        CandidateSettings(positive_keywords=["gentle"]).positive_prompt("A portrait") == "A portrait, gentle"
+    )
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def test_generation_zero_evaluates_defaults_and_user_baselines() -> None:
+    spec = make_spec(baselines=[{"name": "fast", "inferenceSteps": 20, "guidanceScale": 4.0}])
+    engine = SearchEngine(spec)
+    batch = engine.ask()
+    assert [c.baseline for c in batch] == [DEFAULTS_BASELINE, "fast"]
+    assert batch[0].settings == CandidateSettings()
+    assert all(c.generation == 0 for c in batch)
+    for candidate in batch:
+        engine.tell(fake_evaluate(candidate))
+    assert engine.generation == 1
+    defaults_quality = fake_metrics(CandidateSettings()).quality
+    assert engine.quality_threshold == pytest.approx(0.95 * defaults_quality)
+    assert len(engine.ask()) == 8
+
+
+def test_the_search_is_deterministic_for_a_seed() -> None:
+    first, second = run(SearchEngine(make_spec())), run(SearchEngine(make_spec()))
+    assert first == second
+    other_seed = run(SearchEngine(make_spec(algorithm={"seed": 8})))
+    assert other_seed != first
+
+
+def test_the_search_is_deterministic_across_interpreters() -> None:
+    """A separate interpreter with another hash seed asks the same candidates (no hidden global state)."""
+    script = (
+        "import json; from tests.unit.test_engine import make_spec, run;"
+        "from sustaindiffusion.operator.engine.search import SearchEngine;"
+        "print(json.dumps(run(SearchEngine(make_spec()))))"
+    )
+    env = os.environ | {"PYTHONHASHSEED": "12345"}
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env
+    )
+    assert json.loads(output.stdout) == run(SearchEngine(make_spec()))
+
+
+def test_replay_after_a_crash_at_every_point_reaches_the_same_end() -> None:
+    spec = make_spec()
+    reference = SearchEngine(spec)
+    evaluated = run(reference)
+    archive = list(reference.told)
+    assert len(archive) == len(evaluated)
+    for crash_point in range(len(archive) + 1):
+        resumed = SearchEngine.replay(spec, archive[:crash_point])
+        evaluated_after = run(resumed)
+        # Nothing finished is evaluated again, nothing is skipped.
+        assert evaluated_after == evaluated[crash_point:], f"crash after {crash_point} results"
+        assert [r.candidate_id for r in resumed.told] == [r.candidate_id for r in archive]
+        assert [p.candidate.candidate_id for p in resumed.front()] == [
+            p.candidate.candidate_id for p in reference.front()
+        ]
+        assert resumed.hypervolume_history == reference.hypervolume_history
+
+
+def test_replay_refuses_an_archive_of_another_search() -> None:
+    archive = SearchEngine(make_spec())
+    run(archive)
+    with pytest.raises(ReplayMismatchError, match="belongs to another search"):
+        SearchEngine.replay(make_spec(algorithm={"seed": 99}), archive.told)
+
+
+def test_duplicates_are_evaluated_once() -> None:
+    engine = SearchEngine(make_spec(algorithm={"generations": 6}))
+    evaluated = run(engine)
+    assert len(evaluated) == len(set(evaluated))
+
+
+def test_failures_are_infeasible_and_the_search_goes_on() -> None:
+    def fails(candidate: Candidate) -> bool:
+        return (
+            candidate.generation > 0
+            and candidate.settings.inference_steps is not None
+            and candidate.settings.inference_steps > 60
+        )
+
+    engine = SearchEngine(make_spec(algorithm={"generations": 4}))
+    run(engine, fails)
+    failed = [r for r in engine.told if not r.ok]
+    assert failed, "the fake evaluator should have failed some candidates"
+    assert all(r.reason == "CUDA out of memory (simulated)" for r in failed)
+    assert engine.failures == len(failed)
+    front_ids = {p.candidate.candidate_id for p in engine.front()}
+    assert front_ids
+    assert not front_ids & {r.candidate_id for r in failed}
+    assert engine.termination_reason == "completed 4 generations"
+
+
+def test_the_quality_constraint_keeps_low_quality_out_of_the_front() -> None:
+    engine = SearchEngine(
+        make_spec(constraints={"quality": {"tolerance": 0.0}}, algorithm={"generations": 4})
+    )
+    run(engine)
+    assert engine.quality_threshold is not None
+    told_ids = {r.candidate_id for r in engine.told}
+    infeasible = [
+        r for r in engine.told if r.metrics is not None and r.metrics.quality < engine.quality_threshold
+    ]
+    assert infeasible, "some candidates should fall below the defaults' quality"
+    front = engine.front()
+    assert front
+    assert all(p.metrics.quality >= engine.quality_threshold for p in front)
+    assert {p.candidate.candidate_id for p in front} <= told_ids
+
+
+def test_front_is_non_dominated() -> None:
+    engine = SearchEngine(make_spec(algorithm={"generations": 4}))
+    run(engine)
+    values = [list(p.objectives.values()) for p in engine.front()]
+    for i, a in enumerate(values):
+        for j, b in enumerate(values):
+            if i != j:
+                assert not (all(x <= y for x, y in zip(b, a, strict=True)) and b != a), (a, b)
+
+
+def test_hypervolume_never_decreases() -> None:
+    engine = SearchEngine(make_spec(algorithm={"generations": 8, "populationSize": 12}))
+    run(engine)
+    history = engine.hypervolume_history
+    assert len(history) == 8
+    assert history[-1] > 0
+    assert all(later >= earlier - 1e-12 for earlier, later in itertools.pairwise(history))
+
+
+def test_baseline_failure_ends_the_search_with_the_reason() -> None:
+    engine = SearchEngine(make_spec())
+    run(engine, fails=lambda c: c.baseline == DEFAULTS_BASELINE)
+    assert engine.finished
+    assert engine.termination_reason is not None
+    assert "default settings could not be evaluated" in engine.termination_reason
+    assert "simulated" in engine.termination_reason
+
+
+def test_evaluation_budget_is_never_exceeded() -> None:
+    engine = SearchEngine(make_spec(algorithm={"generations": 50, "termination": {"maxEvaluations": 30}}))
+    run(engine)
+    assert engine.evaluations <= 30
+    assert engine.termination_reason is not None
+    assert engine.termination_reason.startswith("evaluation budget")
+
+
+def test_energy_budget_stops_the_search() -> None:
+    engine = SearchEngine(
+        make_spec(algorithm={"generations": 50, "termination": {"energyBudgetJoules": 5000}})
+    )
+    run(engine)
+    assert engine.termination_reason is not None
+    assert engine.termination_reason.startswith("energy budget")
+    assert engine.total_energy_joules >= 5000
+
+
+def test_hypervolume_stagnation_stops_the_search() -> None:
+    spec = make_spec(
+        algorithm={
+            "generations": 200,
+            "termination": {"hypervolumeStagnation": {"generations": 3, "tolerance": 0.01}},
+        }
+    )
+    engine = SearchEngine(spec)
+    run(engine)
+    assert engine.termination_reason is not None
+    assert engine.termination_reason.startswith("hypervolume stagnation")
+    assert engine.generation < 200
+
+
+def test_tell_rejects_unknown_and_repeated_results() -> None:
+    engine = SearchEngine(make_spec(baselines=[{"name": "fast", "inferenceSteps": 20}]))
+    candidate = engine.ask()[0]
+    with pytest.raises(ValueError, match="not pending"):
+        engine.tell(EvaluationResult.failed("0000000000000000", "x"))
+    engine.tell(fake_evaluate(candidate))
+    with pytest.raises(ValueError, match="already has a result"):
+        engine.tell(fake_evaluate(candidate))
