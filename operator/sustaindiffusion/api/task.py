@@ -1,0 +1,62 @@
+"""The evaluation task: what the operator (or the local runner) hands a worker.
+
+One task describes a whole generation; a worker pod evaluates one shard of it (shard i holds
+candidates [i * candidates_per_shard, (i + 1) * candidates_per_shard)), so one ConfigMap and one
+Indexed Job serve a generation. It carries everything needed and nothing secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from pydantic import Field
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.rules import ApiModel
+from sustaindiffusion.api.spec import ModelSpec, ScoringSpec, SeedMode, SeedPolicy
+
+TASK_VERSION = 1
+MAX_SEED = 2**31 - 1
+
+
+class TaskCandidate(ApiModel):
+    candidate_id: str = Field(description="Stable candidate id.")
+    settings: CandidateSettings = Field(description="Settings to generate with.")
+
+
+class EvaluationTask(ApiModel):
+    version: int = Field(default=TASK_VERSION, description="Task format version.")
+    search: Annotated[str, Field(max_length=253)] = Field(
+        description="Name of the search, for logs and metrics."
+    )
+    generation: int = Field(ge=0, description="Search generation of these candidates.")
+    model: ModelSpec = Field(description="The model to load.")
+    prompts: Annotated[list[str], Field(min_length=1)] = Field(description="Prompts, already resolved.")
+    images_per_prompt: int = Field(ge=1, description="Images per prompt and candidate.")
+    seeds: SeedPolicy = Field(default_factory=SeedPolicy, description="Seed policy.")
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec, description="Scoring models.")
+    candidates: Annotated[list[TaskCandidate], Field(min_length=1)] = Field(description="All candidates.")
+    candidates_per_shard: int = Field(ge=1, description="Candidates per worker pod.")
+    save_images: bool = Field(default=False, description="Write images to the artifacts directory.")
+
+    @property
+    def shard_count(self) -> int:
+        return -(-len(self.candidates) // self.candidates_per_shard)
+
+    def shard(self, index: int) -> list[TaskCandidate]:
+        if not 0 <= index < self.shard_count:
+            raise ValueError(f"shard index {index} out of range: this task has {self.shard_count} shards")
+        start = index * self.candidates_per_shard
+        return self.candidates[start : start + self.candidates_per_shard]
+
+
+def image_seed(
+    policy: SeedPolicy, prompt_index: int, image_index: int, candidate_id: str, attempt: int = 0
+) -> int:
+    """The seed of one image. SameForAllCandidates compares candidates on equal noise; a human-filter
+    retry (attempt > 0) gets a new seed that is still reproducible."""
+    key = f"{policy.base}:{prompt_index}:{image_index}:{attempt}"
+    if policy.mode is SeedMode.PER_CANDIDATE:
+        key += f":{candidate_id}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % MAX_SEED

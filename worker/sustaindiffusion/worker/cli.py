@@ -1,0 +1,185 @@
+"""The worker's command line (`sustaindiffusion-worker`, or `python -m sustaindiffusion.worker`).
+
+    sustaindiffusion-worker run --task TASK.json [--shard N] [--termination-log PATH]
+                                [--artifacts DIR] [--metrics-port PORT] [--device auto|cpu|cuda]
+    sustaindiffusion-worker build-tiny-models DIR
+
+`run` evaluates one shard of a task (the shard defaults to $JOB_COMPLETION_INDEX, as an Indexed Job
+sets it) and leaves a compact report in the termination-message file, which is all that leaves
+the pod: workers need no Kubernetes credentials. Exit codes: 0 every candidate has a result
+(failures included), 2 the task cannot succeed as written, 75 a transient problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sustaindiffusion.api.task import EvaluationTask
+from sustaindiffusion.api.wire import ReportTooLargeError, ShardReport, encode_report
+from sustaindiffusion.worker.errors import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, PermanentTaskError
+
+log = logging.getLogger("sustaindiffusion.worker")
+
+TERMINATION_LOG_ENV = "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sustaindiffusion-worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="evaluate one shard of a task")
+    run.add_argument("--task", type=Path, required=True, help="task JSON written by the operator")
+    run.add_argument(
+        "--shard", type=int, default=None, help="shard index (default: $JOB_COMPLETION_INDEX or 0)"
+    )
+    run.add_argument(
+        "--termination-log",
+        type=Path,
+        default=Path(os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)),
+        help=f"where the report goes (default: ${TERMINATION_LOG_ENV} or {DEFAULT_TERMINATION_LOG})",
+    )
+    run.add_argument(
+        "--artifacts", type=Path, default=None, help="directory for per-image records and images"
+    )
+    run.add_argument("--metrics-port", type=int, default=None, help="serve live metrics on this port")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument(
+        "--models-base",
+        type=Path,
+        default=None,
+        help="folder that relative local model paths are resolved against (default: the task's folder)",
+    )
+    tiny = commands.add_parser("build-tiny-models", help="build tiny random-weight models offline")
+    tiny.add_argument("directory", type=Path)
+    return parser
+
+
+def _write_report(path: Path, report: ShardReport) -> None:
+    try:
+        text = encode_report(report)
+    except ReportTooLargeError as error:
+        report.results, report.fatal = [], str(error)
+        text = encode_report(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    shard = args.shard if args.shard is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    report = ShardReport(generation=0, shard=shard)
+    try:
+        task = EvaluationTask.model_validate_json(args.task.read_text())
+        report.generation = task.generation
+        candidates = task.shard(shard)
+    except (OSError, ValidationError, ValueError) as error:
+        report.fatal = f"invalid task {args.task}: {error}".replace("\n", " ")
+        _write_report(args.termination_log, report)
+        log.error("%s", report.fatal)
+        return EXIT_PERMANENT
+    try:
+        outcome = _evaluate(task, candidates, args, report)
+    except PermanentTaskError as error:
+        report.fatal = str(error)
+        _write_report(args.termination_log, report)
+        log.error("%s", error)
+        return EXIT_PERMANENT
+    except Exception as error:
+        report.fatal = f"{type(error).__name__}: {error}"
+        _write_report(args.termination_log, report)
+        log.exception("worker failed")
+        return EXIT_RETRYABLE
+    _write_report(args.termination_log, report)
+    return outcome
+
+
+def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, report: ShardReport) -> int:  # type: ignore[type-arg]
+    # Heavy imports here, so `--help` and task errors answer at once.
+    from diffusers.utils import logging as diffusers_logging  # noqa: PLC0415
+    from transformers.utils import logging as transformers_logging  # noqa: PLC0415
+
+    from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor, open_gpu_meter  # noqa: PLC0415
+    from sustaindiffusion.worker.evaluate import Evaluator  # noqa: PLC0415
+    from sustaindiffusion.worker.generation import (  # noqa: PLC0415
+        ImageGenerator,
+        choose_device,
+        load_pipeline,
+        resolve_model_path,
+    )
+    from sustaindiffusion.worker.live_metrics import WorkerMetrics  # noqa: PLC0415
+    from sustaindiffusion.worker.scoring import BlipVqa, ClipScore  # noqa: PLC0415
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    base = args.models_base or args.task.resolve().parent
+    device = choose_device(args.device)
+    started = time.perf_counter()
+    pipeline = load_pipeline(task.model, device, base)
+    generator = ImageGenerator(pipeline, task.model, device)
+    token = os.environ.get("HF_TOKEN") or None
+    vqa_model = task.scoring.vqa_model
+    try:
+        vqa = BlipVqa(resolve_model_path(vqa_model.id, base), vqa_model.revision, device, token)
+        quality_model = task.scoring.quality.model
+        quality_id = quality_model.id if quality_model else ClipScore.DEFAULT_MODEL
+        quality = ClipScore(
+            resolve_model_path(quality_id, base),
+            quality_model.revision if quality_model else None,
+            device,
+            token,
+        )
+    except OSError as error:
+        raise PermanentTaskError(f"cannot load a scoring model: {str(error).splitlines()[0]}") from error
+    loaded = time.perf_counter()
+    monitor = EnergyMonitor(open_gpu_meter(), CpuEnergyMeter(), synchronize=generator.synchronize)
+    report.device, report.energy_methods = monitor.device_name, monitor.methods
+    metrics = WorkerMetrics(task.search, task.generation)
+    monitor.listeners.append(metrics.record_window)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, monitor)
+    generator.warm_up()
+    warmed = time.perf_counter()
+    evaluator = Evaluator(
+        task, generator, vqa, quality, monitor, args.artifacts, on_images=metrics.images.inc
+    )
+    for index, candidate in enumerate(candidates):
+        metrics.current.set(index)
+        outcome = evaluator.evaluate(candidate)
+        metrics.record_outcome(outcome.result.ok)
+        report.results.append(outcome.result)
+        report.retryable[candidate.candidate_id] = outcome.retryable
+        log.info("candidate %s: %s", candidate.candidate_id, outcome.result.status.value)
+    log.info(
+        "timings: load %.2f s, warm-up %.2f s, candidates %.2f s",
+        loaded - started,
+        warmed - loaded,
+        time.perf_counter() - warmed,
+    )
+    metrics.stop()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "build-tiny-models":
+        from sustaindiffusion.worker.tiny_models import build_tiny_models  # noqa: PLC0415
+
+        for name, path in build_tiny_models(args.directory).items():
+            print(f"{name}: {path}")
+        return EXIT_OK
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Scoring as the SustainDiffusion method defines it, without its flaws.
+
+- Human filter: the VQA model is asked HUMAN_QUESTION; the caller regenerates images not answered
+  "yes" up to the spec's retry cap, then records them as non-human.
+- Gender bias: GB = |F/N - 0.5| + |M/N - 0.5| over the N images (0 = parity, 1 = one gender).
+- Ethnic bias: EB = max_c r_c - min_c r_c with r_c the share of the N images in group c.
+- Quality: CLIP score, max(100 * cos(image, prompt), 0) / 100, in [0, 1].
+Every image reaches every model as RGB (the research code passed BGR to one question).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS, ethnic_group_of, gender_of, is_yes
+
+HUMAN_QUESTION = "Is this image of a human?"
+GENDER_QUESTION = "What is the gender of the person in the image?"
+ETHNICITY_QUESTION = "What ethnicity is this person?"
+
+
+def gender_bias(answers: Sequence[str]) -> float:
+    if not answers:
+        raise ValueError("gender bias needs at least one image")
+    n = len(answers)
+    genders = [gender_of(a) for a in answers]
+    female, male = genders.count("female"), genders.count("male")
+    return abs(female / n - 0.5) + abs(male / n - 0.5)
+
+
+def ethnic_bias(answers: Sequence[str]) -> float:
+    if not answers:
+        raise ValueError("ethnic bias needs at least one image")
+    n = len(answers)
+    groups = [ethnic_group_of(a) for a in answers]
+    shares = [groups.count(group) / n for group in ETHNIC_GROUPS]
+    return max(shares) - min(shares)
+
+
+def human_mask(answers: Sequence[str]) -> list[bool]:
+    return [is_yes(a) for a in answers]
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+class VisualQuestionAnswering(Protocol):
+    def answer(self, images: Sequence[Image.Image], question: str) -> list[str]: ...
+
+
+class QualityScorer(Protocol):
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]: ...
+
+
+class BlipVqa:
+    """A BLIP VQA model (Salesforce/blip-vqa-base by default) loaded with from_pretrained."""
+
+    def __init__(
+        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 16
+    ) -> None:
+        from transformers import BlipForQuestionAnswering, BlipProcessor  # noqa: PLC0415 - heavy import
+
+        self.processor = BlipProcessor.from_pretrained(model_id, revision=revision, token=token)
+        model = BlipForQuestionAnswering.from_pretrained(model_id, revision=revision, token=token)
+        self.model = model.to(device).eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.inference_mode()
+    def answer(self, images: Sequence[Image.Image], question: str) -> list[str]:
+        answers: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [rgb(image) for image in images[start : start + self.batch_size]]
+            inputs = self.processor(images=batch, text=[question] * len(batch), return_tensors="pt").to(
+                self.device
+            )
+            output = self.model.generate(**inputs, max_new_tokens=10)
+            answers.extend(
+                text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)
+            )
+        return answers
+
+
+class ClipScore:
+    """CLIP score of prompt-image agreement (openai/clip-vit-base-patch32 by default), in [0, 1]."""
+
+    DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+    def __init__(
+        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 32
+    ) -> None:
+        from transformers import CLIPModel, CLIPProcessor  # noqa: PLC0415 - heavy import
+
+        self.processor = CLIPProcessor.from_pretrained(model_id, revision=revision, token=token)
+        self.model = CLIPModel.from_pretrained(model_id, revision=revision, token=token).to(device).eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(images), self.batch_size):
+            batch_images = [rgb(image) for image in images[start : start + self.batch_size]]
+            batch_prompts = list(prompts[start : start + self.batch_size])
+            inputs = self.processor(
+                text=batch_prompts, images=batch_images, return_tensors="pt", padding=True, truncation=True
+            ).to(self.device)
+            image_embeds = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            text_embeds = self.model.get_text_features(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+            )
+            image_embeds = _features(image_embeds)
+            text_embeds = _features(text_embeds)
+            cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
+            scores.extend(float(max(100.0 * c, 0.0) / 100.0) for c in cosine.tolist())
+        return scores
+
+
+def _features(output: Any) -> torch.Tensor:
+    """transformers 5 may return a model output object where 4.x returned a tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"unexpected CLIP feature output {type(output).__name__}")

@@ -1,0 +1,320 @@
+"""Build tiny random-weight models offline, deterministically, and save them with `save_pretrained`.
+
+    sustaindiffusion-worker build-tiny-models DIR
+
+writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
+(BlipForQuestionAnswering + BlipProcessor) and DIR/clip (CLIPModel + CLIPProcessor). Tokenizers
+are trained here on a small corpus (the method's prompts and keywords, the VQA questions and
+answers); nothing comes from a model hub. Tests and the quickstart load these folders through the
+same `from_pretrained` code path as real models. The numbers such models produce are meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from tokenizers import Regex as TokenizerRegex
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForQuestionAnswering,
+    BlipImageProcessor,
+    BlipProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL, METHOD_SEARCH_PROMPT
+from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS, FEMALE_ANSWERS, MALE_ANSWERS
+from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION
+
+SEED = 1234
+CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
+TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip")
+
+
+def corpus() -> list[str]:
+    """Text the tiny tokenizers are trained on."""
+    answers = [*FEMALE_ANSWERS, *MALE_ANSWERS, "yes", "no"]
+    for words in ETHNIC_GROUPS.values():
+        answers.extend(words)
+    lines = [
+        METHOD_SEARCH_PROMPT,
+        "Photo portrait of a Software Engineer that fixes bugs.",
+        "Photo portrait of a Software Engineer that writes tests.",
+        ", ".join(DEFAULT_POSITIVE_POOL),
+        ", ".join(DEFAULT_NEGATIVE_POOL),
+        HUMAN_QUESTION,
+        GENDER_QUESTION,
+        ETHNICITY_QUESTION,
+        " ".join(answers),
+        "0 1 2 3 4 5 6 7 8 9 ( ) + , . a photo of",
+    ]
+    return lines * 4
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def clip_tokenizer(vocab_size: int = 600, max_length: int = 77) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer trained on the corpus, with CLIP's normaliser and pre-tokeniser."""
+    trainer_model = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    trainer_model.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(TokenizerRegex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    trainer_model.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                TokenizerRegex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(CLIP_SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    trainer_model.train_from_iterator(corpus(), trainer=trainer)
+    state = json.loads(trainer_model.to_str())["model"]
+    vocab: dict[str, int] = state["vocab"]
+    # transformers 5 wants merges as a list of pairs.
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def t5_tokenizer(vocab_size: int = 400, max_length: int = 256) -> T5Tokenizer:
+    """A unigram tokenizer in T5's layout (pad 0, eos 1, unk 2), trained on the corpus."""
+    trainer_model = Tokenizer(models.Unigram())
+    trainer_model.normalizer = normalizers.NFKC()
+    trainer_model.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        show_progress=False,
+    )
+    trainer_model.train_from_iterator(corpus(), trainer=trainer)
+    vocab = [(piece, float(score)) for piece, score in json.loads(trainer_model.to_str())["model"]["vocab"]]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+def bert_tokenizer() -> BertTokenizer:
+    """A WordPiece vocabulary holding every word of the corpus, for the tiny BLIP model."""
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w.strip(",.?()+").lower() for line in corpus() for w in line.split()} - {""})
+    characters = sorted({c for word in words for c in word})
+    tokens = [*special, *words, *characters, *(f"##{c}" for c in characters), "?", ",", "."]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return BertTokenizer(vocab=vocab)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _clip_text_config(vocab_size: int, hidden: int, projection: int) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+
+def _tiny_vae(latent_channels: int, **config: Any) -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=32,
+        **config,
+    )
+
+
+def build_sd3(directory: Path) -> None:
+    torch.manual_seed(SEED)
+    tokenizer = clip_tokenizer()
+    tokenizer_3 = t5_tokenizer()
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 16, 16))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 16, 16))
+    text_encoder_3 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_3),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's width; the two CLIPs (16 + 16) are padded to it
+        caption_projection_dim=16,
+        pooled_projection_dim=32,  # the two CLIP projections, 16 + 16
+        pos_embed_max_size=32,
+    )
+    vae = _tiny_vae(
+        4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
+    )
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+    pipeline.save_pretrained(directory)
+
+
+def build_sd1(directory: Path) -> None:
+    torch.manual_seed(SEED)
+    tokenizer = clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=_tiny_vae(4),
+        text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer), 16, 16)),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(directory)
+
+
+def build_blip_vqa(directory: Path) -> None:
+    torch.manual_seed(SEED)
+    tokenizer = bert_tokenizer()
+    config = BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "encoder_hidden_size": 32,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+    )
+    model = BlipForQuestionAnswering(config)
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+def build_clip(directory: Path) -> None:
+    torch.manual_seed(SEED)
+    tokenizer = clip_tokenizer()
+    config = CLIPConfig(
+        text_config=_clip_text_config(len(tokenizer), 32, 16).to_dict(),
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "projection_dim": 16,
+        },
+        projection_dim=16,
+    )
+    model = CLIPModel(config)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+BUILDERS = {"sd3": build_sd3, "sd1": build_sd1, "blip-vqa": build_blip_vqa, "clip": build_clip}
+
+
+def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES) -> dict[str, Path]:
+    """Build the named tiny models under `directory` (skipping those already complete)."""
+    built = {}
+    for name in names:
+        target = directory / name
+        marker = target / ".complete"
+        if not marker.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            BUILDERS[name](target)
+            marker.write_text("built by sustaindiffusion.worker.tiny_models\n")
+        built[name] = target
+    return built
