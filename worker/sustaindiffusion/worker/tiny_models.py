@@ -237,7 +237,9 @@ def build_sd1(directory: Path) -> None:
         text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer), 16, 16)),
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False),
+        scheduler=DDIMScheduler(
+            beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

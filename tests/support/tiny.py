@@ -1,0 +1,28 @@
+"""The tiny random-weight models, built once per builder version into a cache outside the repo."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILDER = REPO_ROOT / "worker" / "sustaindiffusion" / "worker" / "tiny_models.py"
+
+
+def tiny_models_dir() -> Path:
+    """Where the tiny models live: $SUSTAINDIFFUSION_TINY_MODELS, or a cache keyed by the builder's source."""
+    configured = os.environ.get("SUSTAINDIFFUSION_TINY_MODELS")
+    if configured:
+        return Path(configured)
+    digest = hashlib.sha256(BUILDER.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "sustaindiffusion" / "tiny-models" / digest
+
+
+def ensure_tiny_models() -> Path:
+    from sustaindiffusion.worker.tiny_models import build_tiny_models  # noqa: PLC0415 - needs torch
+
+    directory = tiny_models_dir()
+    build_tiny_models(directory)
+    return directory

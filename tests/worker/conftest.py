@@ -1,0 +1,40 @@
+"""Fixtures for worker tests: the tiny models, loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sustaindiffusion.api.spec import ModelSpec
+from tests.support.tiny import ensure_tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    return ensure_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def sd3_model(tiny_models: Path) -> ModelSpec:
+    return ModelSpec(id=str(tiny_models / "sd3"), width=64, height=64, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def sd3_pipeline(sd3_model: ModelSpec) -> Any:
+    from sustaindiffusion.worker.generation import load_pipeline  # noqa: PLC0415
+
+    return load_pipeline(sd3_model, "cpu")
+
+
+@pytest.fixture(scope="session")
+def sd1_model(tiny_models: Path) -> ModelSpec:
+    return ModelSpec(id=str(tiny_models / "sd1"), width=64, height=64, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def sd1_pipeline(sd1_model: ModelSpec) -> Any:
+    from sustaindiffusion.worker.generation import load_pipeline  # noqa: PLC0415
+
+    return load_pipeline(sd1_model, "cpu")

@@ -1,0 +1,206 @@
+"""Evaluating candidates: the human filter's retry cap, metrics, artifacts, and per-candidate errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.spec import ModelSpec, ScoringSpec
+from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
+from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor
+from sustaindiffusion.worker.evaluate import Evaluator
+from sustaindiffusion.worker.generation import ImageGenerator
+from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION
+
+
+class ScriptedVqa:
+    """Answers from a script: human answers per call, fixed gender and ethnicity answers."""
+
+    def __init__(
+        self, human_answers: Sequence[str] = ("yes",), gender: str = "female", ethnicity: str = "asian"
+    ):
+        self.human_answers, self.gender, self.ethnicity = list(human_answers), gender, ethnicity
+        self.calls: list[tuple[str, int]] = []
+
+    def answer(self, images: Sequence[Image.Image], question: str) -> list[str]:
+        assert all(image.mode == "RGB" for image in images)
+        self.calls.append((question, len(images)))
+        if question == HUMAN_QUESTION:
+            index = min(sum(1 for q, _ in self.calls if q == HUMAN_QUESTION) - 1, len(self.human_answers) - 1)
+            return [self.human_answers[index]] * len(images)
+        return [self.gender if question == GENDER_QUESTION else self.ethnicity] * len(images)
+
+
+class ConstantQuality:
+    def __init__(self, value: float = 0.25, fail_on: str | None = None) -> None:
+        self.value, self.fail_on = value, fail_on
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        if self.fail_on and any(self.fail_on in p for p in prompts):
+            raise RuntimeError("scorer crashed")
+        return [self.value] * len(images)
+
+
+def make_task(
+    model: ModelSpec, settings: list[CandidateSettings], max_retries: int = 2, images: int = 2
+) -> EvaluationTask:
+    scoring = ScoringSpec.model_validate({"humanFilter": {"enabled": True, "maxRetries": max_retries}})
+    return EvaluationTask(
+        search="test",
+        generation=1,
+        model=model,
+        prompts=["a portrait", "another portrait"],
+        images_per_prompt=images,
+        scoring=scoring,
+        candidates=[TaskCandidate(candidate_id=s.candidate_id(), settings=s) for s in settings],
+        candidates_per_shard=len(settings),
+        save_images=True,
+    )
+
+
+def monitor(tmp_path: Path) -> EnergyMonitor:
+    return EnergyMonitor(None, CpuEnergyMeter(tmp_path / "no-rapl"))
+
+
+SETTINGS = CandidateSettings(inference_steps=2, guidance_scale=3.0)
+
+
+def test_human_filter_retries_up_to_the_cap_then_records_non_human(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    vqa = ScriptedVqa(human_answers=["no"])
+    task = make_task(sd3_model, [SETTINGS], max_retries=2)
+    generated: list[int] = []
+    evaluator = Evaluator(
+        task,
+        ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
+        vqa,
+        ConstantQuality(),
+        monitor(tmp_path),
+        artifacts=tmp_path / "artifacts",
+        on_images=generated.append,
+    )
+    outcome = evaluator.evaluate(task.candidates[0])
+    assert outcome.result.ok
+    human_calls = [n for q, n in vqa.calls if q == HUMAN_QUESTION]
+    assert human_calls == [2, 2, 2, 2, 2, 2]  # per prompt: the first try and two retries of both images
+    assert sum(generated) == 2 * 2 * 3  # prompts x images x (1 + retries)
+    assert [r["attempt"] for r in outcome.records] == [2, 2, 2, 2]
+    assert not any(r["human"] for r in outcome.records)
+    summary = json.loads(
+        (
+            tmp_path / "artifacts/generation-0001" / task.candidates[0].candidate_id / "candidate.json"
+        ).read_text()
+    )
+    assert summary["non_human_images"] == 4
+    assert summary["regenerated_images"] == 8
+
+
+def test_human_filter_stops_when_images_are_human(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    vqa = ScriptedVqa(human_answers=["no", "yes", "no", "yes"])  # per prompt: not human, then human
+    task = make_task(sd3_model, [SETTINGS], max_retries=5)
+    evaluator = Evaluator(
+        task, ImageGenerator(sd3_pipeline, sd3_model, "cpu"), vqa, ConstantQuality(), monitor(tmp_path)
+    )
+    outcome = evaluator.evaluate(task.candidates[0])
+    assert [r["attempt"] for r in outcome.records] == [1, 1, 1, 1]
+    assert all(r["human"] for r in outcome.records)
+
+
+def test_metrics_follow_the_formulas_and_energy_is_per_image(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    vqa = ScriptedVqa(gender="female", ethnicity="asian")
+    task = make_task(sd3_model, [SETTINGS])
+    evaluator = Evaluator(
+        task,
+        ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
+        vqa,
+        ConstantQuality(0.3),
+        monitor(tmp_path),
+        artifacts=tmp_path,
+    )
+    metrics = evaluator.evaluate(task.candidates[0]).result.metrics
+    assert metrics is not None
+    assert metrics.images == 4
+    assert metrics.gender_bias == pytest.approx(1.0)  # all female
+    assert metrics.ethnic_bias == pytest.approx(1.0)  # all asian
+    assert metrics.quality == pytest.approx(0.3)
+    assert metrics.energy_estimated  # no RAPL and no GPU here: the CPU part is an estimate
+    assert metrics.energy_joules_per_image == pytest.approx((metrics.gpu_joules + metrics.cpu_joules) / 4)
+    assert metrics.seconds_per_image > 0
+    directory = tmp_path / "generation-0001" / task.candidates[0].candidate_id
+    assert len(list(directory.glob("*.png"))) == 4
+    assert len((directory / "images.jsonl").read_text().splitlines()) == 4
+    assert {q for q, _ in vqa.calls} == {HUMAN_QUESTION, GENDER_QUESTION, ETHNICITY_QUESTION}
+
+
+def test_a_scorer_failure_fails_only_its_candidate(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    broken = CandidateSettings(inference_steps=2, guidance_scale=3.0, positive_keywords=["photograph"])
+    task = make_task(sd3_model, [broken, SETTINGS])
+    evaluator = Evaluator(
+        task,
+        ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
+        ScriptedVqa(),
+        ConstantQuality(fail_on="photograph"),
+        monitor(tmp_path),
+    )
+    first, second = (evaluator.evaluate(c) for c in task.candidates)
+    assert not first.result.ok
+    assert first.result.reason == "RuntimeError: scorer crashed"
+    assert second.result.ok
+
+
+class FakePipeline:
+    """Stands in for a diffusers pipeline that misbehaves."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+
+    def __call__(
+        self, prompt: Any = None, num_inference_steps: int = 20, guidance_scale: float = 5.0, **kwargs: Any
+    ) -> Any:
+        count = kwargs.get("num_images_per_prompt", 1)
+        if self.behaviour == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        pixels = np.full((count, 8, 8, 3), np.nan if self.behaviour == "nan" else 0.5, dtype=np.float32)
+        return type("Output", (), {"images": pixels})()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason", "retryable"),
+    [("nan", "NaN or infinite pixels", False), ("oom", "out of memory with one image per batch", True)],
+)
+def test_generation_errors_are_recorded_against_the_candidate(
+    behaviour: str, reason: str, retryable: bool, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    task = make_task(sd3_model, [SETTINGS])
+    generator = ImageGenerator(FakePipeline(behaviour), sd3_model, "cpu")
+    outcome = Evaluator(task, generator, ScriptedVqa(), ConstantQuality(), monitor(tmp_path)).evaluate(
+        task.candidates[0]
+    )
+    assert not outcome.result.ok
+    assert reason in (outcome.result.reason or "")
+    assert outcome.retryable is retryable
+
+
+def test_weights_on_an_unsupported_pipeline_are_refused(sd3_model: ModelSpec, tmp_path: Path) -> None:
+    weighted = CandidateSettings(inference_steps=2, positive_keywords=["photograph"], prompt_weight=2)
+    task = make_task(sd3_model, [weighted])
+    generator = ImageGenerator(FakePipeline("ok"), sd3_model, "cpu")
+    outcome = Evaluator(task, generator, ScriptedVqa(), ConstantQuality(), monitor(tmp_path)).evaluate(
+        task.candidates[0]
+    )
+    assert "prompt weighting is not supported for FakePipeline" in (outcome.result.reason or "")

@@ -1,0 +1,154 @@
+"""Generation on the tiny pipelines: seeds, defaults, batching, prompt weighting at the embedding level."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.spec import ModelSpec, SeedMode, SeedPolicy
+from sustaindiffusion.api.task import image_seed
+from sustaindiffusion.worker.generation import ImageGenerator
+from sustaindiffusion.worker.weighting import (
+    apply_row_weights,
+    parse_weighted,
+    prompt_arguments,
+    token_weights,
+)
+
+PROMPT = "Photo portrait of a Software Engineer that codes."
+SETTINGS = CandidateSettings(inference_steps=3, guidance_scale=5.0)
+
+
+def test_parse_weighted_removes_marks_and_records_spans() -> None:
+    parsed = parse_weighted("a portrait, (film grain)++, photograph, (lowres)+")
+    assert parsed.text == "a portrait, film grain, photograph, lowres"
+    assert parsed.spans[0][:2] == (12, 22)
+    assert parsed.text[12:22] == "film grain"
+    assert parsed.spans[0][2] == pytest.approx(1.21)
+    assert parsed.spans[1][2] == pytest.approx(1.1)
+    assert parse_weighted("plain (not weighted) text").spans == ()
+    assert not parse_weighted("plain").weighted
+
+
+def test_token_weights_cover_exactly_the_weighted_tokens(sd3_pipeline: Any) -> None:
+    tokenizer = sd3_pipeline.tokenizer
+    parsed = parse_weighted("a portrait, (photograph)+++")
+    weights = token_weights(tokenizer, parsed, 77)
+    tokens = tokenizer(parsed.text, return_offsets_mapping=True)
+    weighted_positions = [i for i, w in enumerate(weights.tolist()) if w != 1.0]
+    assert weighted_positions
+    for position in weighted_positions:
+        start, end = tokens["offset_mapping"][position]
+        assert parsed.text[start:end] in "photograph"
+    assert weights[weighted_positions[0]].item() == pytest.approx(1.331)
+
+
+def test_row_weights_keep_the_mean() -> None:
+    embeds = torch.rand(2, 5, 4) + 0.5
+    weights = torch.tensor([1.0, 1.5, 1.0])
+    scaled = apply_row_weights(embeds, weights)
+    assert torch.allclose(scaled.mean(dim=(1, 2)), embeds.mean(dim=(1, 2)), atol=1e-6)
+    assert not torch.allclose(scaled, embeds)
+    assert apply_row_weights(embeds, torch.ones(3)) is embeds
+
+
+@pytest.mark.parametrize("pipeline_fixture", ["sd3_pipeline", "sd1_pipeline"])
+def test_weight_one_equals_the_pipelines_plain_encoding(
+    pipeline_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    pipeline = request.getfixturevalue(pipeline_fixture)
+    plain_prompt = "Photo portrait, photograph, film grain"
+    ours = prompt_arguments(pipeline, plain_prompt, "lowres", "cpu", 2, guidance=True)
+    if type(pipeline).__name__ == "StableDiffusion3Pipeline":
+        reference = pipeline.encode_prompt(
+            prompt=plain_prompt,
+            prompt_2=None,
+            prompt_3=None,
+            negative_prompt="lowres",
+            device="cpu",
+            num_images_per_prompt=2,
+            do_classifier_free_guidance=True,
+        )
+        names = [
+            "prompt_embeds",
+            "negative_prompt_embeds",
+            "pooled_prompt_embeds",
+            "negative_pooled_prompt_embeds",
+        ]
+    else:
+        reference = pipeline.encode_prompt(
+            prompt=plain_prompt,
+            negative_prompt="lowres",
+            device="cpu",
+            num_images_per_prompt=2,
+            do_classifier_free_guidance=True,
+        )
+        names = ["prompt_embeds", "negative_prompt_embeds"]
+    for name, expected in zip(names, reference, strict=True):
+        assert torch.equal(ours[name], expected), name
+
+
+def test_weights_change_only_the_weighted_rows_direction(sd3_pipeline: Any) -> None:
+    plain = prompt_arguments(sd3_pipeline, "a portrait, photograph", "", "cpu", 1, guidance=True)
+    weighted = prompt_arguments(sd3_pipeline, "a portrait, (photograph)+++", "", "cpu", 1, guidance=True)
+    a, b = plain["prompt_embeds"][0], weighted["prompt_embeds"][0]
+    assert not torch.equal(a, b)
+    assert torch.allclose(a.mean(), b.mean(), atol=1e-5)
+    ratio = b / torch.where(a == 0, torch.ones_like(a), a)
+    weights = token_weights(sd3_pipeline.tokenizer, parse_weighted("a portrait, (photograph)+++"), 77)
+    unweighted_row = int((weights == 1.0).nonzero()[1])
+    weighted_row = int((weights != 1.0).nonzero()[0])
+    # Rows are scaled by their weight times one common mean-restoring factor.
+    common = ratio[unweighted_row].median()
+    assert torch.allclose(ratio[weighted_row].median(), common * 1.331, rtol=1e-3)
+    assert torch.equal(plain["pooled_prompt_embeds"], weighted["pooled_prompt_embeds"])
+
+
+def test_equal_seeds_give_equal_images_and_batching_does_not_change_them(
+    sd3_pipeline: Any, sd3_model: ModelSpec
+) -> None:
+    generator = ImageGenerator(sd3_pipeline, sd3_model, "cpu", max_batch=4)
+    batched = generator.generate(SETTINGS, PROMPT, [11, 12, 13])
+    one_by_one = ImageGenerator(sd3_pipeline, sd3_model, "cpu", max_batch=1).generate(
+        SETTINGS, PROMPT, [11, 12, 13]
+    )
+    assert len(batched) == 3
+    assert batched[0].size == (64, 64)
+    for a, b in zip(batched, one_by_one, strict=True):
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+    assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))
+
+
+def test_pipeline_defaults_fill_absent_settings(
+    sd3_pipeline: Any, sd1_pipeline: Any, sd3_model: ModelSpec
+) -> None:
+    sd3 = ImageGenerator(sd3_pipeline, sd3_model, "cpu").resolve(CandidateSettings())
+    assert (sd3.inference_steps, sd3.guidance_scale) == (28, 7.0)
+    sd1 = ImageGenerator(sd1_pipeline, sd3_model, "cpu").resolve(CandidateSettings(inference_steps=9))
+    assert (sd1.inference_steps, sd1.guidance_scale) == (9, 7.5)
+
+
+def test_sd1_generates_with_weighted_keywords(sd1_pipeline: Any, sd1_model: ModelSpec) -> None:
+    settings = CandidateSettings(
+        inference_steps=2,
+        guidance_scale=4.0,
+        positive_keywords=["photograph"],
+        negative_keywords=["lowres"],
+        prompt_weight=3,
+    )
+    images = ImageGenerator(sd1_pipeline, sd1_model, "cpu").generate(settings, PROMPT, [1, 2])
+    assert [image.size for image in images] == [(64, 64), (64, 64)]
+
+
+def test_seed_policy() -> None:
+    same = SeedPolicy(base=5, mode=SeedMode.SAME_FOR_ALL_CANDIDATES)
+    per = SeedPolicy(base=5, mode=SeedMode.PER_CANDIDATE)
+    assert image_seed(same, 0, 1, "aaaa") == image_seed(same, 0, 1, "bbbb")
+    assert image_seed(per, 0, 1, "aaaa") != image_seed(per, 0, 1, "bbbb")
+    assert image_seed(same, 0, 1, "a") != image_seed(same, 0, 2, "a")
+    assert image_seed(same, 0, 1, "a", attempt=1) != image_seed(same, 0, 1, "a")
+    assert image_seed(same, 0, 1, "a") == image_seed(SeedPolicy(base=5), 0, 1, "a")
