@@ -13,8 +13,10 @@ the pod: workers need no Kubernetes credentials. Exit codes: 0 every candidate h
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from sustaindiffusion.worker.errors import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYAB
 
 log = logging.getLogger("sustaindiffusion.worker")
 
+PROCESS_STARTED = time.perf_counter()
 TERMINATION_LOG_ENV = "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -159,12 +162,16 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
         report.results.append(outcome.result)
         report.retryable[candidate.candidate_id] = outcome.retryable
         log.info("candidate %s: %s", candidate.candidate_id, outcome.result.status.value)
-    log.info(
-        "timings: load %.2f s, warm-up %.2f s, candidates %.2f s",
-        loaded - started,
-        warmed - loaded,
-        time.perf_counter() - warmed,
-    )
+    timings = {
+        "imports_s": round(started - PROCESS_STARTED, 3),
+        "load_s": round(loaded - started, 3),
+        "warm_up_s": round(warmed - loaded, 3),
+        "generation_s": round(evaluator.generation_seconds, 3),
+        "scoring_s": round(evaluator.evaluation_seconds - evaluator.generation_seconds, 3),
+        "candidates": len(candidates),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    log.info("timings %s", json.dumps(timings))
     metrics.stop()
     return EXIT_OK
 

@@ -69,8 +69,11 @@ class Evaluator:
     energy: EnergyMonitor
     artifacts: Path | None = None
     on_images: Callable[[int], None] = lambda count: None  # live metrics hook
+    generation_seconds: float = 0.0  # inside energy windows, over all candidates
+    evaluation_seconds: float = 0.0  # generation and scoring, over all candidates
 
     def evaluate(self, candidate: TaskCandidate) -> CandidateOutcome:
+        started = time.perf_counter()
         try:
             return self._evaluate(candidate)
         except CandidateError as error:
@@ -85,6 +88,8 @@ class Evaluator:
             log.exception("candidate %s failed", candidate.candidate_id)
             reason = f"{type(error).__name__}: {error}"
             return CandidateOutcome(EvaluationResult.failed(candidate.candidate_id, reason), retryable=False)
+        finally:
+            self.evaluation_seconds += time.perf_counter() - started
 
     def _generate(
         self, candidate: TaskCandidate, prompt: str, seeds: list[int], energy: _Energy
@@ -93,6 +98,7 @@ class Evaluator:
             images = self.generator.generate(candidate.settings, prompt, seeds)
         assert window.value is not None
         energy.add(window.value)
+        self.generation_seconds += window.value.seconds
         self.on_images(len(images))
         return images
 

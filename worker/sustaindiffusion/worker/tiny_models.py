@@ -12,6 +12,8 @@ same `from_pretrained` code path as real models. The numbers such models produce
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +155,15 @@ def _clip_text_config(vocab_size: int, hidden: int, projection: int) -> CLIPText
     )
 
 
-def _tiny_vae(latent_channels: int, **config: Any) -> AutoencoderKL:
+def _tiny_vae(
+    latent_channels: int, block_out_channels: tuple[int, int] = (8, 8), **config: Any
+) -> AutoencoderKL:
     return AutoencoderKL(
+        block_out_channels=block_out_channels,
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
         layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=4,
@@ -168,21 +172,41 @@ def _tiny_vae(latent_channels: int, **config: Any) -> AutoencoderKL:
     )
 
 
-def build_sd3(directory: Path) -> None:
+@dataclass(frozen=True)
+class Sd3Size:
+    clip_hidden: int
+    t5_width: int
+    t5_layers: int
+    layers: int
+    heads: int
+    head_dim: int
+    vae_channels: tuple[int, int]
+
+
+TINY_SD3 = Sd3Size(
+    clip_hidden=16, t5_width=32, t5_layers=2, layers=2, heads=2, head_dim=8, vae_channels=(8, 8)
+)
+# "Small": still random, but enough compute per step that generation dominates a pod's time on a CPU.
+SMALL_SD3 = Sd3Size(
+    clip_hidden=64, t5_width=128, t5_layers=4, layers=6, heads=4, head_dim=32, vae_channels=(32, 64)
+)
+
+
+def build_sd3(directory: Path, size: Sd3Size = TINY_SD3) -> None:
     torch.manual_seed(SEED)
     tokenizer = clip_tokenizer()
     tokenizer_3 = t5_tokenizer()
-    text_encoder = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 16, 16))
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 16, 16))
+    clip = size.clip_hidden
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), clip, clip))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), clip, clip))
     text_encoder_3 = T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer_3),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=2,
-            decoder_start_token_id=0,
+            d_model=size.t5_width,
+            d_kv=size.t5_width // 4,
+            d_ff=2 * size.t5_width,
+            num_layers=size.t5_layers,
+            num_heads=4 if size.t5_width >= 64 else 2,
             pad_token_id=0,
             eos_token_id=1,
         )
@@ -192,16 +216,21 @@ def build_sd3(directory: Path) -> None:
         patch_size=2,
         in_channels=4,
         out_channels=4,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=32,  # T5's width; the two CLIPs (16 + 16) are padded to it
-        caption_projection_dim=16,
-        pooled_projection_dim=32,  # the two CLIP projections, 16 + 16
-        pos_embed_max_size=32,
+        num_layers=size.layers,
+        attention_head_dim=size.head_dim,
+        num_attention_heads=size.heads,
+        joint_attention_dim=size.t5_width,  # T5's width; the two CLIPs are padded to it
+        caption_projection_dim=size.heads * size.head_dim,
+        pooled_projection_dim=2 * clip,  # the two CLIP projections side by side
+        pos_embed_max_size=64,
     )
     vae = _tiny_vae(
-        4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
+        4,
+        block_out_channels=size.vae_channels,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
     )
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer,
@@ -305,7 +334,13 @@ def build_clip(directory: Path) -> None:
     processor.save_pretrained(directory)
 
 
-BUILDERS = {"sd3": build_sd3, "sd1": build_sd1, "blip-vqa": build_blip_vqa, "clip": build_clip}
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "sd3": build_sd3,
+    "sd1": build_sd1,
+    "blip-vqa": build_blip_vqa,
+    "clip": build_clip,
+    "sd3-small": lambda directory: build_sd3(directory, SMALL_SD3),  # for benchmarks, built on demand
+}
 
 
 def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES) -> dict[str, Path]:
