@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from sustaindiffusion.api.crd import CRD_PATH
+from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane, locate_binaries
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import group_is_empty, wait_until
@@ -51,7 +54,15 @@ def api_client(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
 @pytest.fixture(scope="session")
 def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
     root = Path(tempfile.mkdtemp(prefix="sd-kubelet-"))
-    kubelet = TestKubelet(api_client, root)
+    # Pods run console scripts of this environment (sustaindiffusion-worker): put its bin first.
+    env = {
+        k: os.environ[k]
+        for k in ("HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+        if k in os.environ
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    env["HF_HUB_OFFLINE"] = "1"
+    kubelet = TestKubelet(api_client, root, base_env=env)
     kubelet.start()
     try:
         yield kubelet
@@ -61,6 +72,17 @@ def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
         if not os.environ.get(KEEP_ENV):
             shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> None:
+    """The SustainSearch CRD from crds/, established and discoverable."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    custom = client.CustomObjectsApi(api_client)
+    wait_until(
+        lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) is not None, 30, what="discovery"
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sustaindiffusion.api.crd import CRD_PATH
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import EnergyTotals, EvaluationCounters, Phase, SustainSearchStatus
@@ -23,17 +22,6 @@ from tests.support.processes import wait_until
 from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> None:
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
-    custom = client.CustomObjectsApi(api_client)
-    # Discovery may lag the Established condition by a moment.
-    wait_until(
-        lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) is not None, 30, what="discovery"
-    )
 
 
 @pytest.fixture

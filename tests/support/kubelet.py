@@ -22,6 +22,10 @@ rewritten to the host path. The container's view stays true for anything it is t
 
 Only pods with exactly one container are run; others are failed with reason
 `TestKubeletUnsupported`. Restart policies Never, OnFailure and Always are honoured.
+
+Fault injection, for tests of failure handling: a function in `faults` that returns
+`(exit code, reason)` for a pod makes that pod fail so, without running it, as a node would
+report an OOM-killed container.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +190,7 @@ class TestKubelet:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._watch: watch.Watch | None = None
+        self.faults: list[Callable[[Pod], tuple[int, str] | None]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -372,6 +377,13 @@ class TestKubelet:
             if meta["uid"] in self._pods:
                 return
             self._pods[meta["uid"]] = running
+        for fault in list(self.faults):
+            injected = fault(pod)
+            if injected is not None:
+                exit_code, reason = injected
+                self._report_running(pod, running)
+                self._report_terminal(pod, running, exit_code=exit_code, reason=reason, message="")
+                return
         containers = pod["spec"].get("containers", [])
         if len(containers) != 1:
             self._report_terminal(

@@ -326,3 +326,21 @@ def test_tell_rejects_unknown_and_repeated_results() -> None:
     engine.tell(fake_evaluate(candidate))
     with pytest.raises(ValueError, match="already has a result"):
         engine.tell(fake_evaluate(candidate))
+
+
+def test_current_candidates_exclude_results_from_earlier_generations() -> None:
+    """A generation's task holds only what it evaluates, before and after its results arrive."""
+    engine = SearchEngine(make_spec(algorithm={"generations": 8}))
+    seen: set[str] = set()
+    while not engine.finished:
+        batch = engine.current_candidates()
+        ids = {c.candidate_id for c in batch}
+        assert not ids & seen, "a candidate evaluated earlier is in a later task"
+        assert {c.candidate_id for c in engine.ask()} == ids
+        first = batch[0]
+        engine.tell(fake_evaluate(first))
+        if not engine.finished and engine.generation == first.generation:
+            assert {c.candidate_id for c in engine.current_candidates()} == ids  # stable mid-generation
+        for candidate in engine.ask():
+            engine.tell(fake_evaluate(candidate))
+        seen |= ids

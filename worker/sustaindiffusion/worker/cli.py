@@ -149,7 +149,10 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     metrics = WorkerMetrics(task.search, task.generation)
     monitor.listeners.append(metrics.record_window)
     if args.metrics_port:
-        metrics.serve(args.metrics_port, monitor)
+        try:
+            metrics.serve(args.metrics_port, monitor)
+        except OSError as error:  # e.g. host networking with another worker on the port
+            log.warning("live metrics disabled: port %s unavailable (%s)", args.metrics_port, error)
     generator.warm_up()
     warmed = time.perf_counter()
     evaluator = Evaluator(

@@ -82,6 +82,7 @@ class SearchEngine:
         self.generation = 0
         self._current: _Generation | None = None
         self._results: dict[str, EvaluationResult] = {}
+        self._told_in: dict[str, int] = {}  # candidate id -> generation whose batch evaluated it
         self._candidates: dict[str, Candidate] = {}  # first appearance of each id
         self._search_ids: list[str] = []  # ids that took part in an NSGA-II generation, first-seen order
         self.told: list[EvaluationResult] = []  # every result told, in order: the archive
@@ -117,6 +118,7 @@ class SearchEngine:
         if result.candidate_id in self._results:
             raise ValueError(f"candidate {result.candidate_id} already has a result")
         self._results[result.candidate_id] = result
+        self._told_in[result.candidate_id] = self.generation
         self.told.append(result)
         if result.metrics is not None:
             self.total_energy_joules += result.metrics.gpu_joules + result.metrics.cpu_joules
@@ -127,6 +129,8 @@ class SearchEngine:
         """A fresh engine fed recorded results in order: the state of the engine that recorded them."""
         engine = cls(spec)
         for result in results:
+            if engine.finished:
+                break  # a spec whose budget was lowered meanwhile: the rest came after its end
             pending = {c.candidate_id for c in engine.ask()}
             if result.candidate_id not in pending:
                 raise ReplayMismatchError(
@@ -138,6 +142,16 @@ class SearchEngine:
         return engine
 
     # ------------------------------------------------------------------ views
+
+    def current_candidates(self) -> list[Candidate]:
+        """The candidates the current generation evaluates, done or not, in asked order: those not
+        evaluated in an earlier generation (their recorded results are reused). Stable across
+        restarts, so a generation's task is the same whenever it is built."""
+        self.ask()
+        if self._current is None:
+            return []
+        number = self._current.number
+        return [c for c in self._current.candidates if self._told_in.get(c.candidate_id, number) == number]
 
     def result(self, candidate_id: str) -> EvaluationResult | None:
         return self._results.get(candidate_id)

@@ -1,0 +1,5 @@
+import sys
+
+from sustaindiffusion.operator.cli import main
+
+sys.exit(main())

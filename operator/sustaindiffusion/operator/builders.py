@@ -1,0 +1,204 @@
+"""Pure construction of the Kubernetes objects of a search: the task ConfigMap and the Indexed Job
+of each generation. No API calls here; the reconciler creates what these return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sustaindiffusion.api.resource import API_VERSION, KIND
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.task import EvaluationTask
+from sustaindiffusion.operator.names import (
+    COMPONENT_TASK,
+    COMPONENT_WORKER,
+    KUEUE_PRIORITY_LABEL,
+    KUEUE_QUEUE_LABEL,
+    job_name,
+    labels,
+    task_config_map_name,
+)
+
+TASK_KEY = "task.json"
+TASK_MOUNT = "/etc/sustaindiffusion/task"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+WORKER_CONTAINER = "worker"
+WORKER_UID = 1000
+EXIT_PERMANENT = 2  # the worker's exit code for a task that cannot succeed as written
+METRICS_PORT = 9400
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchRef:
+    """The owning SustainSearch, as owner references need it."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> Manifest:
+        # Not a controller reference with blockOwnerDeletion: deleting a search never waits on us.
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+        }
+
+
+def task_config_map(search: SearchRef, task: EvaluationTask) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": task_config_map_name(search.name, task.generation),
+            "namespace": search.namespace,
+            "labels": labels(search.name, COMPONENT_TASK, task.generation),
+            "ownerReferences": [search.owner_reference()],
+        },
+        "data": {TASK_KEY: task.model_dump_json(by_alias=True)},
+    }
+
+
+def worker_job(search: SearchRef, spec: SustainSearchSpec, generation: int, shards: int) -> Manifest:
+    """The Indexed Job of one generation: one completion per shard of candidates."""
+    execution = spec.execution
+    job_labels = labels(search.name, COMPONENT_WORKER, generation)
+    if execution.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = execution.queue_name
+    if execution.workload_priority_class:
+        job_labels[KUEUE_PRIORITY_LABEL] = execution.workload_priority_class
+    pod_labels = labels(search.name, COMPONENT_WORKER, generation)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(search.name, generation),
+            "namespace": search.namespace,
+            "labels": job_labels,
+            "ownerReferences": [search.owner_reference()],
+        },
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": shards,
+            "parallelism": min(execution.parallelism, shards),
+            "backoffLimitPerIndex": execution.retries_per_candidate,
+            "maxFailedIndexes": shards,  # a failed shard is recorded; the generation goes on
+            "podFailurePolicy": {
+                "rules": [
+                    # The worker says the task cannot succeed as written: retrying will not help.
+                    {
+                        "action": "FailIndex",
+                        "onExitCodes": {
+                            "containerName": WORKER_CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_PERMANENT],
+                        },
+                    },
+                    # Preemption and node drains are not the shard's fault: retry without counting.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": _pod_spec(search, spec, generation),
+            },
+        },
+    }
+
+
+def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int) -> Manifest:
+    execution = spec.execution
+    task_path = f"{TASK_MOUNT}/{TASK_KEY}"
+    command = ["sustaindiffusion-worker", "run", "--task", task_path, "--metrics-port", str(METRICS_PORT)]
+    env: list[Manifest] = [
+        {"name": "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    volumes: list[Manifest] = [
+        {"name": "task", "configMap": {"name": task_config_map_name(search.name, generation)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": "task", "mountPath": TASK_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    model = spec.model
+    if model.token_secret_ref is not None:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": model.token_secret_ref.name, "key": model.token_secret_ref.key}
+                },
+            }
+        )
+    if model.cache is not None:
+        volumes.append(
+            {
+                "name": "weights",
+                "persistentVolumeClaim": {
+                    "claimName": model.cache.claim_name,
+                    "readOnly": model.cache.read_only,
+                },
+            }
+        )
+        mounts.append(
+            {"name": "weights", "mountPath": model.cache.mount_path, "readOnly": model.cache.read_only}
+        )
+        env.append({"name": "HF_HOME", "value": model.cache.mount_path})
+    if execution.artifacts is not None:
+        volumes.append(
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": execution.artifacts.claim_name}}
+        )
+        mounts.append({"name": "artifacts", "mountPath": execution.artifacts.path})
+        command += ["--artifacts", f"{execution.artifacts.path}/{search.name}"]
+    # Quantities as strings, as the API (and the client's models) expect them.
+    resources = {
+        kind: {name: str(value) for name, value in values.items()}
+        for kind, values in execution.resources.model_dump(mode="json", exclude_none=True).items()
+    }
+    container: Manifest = {
+        "name": WORKER_CONTAINER,
+        "image": execution.image,
+        "imagePullPolicy": execution.image_pull_policy,
+        "command": command,
+        "env": env,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+        },
+    }
+    pod: Manifest = {
+        "restartPolicy": "Never",  # required by backoffLimitPerIndex and podFailurePolicy
+        "automountServiceAccountToken": False,  # results leave through the termination message only
+        "enableServiceLinks": False,
+        "activeDeadlineSeconds": execution.pod_deadline_seconds,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    optional = {
+        "nodeSelector": execution.node_selector,
+        "tolerations": [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in execution.tolerations
+        ]
+        if execution.tolerations
+        else None,
+        "affinity": execution.affinity,
+        "priorityClassName": execution.priority_class_name,
+        "schedulerName": execution.scheduler_name,
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+    return pod
