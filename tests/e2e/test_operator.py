@@ -126,7 +126,7 @@ def create_search(api: client.ApiClient, namespace: str, name: str, spec: dict[s
 
 
 def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+    result: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
     )
     return result
@@ -154,7 +154,7 @@ def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[An
         .list_namespaced_config_map(namespace, label_selector=names.selector(name, names.COMPONENT_ARCHIVE))
         .items
     )
-    ordered = sorted(config_maps, key=lambda cm: cm.metadata.name)
+    ordered = sorted(config_maps, key=lambda cm: str(cm.metadata.name))
     return [record for cm in ordered for record in parse_chunk((cm.data or {}).get(RECORDS_KEY, ""))]
 
 
