@@ -129,7 +129,7 @@ def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
     result: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
     )
-    return result
+    return dict(result)
 
 
 def wait_phase(
