@@ -43,10 +43,11 @@ def append_lines(
     existing: str, records: list[ArchiveRecord], chunk_bytes: int = CHUNK_BYTES
 ) -> tuple[str, list[ArchiveRecord]]:
     """Add records to a chunk while it stays within `chunk_bytes`; returns the chunk and the rest."""
-    text = existing
+    lines, size = [existing], len(existing.encode())
     for index, record in enumerate(records):
         line = record.to_line() + "\n"
-        if text and len(text.encode()) + len(line.encode()) > chunk_bytes:
-            return text, records[index:]
-        text += line
-    return text, []
+        if size and size + len(line.encode()) > chunk_bytes:
+            return "".join(lines), records[index:]
+        lines.append(line)
+        size += len(line.encode())
+    return "".join(lines), []
