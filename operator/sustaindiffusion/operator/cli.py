@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # else a line per watch event
     if args.metrics_port:
         serve_metrics(args.metrics_port, RUNTIME.metrics, args.metrics_address)
     asyncio.run(
