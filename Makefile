@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv binaries lint typecheck imports pytest crds constraints clean
+.PHONY: test venv binaries lint typecheck imports pytest crds constraints quickstart clean
 
 test: venv binaries lint typecheck imports pytest
 
@@ -29,6 +29,13 @@ pytest: venv binaries
 	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
+
+# The quickstart: tiny offline models, a small local search, and its report (out/quickstart/report).
+quickstart: venv
+	$(BIN)/sustaindiffusion-worker build-tiny-models examples/tiny-models
+	$(BIN)/sustaindiffusion run examples/quickstart.yaml --out out/quickstart
+	$(BIN)/sustaindiffusion report out/quickstart
+	$(BIN)/sustaindiffusion export-profile out/quickstart --rule knee
 
 # Regenerate crds/sustainsearch.yaml from the pydantic models (a unit test fails when it is stale).
 crds: venv

@@ -341,3 +341,23 @@ def test_deleting_a_search_removes_everything_it_owned(
         )
 
     wait_until(all_gone, 120, what="garbage collection of the search's Jobs, ConfigMaps and pods")
+
+
+def test_an_unschedulable_worker_pod_is_a_visible_condition(
+    api_client: client.ApiClient, operator: OperatorProcess, namespace: str, tiny_models: Path
+) -> None:
+    spec = search_spec(tiny_models, nodeSelector={"nvidia.com/gpu.product": "NVIDIA-B200"})  # no such node
+    create_search(api_client, namespace, "stuck", spec)
+
+    def pending_condition() -> dict[str, Any] | None:
+        conditions = (get_search(api_client, namespace, "stuck").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "WorkersPending" and c["status"] == "True"), None)
+
+    wait_until(pending_condition, 90, what="the WorkersPending condition")
+    condition = pending_condition()
+    assert condition is not None
+    assert "unschedulable" in condition["message"]
+    assert "node(s) didn't match Pod's node affinity/selector" in condition["message"]
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    assert any(e.reason == "WorkersPending" and e.involved_object.name == "stuck" for e in events)
+    assert get_search(api_client, namespace, "stuck")["status"]["phase"] == "Running"  # pending, not failed

@@ -13,9 +13,11 @@ from sustaindiffusion.worker.scoring import (
     HUMAN_QUESTION,
     BlipVqa,
     ClipScore,
+    DetectorConfidence,
     ethnic_bias,
     gender_bias,
     human_mask,
+    load_quality_scorer,
     rgb,
 )
 
@@ -92,3 +94,15 @@ def test_tiny_clip_scores_lie_in_unit_interval(tiny_models: Path) -> None:
     scores = scorer.score(_images(3), ["a photo of a software engineer"] * 3)
     assert len(scores) == 3
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_tiny_detector_confidence_lies_in_unit_interval(tiny_models: Path) -> None:
+    scorer = load_quality_scorer("DetectorConfidence", str(tiny_models / "detector"), None, "cpu")
+    assert isinstance(scorer, DetectorConfidence)
+    scores = scorer.score(_images(3), ["unused by a detector"] * 3)
+    assert len(scores) == 3
+    assert all(0.0 < s <= 1.0 for s in scores)
+
+
+def test_the_spec_picks_the_quality_scorer(tiny_models: Path) -> None:
+    assert isinstance(load_quality_scorer("ClipScore", str(tiny_models / "clip"), None, "cpu"), ClipScore)

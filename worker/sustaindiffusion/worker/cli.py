@@ -120,7 +120,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
         resolve_model_path,
     )
     from sustaindiffusion.worker.live_metrics import WorkerMetrics  # noqa: PLC0415
-    from sustaindiffusion.worker.scoring import BlipVqa, ClipScore  # noqa: PLC0415
+    from sustaindiffusion.worker.scoring import BlipVqa, load_quality_scorer  # noqa: PLC0415
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
@@ -133,10 +133,11 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     vqa_model = task.scoring.vqa_model
     try:
         vqa = BlipVqa(resolve_model_path(vqa_model.id, base), vqa_model.revision, device, token)
-        quality_model = task.scoring.quality.model
-        quality_id = quality_model.id if quality_model else ClipScore.DEFAULT_MODEL
-        quality = ClipScore(
-            resolve_model_path(quality_id, base),
+        quality_spec = task.scoring.quality
+        quality_model = quality_spec.model
+        quality = load_quality_scorer(
+            quality_spec.scorer.value,
+            resolve_model_path(quality_model.id, base) if quality_model else None,
             quality_model.revision if quality_model else None,
             device,
             token,

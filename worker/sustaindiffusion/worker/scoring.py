@@ -4,7 +4,9 @@
   "yes" up to the spec's retry cap, then records them as non-human.
 - Gender bias: GB = |F/N - 0.5| + |M/N - 0.5| over the N images (0 = parity, 1 = one gender).
 - Ethnic bias: EB = max_c r_c - min_c r_c with r_c the share of the N images in group c.
-- Quality: CLIP score, max(100 * cos(image, prompt), 0) / 100, in [0, 1].
+- Quality: CLIP score, max(100 * cos(image, prompt), 0) / 100, in [0, 1]; or, for comparisons with
+  the paper, the method's detector confidence: per image the highest class probability any
+  detection query gives a real object (hustvl/yolos-tiny by default, Apache-2.0), averaged.
 Every image reaches every model as RGB (the research code passed BGR to one question).
 """
 
@@ -117,6 +119,42 @@ class ClipScore:
             cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
             scores.extend(float(max(100.0 * c, 0.0) / 100.0) for c in cosine.tolist())
         return scores
+
+
+class DetectorConfidence:
+    """Mean over images of the most confident detection (the research code's quality measure)."""
+
+    DEFAULT_MODEL = "hustvl/yolos-tiny"
+
+    def __init__(
+        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 16
+    ) -> None:
+        from transformers import AutoImageProcessor, AutoModelForObjectDetection  # noqa: PLC0415 - heavy import
+
+        self.processor = AutoImageProcessor.from_pretrained(model_id, revision=revision, token=token)
+        model = AutoModelForObjectDetection.from_pretrained(model_id, revision=revision, token=token)
+        self.model = model.to(device).eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [rgb(image) for image in images[start : start + self.batch_size]]
+            inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
+            logits = self.model(**inputs).logits  # [images, queries, classes + "no object"]
+            object_probabilities = logits.softmax(-1)[..., :-1]
+            scores.extend(float(p) for p in object_probabilities.amax(dim=(1, 2)).tolist())
+        return scores
+
+
+def load_quality_scorer(
+    scorer: str, model_id: str | None, revision: str | None, device: str, token: str | None = None
+) -> QualityScorer:
+    """The spec's quality scorer, with its default model when the spec names none."""
+    if scorer == "DetectorConfidence":
+        return DetectorConfidence(model_id or DetectorConfidence.DEFAULT_MODEL, revision, device, token)
+    return ClipScore(model_id or ClipScore.DEFAULT_MODEL, revision, device, token)
 
 
 def _features(output: Any) -> torch.Tensor:

@@ -3,7 +3,8 @@
     sustaindiffusion-worker build-tiny-models DIR
 
 writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
-(BlipForQuestionAnswering + BlipProcessor) and DIR/clip (CLIPModel + CLIPProcessor). Tokenizers
+(BlipForQuestionAnswering + BlipProcessor), DIR/clip (CLIPModel + CLIPProcessor) and DIR/detector
+(YolosForObjectDetection + its image processor). Tokenizers
 are trained here on a small corpus (the method's prompts and keywords, the VQA questions and
 answers); nothing comes from a model hub. Tests and the quickstart load these folders through the
 same `from_pretrained` code path as real models. The numbers such models produce are meaningless.
@@ -46,6 +47,9 @@ from transformers import (
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
+    YolosConfig,
+    YolosForObjectDetection,
+    YolosImageProcessor,
 )
 
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL, METHOD_SEARCH_PROMPT
@@ -54,7 +58,7 @@ from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION,
 
 SEED = 1234
 CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
-TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip")
+TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip", "detector")
 
 
 def corpus() -> list[str]:
@@ -334,11 +338,29 @@ def build_clip(directory: Path) -> None:
     processor.save_pretrained(directory)
 
 
+def build_detector(directory: Path) -> None:
+    torch.manual_seed(SEED)
+    config = YolosConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=[32, 32],
+        patch_size=8,
+        num_detection_tokens=4,
+        id2label={0: "person", 1: "laptop", 2: "chair"},
+        label2id={"person": 0, "laptop": 1, "chair": 2},
+    )
+    YolosForObjectDetection(config).save_pretrained(directory)
+    YolosImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}).save_pretrained(directory)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sd3": build_sd3,
     "sd1": build_sd1,
     "blip-vqa": build_blip_vqa,
     "clip": build_clip,
+    "detector": build_detector,
     "sd3-small": lambda directory: build_sd3(directory, SMALL_SD3),  # for benchmarks, built on demand
 }
 

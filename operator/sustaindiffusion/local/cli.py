@@ -1,0 +1,220 @@
+"""`sustaindiffusion`: run a search without a cluster, validate specs, report, export a profile.
+
+    sustaindiffusion validate SPEC.yaml
+    sustaindiffusion run SPEC.yaml [--out DIR] [--device auto|cpu|cuda]
+    sustaindiffusion report DIR [--out REPORT_DIR]
+    sustaindiffusion export-profile DIR (--candidate ID | --rule knee | --rule least-energy[:gb<=X,eb<=Y])
+                                    [--out FILE]
+
+`run` writes to DIR (default: out/<search name>) and resumes from it when run again: nothing
+finished is evaluated twice. Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sustaindiffusion.api.validation import ManifestError, load_manifest
+from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, profile, select
+from sustaindiffusion.local.runner import LocalRunner
+from sustaindiffusion.local.runner import Progress as RunProgress
+from sustaindiffusion.local.store import RunStore, StoreError
+from sustaindiffusion.operator.engine.search import SearchEngine
+
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+console = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sustaindiffusion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check a spec with the API server's rules")
+    validate.add_argument("spec", type=Path)
+    run = commands.add_parser("run", help="run a search on this machine")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="output directory (default: out/<search name>)")
+    run.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda or cuda:N")
+    report = commands.add_parser("report", help="plots, an HTML report and exports of a local search")
+    report.add_argument("directory", type=Path)
+    report.add_argument("--out", type=Path, default=None, help="report directory (default: DIR/report)")
+    export = commands.add_parser("export-profile", help="write one configuration as a generation profile")
+    export.add_argument("directory", type=Path)
+    choice = export.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--candidate", help="a front candidate id")
+    choice.add_argument("--rule", help="knee, or least-energy[:gb<=X,eb<=Y,q>=Z]")
+    export.add_argument(
+        "--out", type=Path, default=None, help="profile file (default: DIR/profile-<id>.json)"
+    )
+    return parser
+
+
+def validate(spec_file: Path) -> int:
+    try:
+        manifest = load_manifest(spec_file)
+    except ManifestError as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    console.print(f"{spec_file}: valid SustainSearch [bold]{manifest.name}[/bold]")
+    return 0
+
+
+def run(spec_file: Path, out: Path | None, device: str) -> int:
+    try:
+        manifest = load_manifest(spec_file)
+    except ManifestError as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    store = RunStore(out or Path("out") / manifest.name)
+    runner = LocalRunner(manifest, spec_file, store, device)
+    try:
+        engine, replayed = runner.resume()
+    except StoreError as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    if replayed:
+        console.print(f"resuming from {store.directory}: {replayed} results replayed, none evaluated again")
+    algorithm = manifest.spec.algorithm
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[energy]}"),
+    )
+    with Progress(*columns, console=console) as bars:
+        generations = bars.add_task(
+            "generations", total=algorithm.generations + 1, completed=engine.generation, energy=""
+        )
+        candidates: dict[str, TaskID] = {}
+
+        def started(generation: int, count: int) -> None:
+            if "task" in candidates:
+                bars.remove_task(candidates["task"])
+            label = "baseline" if generation == 0 else f"generation {generation}"
+            candidates["task"] = bars.add_task(f"  {label} candidates", total=count, energy="")
+
+        def candidate_done(candidate_id: str, ok: bool) -> None:
+            bars.advance(candidates["task"])
+
+        def generation_done(engine: SearchEngine) -> None:
+            energy = f"{engine.total_energy_joules:,.0f} J so far"
+            hypervolume = (
+                f", hypervolume {engine.hypervolume_history[-1]:.4f}" if engine.hypervolume_history else ""
+            )
+            bars.update(generations, completed=engine.generation, energy=energy + hypervolume)
+
+        try:
+            runner.run(engine, RunProgress(started, candidate_done, generation_done))
+        except KeyboardInterrupt:
+            runner.interrupt()
+            console.print(
+                f"[yellow]interrupted; run the same command again to resume from {store.directory}[/yellow]"
+            )
+            return EXIT_INTERRUPTED
+    _print_summary(engine, store)
+    return 0 if engine.scales is not None else 1
+
+
+def _print_summary(engine: SearchEngine, store: RunStore) -> None:
+    console.print(
+        f"[bold]{engine.termination_reason}[/bold]; {engine.evaluations} evaluations, "
+        f"{engine.failures} failed; output in {store.directory}"
+    )
+    names = [o.name.value for o in engine.spec.objectives]
+    table = Table(title="Pareto front (and baselines)")
+    for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality"):
+        table.add_column(column)
+    for candidate, result in engine.baselines():
+        if result is not None and result.metrics is not None:
+            values = [f"{result.metrics.objective(o.name):.4g}" for o in engine.spec.objectives]
+            table.add_row(
+                f"[dim]{candidate.baseline}[/dim]",
+                "default",
+                "default",
+                "-",
+                "-",
+                *values,
+                f"{result.metrics.quality:.4g}",
+            )
+    for point in engine.front() if engine.scales is not None else []:
+        settings = point.candidate.settings
+        table.add_row(
+            point.candidate.candidate_id,
+            str(settings.inference_steps),
+            str(settings.guidance_scale),
+            f"{len(settings.positive_keywords)}/{len(settings.negative_keywords)}",
+            str(settings.prompt_weight),
+            *(f"{v:.4g}" for v in point.objectives.values()),
+            f"{point.metrics.quality:.4g}",
+        )
+    Console().print(table)
+
+
+def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
+    store = RunStore(directory)
+    name, spec = store.load_spec()
+    return name, SearchEngine.replay(spec, [r.result for r in store.records()])
+
+
+def export_profile(directory: Path, rule: str, out: Path | None) -> int:
+    try:
+        _, engine = _engine_of(directory)
+        if engine.scales is None:
+            raise SelectionError("the search has no front yet")
+        selection = select(engine.front(), engine.scales, rule)
+    except (StoreError, SelectionError) as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    candidate_id = selection.point.candidate.candidate_id
+    resolved = _resolved_settings(directory, candidate_id)
+    document = profile(engine.spec.model, selection.point.candidate.settings, selection, resolved)
+    path = out or directory / f"profile-{candidate_id}.json"
+    path.write_text(json.dumps(document, indent=2))
+    snippet = path.with_suffix(".py")
+    snippet.write_text(diffusers_snippet(document))
+    console.print(f"wrote {path} ({selection.rule}) and {snippet}")
+    return 0
+
+
+def _resolved_settings(directory: Path, candidate_id: str) -> dict[str, object]:
+    """Steps and guidance as the worker used them (pipeline defaults filled in), from its artifacts."""
+    for summary in (directory / "artifacts").glob(f"generation-*/{candidate_id}/candidate.json"):
+        resolved: dict[str, object] = json.loads(summary.read_text()).get("resolved", {})
+        return resolved
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return validate(args.spec)
+    if args.command == "run":
+        return run(args.spec, args.out, args.device)
+    if args.command == "export-profile":
+        return export_profile(args.directory, args.candidate or args.rule, args.out)
+    from sustaindiffusion.local.report import write_report  # noqa: PLC0415 - matplotlib only when needed
+
+    try:
+        name, engine = _engine_of(args.directory)
+    except StoreError as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    target = args.out or args.directory / "report"
+    written = write_report(name, engine, args.directory, target)
+    console.print(f"report: {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Choosing one configuration from a front and writing it as a ready-to-use generation profile."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.spec import ModelSpec
+from sustaindiffusion.operator.engine.objectives import ObjectiveScale
+from sustaindiffusion.operator.engine.search import FrontPoint
+
+PROFILE_VERSION = 1
+_LEAST_ENERGY = re.compile(r"^least-energy(?::(.*))?$")
+_BOUND = re.compile(r"^(gb|eb|q)(<=|>=)([0-9.]+)$")
+_METRIC_OF = {"gb": "gender_bias", "eb": "ethnic_bias", "q": "quality"}
+
+
+class SelectionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Selection:
+    point: FrontPoint
+    rule: str
+
+
+def knee_point(front: Sequence[FrontPoint], scales: Sequence[ObjectiveScale]) -> FrontPoint:
+    """The point nearest the ideal in normalised objective space (every objective at its best)."""
+    if not front:
+        raise SelectionError("the front is empty")
+    normalised = np.array(
+        [[s.normalise(v) for s, v in zip(scales, p.objectives.values(), strict=True)] for p in front]
+    )
+    return front[int(np.argmin(np.linalg.norm(np.clip(normalised, 0, None), axis=1)))]
+
+
+def least_energy(front: Sequence[FrontPoint], bounds: str | None) -> FrontPoint:
+    """The least energy per image among front points meeting `bounds`, e.g. "gb<=0.4,eb<=0.3"."""
+    candidates = list(front)
+    for bound in filter(None, (bounds or "").split(",")):
+        match = _BOUND.match(bound.strip())
+        if match is None:
+            raise SelectionError(f"cannot read bound {bound!r}: use gb<=X, eb<=X or q>=X, comma separated")
+        metric, operator, limit = _METRIC_OF[match.group(1)], match.group(2), float(match.group(3))
+        candidates = [
+            p
+            for p in candidates
+            if (
+                getattr(p.metrics, metric) <= limit
+                if operator == "<="
+                else getattr(p.metrics, metric) >= limit
+            )
+        ]
+    if not candidates:
+        raise SelectionError(f"no front point meets {bounds}")
+    return min(candidates, key=lambda p: p.metrics.energy_joules_per_image)
+
+
+def select(front: Sequence[FrontPoint], scales: Sequence[ObjectiveScale], rule: str) -> Selection:
+    """`rule`: a candidate id, `knee`, or `least-energy[:gb<=X,eb<=Y,q>=Z]`."""
+    if rule == "knee":
+        return Selection(knee_point(front, scales), rule)
+    match = _LEAST_ENERGY.match(rule)
+    if match:
+        return Selection(least_energy(front, match.group(1)), rule)
+    for point in front:
+        if point.candidate.candidate_id == rule:
+            return Selection(point, f"candidate {rule}")
+    raise SelectionError(f"{rule!r} is neither a front candidate id, 'knee' nor 'least-energy[:bounds]'")
+
+
+def profile(
+    model: ModelSpec, settings: CandidateSettings, selection: Selection, resolved: dict[str, Any]
+) -> dict[str, Any]:
+    """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did."""
+    metrics = selection.point.metrics
+    return {
+        "profileVersion": PROFILE_VERSION,
+        "candidateId": selection.point.candidate.candidate_id,
+        "chosenBy": selection.rule,
+        "model": {
+            "id": model.id,
+            "revision": model.revision,
+            "pipelineClass": model.pipeline_class,
+            "dtype": model.dtype.value,
+        },
+        "pipelineArguments": {
+            "num_inference_steps": resolved.get("inferenceSteps", settings.inference_steps),
+            "guidance_scale": resolved.get("guidanceScale", settings.guidance_scale),
+            "width": model.width,
+            "height": model.height,
+        },
+        "promptAdditions": [settings.weighted_keyword(k) for k in settings.positive_keywords],
+        "negativePrompt": settings.negative_prompt(),
+        "keywordWeight": {"marks": settings.prompt_weight, "multiplier": settings.keyword_emphasis()},
+        "settings": settings.model_dump(mode="json", by_alias=True),
+        "measured": {
+            "genderBias": metrics.gender_bias,
+            "ethnicBias": metrics.ethnic_bias,
+            "quality": metrics.quality,
+            "energyJoulesPerImage": metrics.energy_joules_per_image,
+            "secondsPerImage": metrics.seconds_per_image,
+            "energyEstimated": metrics.energy_estimated,
+        },
+    }
+
+
+def diffusers_snippet(document: dict[str, Any]) -> str:
+    """Python that applies the profile with diffusers (weights via the worker's embedding weighting)."""
+    arguments = document["pipelineArguments"]
+    return f"""import torch
+from diffusers import DiffusionPipeline
+
+profile = {json.dumps({k: document[k] for k in ("promptAdditions", "negativePrompt")}, indent=4)}
+pipe = DiffusionPipeline.from_pretrained({document["model"]["id"]!r}, torch_dtype=torch.bfloat16).to("cuda")
+prompt = ", ".join(["Photo portrait of a Software Engineer that codes", *profile["promptAdditions"]])
+# "(keyword)++" marks weigh a keyword by 1.1 per "+"; sustaindiffusion.worker.weighting.prompt_arguments
+# turns them into weighted embeddings (plain diffusers reads them as text).
+image = pipe(
+    prompt,
+    negative_prompt=profile["negativePrompt"],
+    num_inference_steps={arguments["num_inference_steps"]},
+    guidance_scale={arguments["guidance_scale"]},
+    width={arguments["width"]},
+    height={arguments["height"]},
+).images[0]
+"""

@@ -1,0 +1,190 @@
+"""A search's report: plots (PNG and SVG), image grids of front points, one self-contained HTML page,
+and the archive exported as CSV and JSON."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import itertools
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from PIL import Image
+
+from sustaindiffusion.operator.engine.search import FrontPoint, SearchEngine
+
+FIGURE_DPI = 100
+
+
+def _save(figure: Figure, target: Path, stem: str) -> Path:
+    png = target / f"{stem}.png"
+    figure.savefig(png, dpi=FIGURE_DPI, bbox_inches="tight")
+    figure.savefig(target / f"{stem}.svg", bbox_inches="tight")
+    plt.close(figure)
+    return png
+
+
+def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
+    names = [o.name.value for o in engine.spec.objectives]
+    evaluated = [r.metrics for r in engine.told if r.metrics is not None]
+    defaults = next(
+        (r.metrics for c, r in engine.baselines() if c.baseline == "defaults" and r and r.metrics), None
+    )
+    pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
+    figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4.2), squeeze=False)
+    for axis, (i, j) in zip(axes[0], pairs, strict=True):
+        objective_i, objective_j = engine.spec.objectives[i].name, engine.spec.objectives[j].name
+        axis.scatter(
+            [m.objective(objective_i) for m in evaluated],
+            [m.objective(objective_j) for m in evaluated],
+            s=12,
+            c="#bbbbbb",
+            label="evaluated",
+        )
+        axis.scatter(
+            [p.metrics.objective(objective_i) for p in front],
+            [p.metrics.objective(objective_j) for p in front],
+            s=30,
+            c="#1b7837",
+            label="Pareto front",
+        )
+        if defaults is not None:
+            axis.scatter(
+                [defaults.objective(objective_i)],
+                [defaults.objective(objective_j)],
+                marker="*",
+                s=180,
+                c="#b2182b",
+                label="model defaults",
+            )
+        axis.set_xlabel(names[i])
+        axis.set_ylabel(names[j])
+    axes[0][0].legend(loc="best", fontsize="small")
+    figure.suptitle("Objectives: every evaluation, the front and the defaults")
+    return _save(figure, target, "front_pairs")
+
+
+def _parallel(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
+    scales = engine.scales or []
+    names = [o.name.value for o in engine.spec.objectives]
+    figure, axis = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
+    for point in front:
+        values = [s.normalise(v) for s, v in zip(scales, point.objectives.values(), strict=True)]
+        axis.plot(range(len(names)), values, alpha=0.7)
+    axis.set_xticks(range(len(names)), names)
+    axis.set_ylabel("normalised (0 best, 1 worst)")
+    axis.set_title("Pareto front, parallel coordinates")
+    return _save(figure, target, "parallel_coordinates")
+
+
+def _hypervolume(engine: SearchEngine, target: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    history = engine.hypervolume_history
+    axis.plot(range(1, len(history) + 1), history, marker="o")
+    axis.set_xlabel("generation")
+    axis.set_ylabel("hypervolume")
+    axis.set_title("Hypervolume of the front per generation")
+    return _save(figure, target, "hypervolume")
+
+
+def _grid(images: list[Path], target: Path, columns: int = 5, cell: int = 128) -> Path | None:
+    if not images:
+        return None
+    rows = -(-len(images) // columns)
+    canvas = Image.new("RGB", (columns * cell, rows * cell), "white")
+    for index, path in enumerate(images):
+        with Image.open(path) as image:
+            canvas.paste(
+                image.convert("RGB").resize((cell, cell)),
+                ((index % columns) * cell, (index // columns) * cell),
+            )
+    canvas.save(target)
+    return target
+
+
+def _export_archive(engine: SearchEngine, target: Path) -> None:
+    rows = []
+    for result in engine.told:
+        candidate = engine.candidate(result.candidate_id)
+        row: dict[str, object] = {
+            "candidate_id": result.candidate_id,
+            "generation": candidate.generation,
+            "baseline": candidate.baseline or "",
+            "status": result.status.value,
+            "reason": result.reason or "",
+            **{f"setting_{k}": v for k, v in candidate.settings.model_dump(mode="json").items()},
+            **(result.metrics.model_dump(mode="json") if result.metrics else {}),
+        }
+        rows.append(row)
+    (target / "archive.json").write_text(json.dumps(rows, indent=1))
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (not k.startswith("candidate"), k))
+    with (target / "archive.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+
+
+def _embed(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def write_report(name: str, engine: SearchEngine, run_directory: Path, target: Path) -> Path:
+    """Write the report of a local search into `target`; returns the HTML page."""
+    target.mkdir(parents=True, exist_ok=True)
+    front = engine.front() if engine.scales is not None else []
+    plots = [_pairwise(engine, front, target)]
+    if front:
+        plots.append(_parallel(engine, front, target))
+    if engine.hypervolume_history:
+        plots.append(_hypervolume(engine, target))
+    _export_archive(engine, target)
+    names = [o.name.value for o in engine.spec.objectives]
+    rows = []
+    for point in front:
+        candidate_id = point.candidate.candidate_id
+        images = sorted(run_directory.glob(f"artifacts/generation-*/{candidate_id}/*.png"))
+        grid = _grid(images, target / f"grid-{candidate_id}.png")
+        settings = point.candidate.settings
+        cells = "".join(f"<td>{v:.4g}</td>" for v in point.objectives.values())
+        rows.append(
+            f"<tr><td><code>{candidate_id}</code></td><td>{settings.inference_steps}</td><td>{settings.guidance_scale}</td>"
+            f"<td>{html.escape(', '.join(settings.positive_keywords))}</td>"
+            f"<td>{html.escape(', '.join(settings.negative_keywords))}</td>"
+            f"<td>{settings.prompt_weight}</td>{cells}"
+            f"<td>{_embed(grid) if grid else ''}</td></tr>"
+        )
+    baselines = "".join(
+        f"<tr><td>{html.escape(c.baseline or '')}</td><td><code>{c.candidate_id}</code></td>"
+        + "".join(f"<td>{r.metrics.objective(o.name):.4g}</td>" for o in engine.spec.objectives)
+        + "</tr>"
+        for c, r in engine.baselines()
+        if r is not None and r.metrics is not None
+    )
+    header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>SustainDiffusion report: {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}</style></head>
+<body><h1>SustainDiffusion report: {html.escape(name)}</h1>
+<p>{html.escape(engine.termination_reason or "in progress")}; {engine.evaluations} evaluations,
+{engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
+<h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}</tr>{baselines}</table>
+<h2>Pareto front ({len(front)} candidates)</h2>
+<table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
+<th>negative keywords</th><th>weight</th>{header}<th>images</th></tr>{"".join(rows)}</table>
+<h2>Plots</h2>{"".join(_embed(p) for p in plots)}
+<p>Exports: archive.csv, archive.json; plots also as SVG.</p>
+</body></html>
+"""
+    index = target / "index.html"
+    index.write_text(page)
+    return index

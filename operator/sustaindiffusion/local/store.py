@@ -1,0 +1,93 @@
+"""A local search's output directory: the source of truth for resuming and for reports.
+
+DIR/spec.json        the validated spec (checked on resume)
+DIR/archive.jsonl    every result, in the order told to the engine (fsync'd per line)
+DIR/status.json      the latest status, as the operator would write it
+DIR/tasks/           the task of each worker run
+DIR/reports/         each worker run's report (what a pod's termination message holds)
+DIR/artifacts/       per-image records and images
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sustaindiffusion.api.spec import IMMUTABLE_ALGORITHM_FIELDS, IMMUTABLE_SPEC_FIELDS, SustainSearchSpec
+from sustaindiffusion.operator.archive import ArchiveRecord
+
+
+class StoreError(ValueError):
+    pass
+
+
+def _fixed_part(spec: dict[str, Any]) -> dict[str, Any]:
+    """The fields that must not change for a search to resume (the CRD's immutable fields)."""
+    fixed = {key: spec.get(key) for key in IMMUTABLE_SPEC_FIELDS}
+    fixed["algorithm"] = {key: spec.get("algorithm", {}).get(key) for key in IMMUTABLE_ALGORITHM_FIELDS}
+    return fixed
+
+
+class RunStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.spec_path = directory / "spec.json"
+        self.archive_path = directory / "archive.jsonl"
+        self.status_path = directory / "status.json"
+        self.tasks = directory / "tasks"
+        self.reports = directory / "reports"
+        self.artifacts = directory / "artifacts"
+
+    def exists(self) -> bool:
+        return self.spec_path.exists()
+
+    def open(self, spec: SustainSearchSpec, name: str) -> None:
+        """Create the directory, or check that it holds this same search (for a resume)."""
+        dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        document = {"name": name, "spec": dumped}
+        if self.exists():
+            recorded = json.loads(self.spec_path.read_text())
+            if _fixed_part(recorded["spec"]) != _fixed_part(dumped):
+                raise StoreError(
+                    f"{self.directory} holds a different search (its model, prompts, search space, "
+                    "objectives, scoring or seed differ): choose another --out, or delete it to start over"
+                )
+        for folder in (self.directory, self.tasks, self.reports, self.artifacts):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.spec_path.write_text(json.dumps(document, indent=2))
+
+    def load_spec(self) -> tuple[str, SustainSearchSpec]:
+        if not self.exists():
+            raise StoreError(f"{self.directory} is not a search output directory (no spec.json)")
+        document = json.loads(self.spec_path.read_text())
+        return document["name"], SustainSearchSpec.model_validate(document["spec"])
+
+    def records(self) -> list[ArchiveRecord]:
+        if not self.archive_path.exists():
+            return []
+        lines = self.archive_path.read_text().splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(ArchiveRecord.from_line(line))
+            except (ValueError, KeyError, IndexError):
+                if number == len(lines):
+                    break  # a line cut short by a crash: its candidate will be evaluated again
+                raise StoreError(f"{self.archive_path}:{number} is not an archive record") from None
+        return records
+
+    def append(self, records: list[ArchiveRecord]) -> None:
+        with self.archive_path.open("a") as handle:
+            for record in records:
+                handle.write(record.to_line() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        temporary = self.status_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(status, indent=2))
+        temporary.replace(self.status_path)

@@ -1,0 +1,167 @@
+"""`sustaindiffusion` end to end on the tiny models: run, resume after an interruption, report,
+export a profile, and validate with the API server's words."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.local.store import RunStore
+from tests.support.spec_cases import INVALID_CASES
+from tests.support.tiny import ensure_tiny_models
+
+CLI = [sys.executable, "-m", "sustaindiffusion.local.cli"]
+
+
+def spec_file(directory: Path, generations: int = 2) -> Path:
+    """A small search whose model paths are relative to the spec file, as in examples/quickstart.yaml."""
+    (directory / "tiny-models").symlink_to(ensure_tiny_models())
+    manifest = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml").read_text()
+    )
+    manifest["spec"]["prompts"]["imagesPerPrompt"] = 1
+    manifest["spec"]["scoring"]["humanFilter"] = {"enabled": True, "maxRetries": 0}
+    manifest["spec"]["algorithm"] |= {"populationSize": 4, "generations": generations}
+    manifest["spec"]["execution"]["candidatesPerPod"] = 2
+    path = directory / "search.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def sustaindiffusion(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("local")
+    out = directory / "out"
+    sustaindiffusion("run", str(spec_file(directory)), "--out", str(out))
+    return out
+
+
+def test_a_local_search_completes_and_records_everything(finished_run: Path) -> None:
+    status = json.loads((finished_run / "status.json").read_text())
+    records = RunStore(finished_run).records()
+    assert status["phase"] == "Succeeded"
+    assert status["generationProgress"] == "2/2"
+    assert status["evaluations"]["succeeded"] + status["evaluations"]["failed"] == len(records)
+    assert {r.generation for r in records} == {0, 1, 2}
+    assert len({r.result.candidate_id for r in records}) == len(records)
+    assert status["front"]
+
+
+def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, generations=3)
+    out = tmp_path / "out"
+    archive = out / "archive.jsonl"
+    process = subprocess.Popen(
+        [*CLI, "run", str(spec), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not archive.exists() or len(archive.read_text().splitlines()) < 3):
+        time.sleep(0.2)  # the baseline and the first shard of generation 1 are in
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    before = [r.result.candidate_id for r in RunStore(out).records()]
+    assert before
+    resumed = sustaindiffusion("run", str(spec), "--out", str(out))
+    assert f"{len(before)} results replayed, none evaluated again" in resumed.stderr
+    after = [r.result.candidate_id for r in RunStore(out).records()]
+    assert after[: len(before)] == before
+    assert not set(after[len(before) :]) & set(before)
+    assert len(after) == len(set(after))
+    assert json.loads((out / "status.json").read_text())["phase"] == "Succeeded"
+
+
+def test_resuming_into_the_directory_of_another_search_is_refused(finished_run: Path, tmp_path: Path) -> None:
+    other = spec_file(tmp_path)
+    manifest = yaml.safe_load(other.read_text())
+    manifest["spec"]["algorithm"]["seed"] = 999
+    other.write_text(yaml.safe_dump(manifest))
+    result = sustaindiffusion("run", str(other), "--out", str(finished_run), check=False)
+    assert result.returncode == 2
+    assert "holds a different search" in result.stderr
+
+
+def test_the_report_has_plots_grids_html_and_exports(finished_run: Path) -> None:
+    sustaindiffusion("report", str(finished_run))
+    report = finished_run / "report"
+    status = json.loads((finished_run / "status.json").read_text())
+    for stem in ("front_pairs", "parallel_coordinates", "hypervolume"):
+        with Image.open(report / f"{stem}.png") as image:
+            image.verify()
+        with Image.open(report / f"{stem}.png") as image:
+            assert image.size[0] > 300
+            assert image.size[1] > 200
+        assert (report / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    page = (report / "index.html").read_text()
+    for entry in status["front"]:
+        assert entry["candidateId"] in page
+        with Image.open(report / f"grid-{entry['candidateId']}.png") as grid:
+            assert grid.size == (5 * 128, 128)  # one prompt x one image, on a five-wide grid
+    rows = (report / "archive.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(RunStore(finished_run).records())
+    assert len(json.loads((report / "archive.json").read_text())) == len(rows) - 1
+
+
+def test_an_exported_profile_round_trips_into_generation_settings(finished_run: Path) -> None:
+    status = json.loads((finished_run / "status.json").read_text())
+    chosen = status["front"][0]["candidateId"]
+    sustaindiffusion("export-profile", str(finished_run), "--candidate", chosen)
+    profile: dict[str, Any] = json.loads((finished_run / f"profile-{chosen}.json").read_text())
+    settings = CandidateSettings.model_validate(profile["settings"])
+    assert settings.candidate_id() == chosen
+    assert profile["promptAdditions"] == [settings.weighted_keyword(k) for k in settings.positive_keywords]
+    assert profile["negativePrompt"] == settings.negative_prompt()
+    assert profile["pipelineArguments"]["num_inference_steps"] == settings.inference_steps
+    compile((finished_run / f"profile-{chosen}.py").read_text(), "profile.py", "exec")
+    knee = sustaindiffusion("export-profile", str(finished_run), "--rule", "knee")
+    assert "(knee)" in knee.stderr
+    # Tiny random models answer no gender question: gender bias is 1 for every candidate.
+    missing = sustaindiffusion(
+        "export-profile", str(finished_run), "--rule", "least-energy:gb<=0.5", check=False
+    )
+    assert missing.returncode == 2
+    assert "no front point meets gb<=0.5" in missing.stderr
+    unreadable = sustaindiffusion(
+        "export-profile", str(finished_run), "--rule", "least-energy:gb<-1", check=False
+    )
+    assert "cannot read bound 'gb<-1'" in unreadable.stderr
+
+
+@pytest.mark.parametrize("case", INVALID_CASES[::5], ids=[c.name for c in INVALID_CASES[::5]])
+def test_validate_says_what_the_api_server_says(case: Any, tmp_path: Path) -> None:
+    manifest = {
+        "apiVersion": "sustaindiffusion.io/v1alpha1",
+        "kind": "SustainSearch",
+        "metadata": {"name": "bad"},
+        "spec": case.spec(),
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    result = sustaindiffusion("validate", str(path), check=False)
+    assert result.returncode == 2
+    output = " ".join(result.stderr.split())  # rich wraps long lines
+    assert case.path in output
+    assert " ".join(case.message.split()) in output
+
+
+def test_validate_accepts_the_examples() -> None:
+    for example in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")):
+        assert "valid SustainSearch" in sustaindiffusion("validate", str(example)).stderr
