@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +65,7 @@ class OperatorProcess:
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers, as a crashed or evicted operator."""
         if self.process is not None:
-            self.process.signal_group(__import__("signal").SIGKILL)
+            self.process.signal_group(signal.SIGKILL)
             self.process.stop(grace_seconds=5)
             self.process = None
 
@@ -87,6 +91,8 @@ def operator(
         yield process
     finally:
         process.kill()
+        if not os.environ.get("SUSTAINDIFFUSION_KEEP_TEST_DIRS"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def search_spec(tiny_models: Path, **execution: Any) -> dict[str, Any]:
@@ -208,14 +214,34 @@ def test_a_search_runs_through_real_jobs_to_succeeded(
     events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
     reasons = {e.reason for e in events if e.involved_object.name == "quick"}
     assert {"GenerationStarted", "GenerationFinished", "SearchFinished"} <= reasons
-    metrics = (
-        __import__("urllib.request")
-        .request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    metrics = urllib.request.urlopen(url, timeout=5).read().decode()
     assert f'sustaindiffusion_search_generation{{namespace="{namespace}",search="quick"}} 4.0' in metrics
     assert "sustaindiffusion_search_energy_joules_total" in metrics
+    # The same report as for local runs, read from the cluster.
+    report_dir = operator.workdir / "report"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sustaindiffusion.local.cli",
+            "report",
+            "--search",
+            "quick",
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(operator.control_plane.kubeconfig),
+            "--out",
+            str(report_dir),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    page = (report_dir / "index.html").read_text()
+    assert all(entry["candidateId"] in page for entry in status["front"])
+    assert (report_dir / "front_pairs.png").exists()
     reference_run["ids"] = [r.result.candidate_id for r in records]
     reference_run["front"] = sorted(entry["candidateId"] for entry in status["front"])
 

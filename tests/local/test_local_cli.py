@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet
 import pytest
 import yaml
 from PIL import Image
@@ -118,6 +119,9 @@ def test_the_report_has_plots_grids_html_and_exports(finished_run: Path) -> None
     rows = (report / "archive.csv").read_text().splitlines()
     assert len(rows) == 1 + len(RunStore(finished_run).records())
     assert len(json.loads((report / "archive.json").read_text())) == len(rows) - 1
+    parquet = pyarrow.parquet.read_table(report / "archive.parquet")
+    assert parquet.num_rows == len(rows) - 1
+    assert "gender_bias" in parquet.column_names
 
 
 def test_an_exported_profile_round_trips_into_generation_settings(finished_run: Path) -> None:

@@ -3,6 +3,7 @@
     sustaindiffusion validate SPEC.yaml
     sustaindiffusion run SPEC.yaml [--out DIR] [--device auto|cpu|cuda]
     sustaindiffusion report DIR [--out REPORT_DIR]
+    sustaindiffusion report --search NAME [--namespace NS] [--kubeconfig FILE] [--out REPORT_DIR]
     sustaindiffusion export-profile DIR (--candidate ID | --rule knee | --rule least-energy[:gb<=X,eb<=Y])
                                     [--out FILE]
 
@@ -45,9 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", type=Path)
     run.add_argument("--out", type=Path, default=None, help="output directory (default: out/<search name>)")
     run.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda or cuda:N")
-    report = commands.add_parser("report", help="plots, an HTML report and exports of a local search")
-    report.add_argument("directory", type=Path)
-    report.add_argument("--out", type=Path, default=None, help="report directory (default: DIR/report)")
+    report = commands.add_parser("report", help="plots, an HTML report and exports of a search")
+    report.add_argument("directory", type=Path, nargs="?", help="a local search's output directory")
+    report.add_argument("--search", help="a SustainSearch in a cluster, instead of a directory")
+    report.add_argument("--namespace", default="default", help="the SustainSearch's namespace")
+    report.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: $KUBECONFIG)")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report directory (default: DIR/report, or out/<search>/report)",
+    )
     export = commands.add_parser("export-profile", help="write one configuration as a generation profile")
     export.add_argument("directory", type=Path)
     choice = export.add_mutually_exclusive_group(required=True)
@@ -158,7 +167,7 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
             *(f"{v:.4g}" for v in point.objectives.values()),
             f"{point.metrics.quality:.4g}",
         )
-    Console().print(table)
+    Console(width=max(console.width, 160)).print(table)
 
 
 def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
@@ -203,14 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.spec, args.out, args.device)
     if args.command == "export-profile":
         return export_profile(args.directory, args.candidate or args.rule, args.out)
+    return report(args)
+
+
+def report(args: argparse.Namespace) -> int:
     from sustaindiffusion.local.report import write_report  # noqa: PLC0415 - matplotlib only when needed
 
+    if (args.directory is None) == (args.search is None):
+        console.print("[red]report: give a local output directory or --search NAME, not both[/red]")
+        return EXIT_INVALID
     try:
-        name, engine = _engine_of(args.directory)
-    except StoreError as error:
+        if args.search:
+            from sustaindiffusion.local.cluster import engine_from_cluster  # noqa: PLC0415
+
+            name, engine = args.search, engine_from_cluster(args.search, args.namespace, args.kubeconfig)
+            target = args.out or Path("out") / name / "report"
+        else:
+            name, engine = _engine_of(args.directory)
+            target = args.out or args.directory / "report"
+    except (StoreError, LookupError) as error:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID
-    target = args.out or args.directory / "report"
     written = write_report(name, engine, args.directory, target)
     console.print(f"report: {written}")
     return 0

@@ -21,6 +21,17 @@ from PIL import Image
 from sustaindiffusion.operator.engine.search import FrontPoint, SearchEngine
 
 FIGURE_DPI = 100
+UNITS = {
+    "Energy": "J per image",
+    "Time": "s per image",
+    "Quality": "0 to 1",
+    "GenderBias": "0 to 1",
+    "EthnicBias": "0 to 1",
+}
+
+
+def _label(objective: str) -> str:
+    return f"{objective} ({UNITS[objective]})" if objective in UNITS else objective
 
 
 def _save(figure: Figure, target: Path, stem: str) -> Path:
@@ -64,8 +75,8 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
                 c="#b2182b",
                 label="model defaults",
             )
-        axis.set_xlabel(names[i])
-        axis.set_ylabel(names[j])
+        axis.set_xlabel(_label(names[i]))
+        axis.set_ylabel(_label(names[j]))
     axes[0][0].legend(loc="best", fontsize="small")
     figure.suptitle("Objectives: every evaluation, the front and the defaults")
     return _save(figure, target, "front_pairs")
@@ -109,7 +120,7 @@ def _grid(images: list[Path], target: Path, columns: int = 5, cell: int = 128) -
     return target
 
 
-def _export_archive(engine: SearchEngine, target: Path) -> None:
+def _export_archive(engine: SearchEngine, target: Path) -> list[str]:
     rows = []
     for result in engine.told:
         candidate = engine.candidate(result.candidate_id)
@@ -125,11 +136,20 @@ def _export_archive(engine: SearchEngine, target: Path) -> None:
         rows.append(row)
     (target / "archive.json").write_text(json.dumps(rows, indent=1))
     columns = sorted({key for row in rows for key in row}, key=lambda k: (not k.startswith("candidate"), k))
+    flat = [{k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows]
     with (target / "archive.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+        writer.writerows(flat)
+    written = ["archive.csv", "archive.json"]
+    try:
+        import pyarrow  # noqa: PLC0415 - optional: the report extra
+        import pyarrow.parquet  # noqa: PLC0415
+    except ImportError:
+        return written
+    table = pyarrow.Table.from_pylist([{column: row.get(column) for column in columns} for row in flat])
+    pyarrow.parquet.write_table(table, target / "archive.parquet")
+    return [*written, "archive.parquet"]
 
 
 def _embed(path: Path) -> str:
@@ -137,8 +157,9 @@ def _embed(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def write_report(name: str, engine: SearchEngine, run_directory: Path, target: Path) -> Path:
-    """Write the report of a local search into `target`; returns the HTML page."""
+def write_report(name: str, engine: SearchEngine, run_directory: Path | None, target: Path) -> Path:
+    """Write a search's report into `target`; returns the HTML page. Image grids need the local
+    run directory's artifacts (`run_directory`); a search read from a cluster has none here."""
     target.mkdir(parents=True, exist_ok=True)
     front = engine.front() if engine.scales is not None else []
     plots = [_pairwise(engine, front, target)]
@@ -146,12 +167,13 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path, target: P
         plots.append(_parallel(engine, front, target))
     if engine.hypervolume_history:
         plots.append(_hypervolume(engine, target))
-    _export_archive(engine, target)
+    exports = _export_archive(engine, target)
     names = [o.name.value for o in engine.spec.objectives]
     rows = []
     for point in front:
         candidate_id = point.candidate.candidate_id
-        images = sorted(run_directory.glob(f"artifacts/generation-*/{candidate_id}/*.png"))
+        pattern = f"artifacts/generation-*/{candidate_id}/*.png"
+        images = sorted(run_directory.glob(pattern)) if run_directory is not None else []
         grid = _grid(images, target / f"grid-{candidate_id}.png")
         settings = point.candidate.settings
         cells = "".join(f"<td>{v:.4g}</td>" for v in point.objectives.values())
@@ -182,7 +204,7 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 <table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
 <th>negative keywords</th><th>weight</th>{header}<th>images</th></tr>{"".join(rows)}</table>
 <h2>Plots</h2>{"".join(_embed(p) for p in plots)}
-<p>Exports: archive.csv, archive.json; plots also as SVG.</p>
+<p>Exports: {", ".join(exports)}; plots also as SVG.</p>
 </body></html>
 """
     index = target / "index.html"

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
 
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.wire import ShardReport, decode_report, encode_report
+from sustaindiffusion.operator import names
 
 RECORDS_KEY = "records.jsonl"
 CHUNK_BYTES = 256 * 1024
@@ -51,3 +55,19 @@ def append_lines(
         lines.append(line)
         size += len(line.encode())
     return "".join(lines), []
+
+
+def read_archive(core: client.CoreV1Api, namespace: str, search: str, uid: str) -> list[tuple[str, str]]:
+    """The archive ConfigMaps of a search, as (name, text) in order; only those owned by `uid`
+    (a search deleted and created again under the same name starts afresh)."""
+    selector = names.selector(search, names.COMPONENT_ARCHIVE)
+    listing = core.list_namespaced_config_map(namespace, label_selector=selector)
+    chunks = []
+    for item in listing.items:
+        config_map: dict[str, Any] = core.api_client.sanitize_for_serialization(item)
+        owners = config_map["metadata"].get("ownerReferences") or []
+        if any(owner.get("uid") == uid for owner in owners):
+            chunks.append(
+                (config_map["metadata"]["name"], (config_map.get("data") or {}).get(RECORDS_KEY, ""))
+            )
+    return sorted(chunks)

@@ -26,7 +26,13 @@ from sustaindiffusion.api.status import Phase
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.api.wire import REASON_LIMIT, decode_report
 from sustaindiffusion.operator import builders, names
-from sustaindiffusion.operator.archive import RECORDS_KEY, ArchiveRecord, append_lines, parse_chunk
+from sustaindiffusion.operator.archive import (
+    RECORDS_KEY,
+    ArchiveRecord,
+    append_lines,
+    parse_chunk,
+    read_archive,
+)
 from sustaindiffusion.operator.engine.search import SearchEngine
 from sustaindiffusion.operator.metrics import SearchMetrics, SearchSnapshot
 from sustaindiffusion.operator.status import (
@@ -186,18 +192,7 @@ class SearchDriver:
     # ----------------------------------------------------------------- engine and archive
 
     def _rebuild_engine(self, spec: SustainSearchSpec, body: Body) -> None:
-        selector = names.selector(self.name, names.COMPONENT_ARCHIVE)
-        listing = self.core.list_namespaced_config_map(self.namespace, label_selector=selector)
-        config_maps = [self._plain(cm) for cm in listing.items]
-        uid = body["metadata"]["uid"]
-        owned = [
-            cm
-            for cm in config_maps
-            if any(o.get("uid") == uid for o in cm["metadata"].get("ownerReferences") or [])
-        ]
-        self._archive = sorted(
-            (cm["metadata"]["name"], (cm.get("data") or {}).get(RECORDS_KEY, "")) for cm in owned
-        )
+        self._archive = read_archive(self.core, self.namespace, self.name, body["metadata"]["uid"])
         records = [record for _, text in self._archive for record in parse_chunk(text)]
         self.engine = SearchEngine.replay(spec, [r.result for r in records])
         self._engine_spec_generation = body["metadata"].get("generation")

@@ -1,0 +1,30 @@
+"""Reading a search from a cluster for reports: its spec and archive, replayed into an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.operator.archive import parse_chunk, read_archive
+from sustaindiffusion.operator.engine.search import SearchEngine
+
+
+def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> SearchEngine:
+    api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)  # type: ignore[no-untyped-call]
+    try:
+        body: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    except ApiException as error:
+        if error.status == 404:
+            raise LookupError(f"no SustainSearch {namespace}/{name} in the cluster") from None
+        raise
+    spec = SustainSearchSpec.model_validate(body["spec"])
+    chunks = read_archive(client.CoreV1Api(api), namespace, name, body["metadata"]["uid"])
+    records = [record for _, text in chunks for record in parse_chunk(text)]
+    return SearchEngine.replay(spec, [r.result for r in records])
