@@ -18,6 +18,7 @@ binaries:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint images/operator/Dockerfile images/worker/Dockerfile
 
 typecheck: venv
 	$(BIN)/mypy

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries from Go modules into a cache outside the repository,
-# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok.
+# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
 # A binary already in the cache is reused; nothing is rebuilt unless it is missing.
 # Prints the cache directory (the one with the binaries) as its last line.
 #
@@ -18,8 +18,9 @@ cache_root=${SUSTAINDIFFUSION_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sustain
 k8s_dir="$cache_root/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache_root/etcd-$ETCD_VERSION"
 kwok_dir="$cache_root/kwok-$KWOK_VERSION"
-out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION"
-mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$out_dir"
+helm_dir="$cache_root/helm-$HELM_VERSION"
+out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION"
+mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$out_dir"
 
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
@@ -97,11 +98,22 @@ build_kwok() {
   log "built kwok in $((SECONDS - t0)) s"
 }
 
+build_helm() {
+  [ -x "$helm_dir/helm" ] && { log "helm $HELM_VERSION: cached"; return; }
+  log "helm $HELM_VERSION: building"
+  local t0=$SECONDS
+  GOBIN="$helm_dir" go install -ldflags "$ldflags -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  log "built helm in $((SECONDS - t0)) s"
+}
+
 build_etcd
 build_kubernetes
+build_helm
 if [ "${SKIP_KWOK:-0}" != 1 ]; then build_kwok; fi
 
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
 ln -sf "$etcd_dir/etcd" "$out_dir/etcd"
 [ -x "$kwok_dir/kwok" ] && ln -sf "$kwok_dir/kwok" "$out_dir/kwok"
+ln -sf "$helm_dir/helm" "$out_dir/helm"
 echo "$out_dir"

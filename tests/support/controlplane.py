@@ -49,6 +49,7 @@ class Binaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kubectl: Path
+    helm: Path
 
     @classmethod
     def from_dir(cls, directory: Path) -> Binaries:
@@ -58,6 +59,7 @@ class Binaries:
             kube_controller_manager=directory / "kube-controller-manager",
             kube_scheduler=directory / "kube-scheduler",
             kubectl=directory / "kubectl",
+            helm=directory / "helm",
         )
         missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
         if missing:

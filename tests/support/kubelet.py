@@ -23,6 +23,13 @@ rewritten to the host path. The container's view stays true for anything it is t
 Only pods with exactly one container are run; others are failed with reason
 `TestKubeletUnsupported`. Restart policies Never, OnFailure and Always are honoured.
 
+Service-account tokens: a projected volume with a `serviceAccountToken` source (what admission adds
+to pods that automount a token) gets a real token from the TokenRequest API, bound to the pod, with
+`ca.crt` and `namespace` beside it, and the pod gets KUBERNETES_SERVICE_HOST and _PORT. Clients read
+the token from its absolute path, so such a pod runs in its own mount namespace (util-linux
+`unshare`, root only) where the volume is bind-mounted at its mount path: an in-cluster client
+(the operator installed by Helm) then authenticates as its service account, as in a cluster.
+
 Fault injection, for tests of failure handling: a function in `faults` that returns
 `(exit code, reason)` for a pod makes that pod fail so, without running it, as a node would
 report an OOM-killed container.
@@ -39,6 +46,7 @@ import re
 import shutil
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +63,7 @@ TERMINATION_MESSAGE_LIMIT = 4096  # bytes per container, as in Kubernetes
 LOG_FALLBACK_LINES = 80
 LOG_FALLBACK_BYTES = 2048
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 Pod = dict[str, Any]
 
@@ -191,6 +200,12 @@ class TestKubelet:
         self._threads: list[threading.Thread] = []
         self._watch: watch.Watch | None = None
         self.faults: list[Callable[[Pod], tuple[int, str] | None]] = []
+        host = urllib.parse.urlparse(api.configuration.host)
+        # What a kubelet gives every pod, from the `kubernetes` Service (here: the API server itself).
+        self.service_env = {
+            "KUBERNETES_SERVICE_HOST": host.hostname or "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(host.port or 443),
+        }
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -415,6 +430,7 @@ class TestKubelet:
     ) -> tuple[list[str], dict[str, str], Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         mapper = PathMapper(directory / "rootfs")
+        bind_mounts: list[tuple[Path, str]] = []
         volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
         for mount in container.get("volumeMounts", []):
             volume = volumes.get(mount["name"])
@@ -422,7 +438,10 @@ class TestKubelet:
                 raise ValueError(f"volumeMount {mount['name']!r} names no volume")
             source = self._materialise_volume(pod, volume, directory / "volumes" / volume["name"])
             if source is None:
-                continue  # e.g. the projected service-account token: nothing to give a local process
+                continue  # a projected volume without a token: nothing to give a local process
+            if mount["mountPath"].startswith(SERVICE_ACCOUNT_DIR):
+                bind_mounts.append((source, mount["mountPath"]))
+                continue
             target = mapper.add(mount["mountPath"])
             target.parent.mkdir(parents=True, exist_ok=True)
             if mount.get("subPath"):
@@ -436,6 +455,7 @@ class TestKubelet:
         message_file.write_bytes(b"")
 
         env = dict(self.base_env)
+        env.update(self.service_env)
         env.update(self._resolve_env(pod, container))
         env = {k: mapper.rewrite(v) for k, v in env.items()}
         words = [*container.get("command", []), *container.get("args", [])]
@@ -447,6 +467,8 @@ class TestKubelet:
             if resolved is None:
                 raise ValueError(f"command {argv[0]!r} not found on PATH {env.get('PATH')!r}")
             argv[0] = resolved
+        if bind_mounts:
+            argv = _in_mount_namespace(bind_mounts, argv)
         working_dir = container.get("workingDir")
         cwd = Path(mapper.rewrite(working_dir)) if working_dir else directory
         if working_dir and not cwd.exists():
@@ -482,11 +504,48 @@ class TestKubelet:
             self._write_items(target, data, None)
             return target
         if "projected" in volume:
-            return None
+            return self._projected(pod, volume["projected"], target)
         raise ValueError(
             f"volume {volume['name']!r}: the test kubelet supports configMap, secret, "
             "emptyDir, downwardAPI and projected service-account tokens only"
         )
+
+    def _projected(self, pod: Pod, projected: dict[str, Any], target: Path) -> Path | None:
+        """The service-account token volume: token, ca.crt and namespace files."""
+        sources = projected.get("sources", [])
+        token_source = next((s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s), None)
+        if token_source is None:
+            return None
+        meta = pod["metadata"]
+        request = {
+            "spec": {
+                "audiences": [token_source["audience"]] if token_source.get("audience") else [],
+                "expirationSeconds": int(token_source.get("expirationSeconds", 3607)),
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            }
+        }
+        account = pod["spec"].get("serviceAccountName") or "default"
+        token = self.core.create_namespaced_service_account_token(account, meta["namespace"], request)
+        files = {token_source.get("path", "token"): token.status.token}
+        for source in sources:
+            if "configMap" in source:
+                data = (
+                    self.core.read_namespaced_config_map(source["configMap"]["name"], meta["namespace"]).data
+                    or {}
+                )
+                files.update(
+                    {item["path"]: data[item["key"]] for item in source["configMap"].get("items", [])}
+                )
+            if "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items", []):
+                    files[item["path"]] = field_path_value(pod, item["fieldRef"]["fieldPath"])
+        self._write_items(target, files, None)
+        return target
 
     @staticmethod
     def _write_items(target: Path, data: Mapping[str, str], items: list[dict[str, str]] | None) -> None:
@@ -672,6 +731,17 @@ def _conditions(ready: bool, now: str) -> list[dict[str, str]]:
         {"type": "ContainersReady", "status": value, "lastTransitionTime": now},
         {"type": "Ready", "status": value, "lastTransitionTime": now},
     ]
+
+
+def _in_mount_namespace(bind_mounts: list[tuple[Path, str]], argv: list[str]) -> list[str]:
+    """argv run in a private mount namespace with each (source, container path) bind-mounted."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise ValueError("service-account token volumes need util-linux unshare")
+    script = "".join(
+        f'mkdir -p "{target}" && mount --bind "{source}" "{target}" && ' for source, target in bind_mounts
+    )
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh", *argv]
 
 
 def _default_base_env() -> dict[str, str]:

@@ -91,8 +91,9 @@ def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
         load_manifest(broken)
 
 
-def test_committed_crd_is_the_generated_one() -> None:
+def test_committed_crds_are_the_generated_one() -> None:
     assert crd.CRD_PATH.read_text() == crd.render_crd(), "crds/sustainsearch.yaml is stale: run `make crds`"
+    assert crd.CHART_CRD_PATH.read_text() == crd.render_crd(), "the chart's CRD is stale: run `make crds`"
 
 
 def _walk(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:

@@ -30,7 +30,10 @@ from sustaindiffusion.api.status import SustainSearchStatus
 
 Schema = dict[str, Any]
 
-CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "sustainsearch.yaml"
+REPO = Path(__file__).resolve().parents[3]
+CRD_PATH = REPO / "crds" / "sustainsearch.yaml"
+# Helm installs CRDs from the chart's own crds/ folder: the same generated file, written twice.
+CHART_CRD_PATH = REPO / "charts" / "sustaindiffusion" / "crds" / "sustainsearch.yaml"
 
 
 def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
@@ -194,16 +197,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help=f"rewrite {CRD_PATH}")
+    mode.add_argument("--write", action="store_true", help=f"rewrite {CRD_PATH} and the chart's copy")
     mode.add_argument("--check", action="store_true", help="exit 1 if the committed CRD is out of date")
     args = parser.parse_args(argv)
     text = render_crd()
     if args.write:
-        CRD_PATH.parent.mkdir(parents=True, exist_ok=True)
-        CRD_PATH.write_text(text)
+        for path in (CRD_PATH, CHART_CRD_PATH):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
     elif args.check:
-        if not CRD_PATH.exists() or CRD_PATH.read_text() != text:
-            print(f"{CRD_PATH} is out of date: run `make crds`", file=sys.stderr)
+        stale = [path for path in (CRD_PATH, CHART_CRD_PATH) if not path.exists() or path.read_text() != text]
+        if stale:
+            print(f"{', '.join(map(str, stale))} out of date: run `make crds`", file=sys.stderr)
             return 1
     else:
         sys.stdout.write(text)

@@ -48,6 +48,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False  # events come from the drivers, with our reasons
     settings.watching.server_timeout = 120
+    settings.peering.standalone = True  # one replica (the Deployment is Recreate): no peering objects
     RUNTIME.start()
 
 
