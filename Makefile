@@ -5,15 +5,18 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv binaries lint typecheck imports pytest crds constraints quickstart clean
+.PHONY: test venv binaries system-deps lint typecheck imports pytest crds constraints quickstart clean
 
-test: venv binaries lint typecheck imports pytest
+test: venv binaries system-deps lint typecheck imports pytest
 
 venv:
 	@bash hack/ensure-venv.sh >/dev/null
 
 binaries:
 	@bash hack/build-binaries.sh >/dev/null
+
+system-deps:
+	@bash hack/ensure-system-deps.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -26,7 +29,7 @@ typecheck: venv
 imports: venv
 	$(BIN)/lint-imports
 
-pytest: venv binaries
+pytest: venv binaries system-deps
 	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh

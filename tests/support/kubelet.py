@@ -20,6 +20,8 @@ directory `<pod>/rootfs/<container path>`. Every command word, argument, environ
 the working directory that equals a container path or starts with `<container path>/` is
 rewritten to the host path. The container's view stays true for anything it is told.
 
+Each pod gets its own loopback address (127.0.x.y) as its pod IP, for servers that bind to it.
+
 Only pods with exactly one container are run; others are failed with reason
 `TestKubeletUnsupported`. Restart policies Never, OnFailure and Always are honoured.
 
@@ -163,6 +165,7 @@ class _RunningPod:
     started_at: float = field(default_factory=time.monotonic)
     stopping: bool = False
     finished: bool = False
+    ip: str = "127.0.0.1"
 
 
 class TestKubelet:
@@ -200,6 +203,7 @@ class TestKubelet:
         self._threads: list[threading.Thread] = []
         self._watch: watch.Watch | None = None
         self.faults: list[Callable[[Pod], tuple[int, str] | None]] = []
+        self._next_ip = 0
         host = urllib.parse.urlparse(api.configuration.host)
         # What a kubelet gives every pod, from the `kubernetes` Service (here: the API server itself).
         self.service_env = {
@@ -392,6 +396,10 @@ class TestKubelet:
             if meta["uid"] in self._pods:
                 return
             self._pods[meta["uid"]] = running
+            self._next_ip += 1
+            # Each pod its own loopback address, as each pod has its own IP in a cluster.
+            running.ip = f"127.0.{(self._next_ip // 250) % 250}.{2 + self._next_ip % 250}"
+        pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": running.ip}}
         for fault in list(self.faults):
             injected = fault(pod)
             if injected is not None:
@@ -659,8 +667,8 @@ class TestKubelet:
         status = {
             "phase": "Running",
             "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": running.ip,
+            "podIPs": [{"ip": running.ip}],
             "startTime": pod.get("status", {}).get("startTime") or now,
             "conditions": _conditions(ready=True, now=now),
             "containerStatuses": [
@@ -695,7 +703,7 @@ class TestKubelet:
         status: dict[str, Any] = {
             "phase": "Succeeded" if exit_code == 0 else "Failed",
             "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
+            "podIP": running.ip,
             "startTime": pod.get("status", {}).get("startTime") or now,
             "conditions": _conditions(ready=False, now=now),
             "containerStatuses": [

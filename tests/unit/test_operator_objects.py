@@ -109,6 +109,8 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert env["HF_HOME"]["value"] == "/models"
     assert env["SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH"]["value"] == container["terminationMessagePath"]
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "$(POD_IP)" in container["command"]  # live metrics on the pod's own address
     assert container["command"][-2:] == ["--artifacts", "/artifacts/my-search"]
     claims = {v["name"]: v for v in pod["volumes"]}
     assert claims["weights"]["persistentVolumeClaim"]["claimName"] == "weights"

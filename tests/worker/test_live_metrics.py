@@ -29,7 +29,8 @@ def test_metrics_are_recorded_and_served(tmp_path: Path) -> None:
     metrics.record_outcome(ok=True)
     metrics.record_outcome(ok=False)
     port = _free_port()
-    metrics.serve(port, EnergyMonitor(None, CpuEnergyMeter(tmp_path)))
+    metrics.serve(port)
+    metrics.watch_power(EnergyMonitor(None, CpuEnergyMeter(tmp_path)))
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -114,8 +114,18 @@ def worker_job(search: SearchRef, spec: SustainSearchSpec, generation: int, shar
 def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int) -> Manifest:
     execution = spec.execution
     task_path = f"{TASK_MOUNT}/{TASK_KEY}"
-    command = ["sustaindiffusion-worker", "run", "--task", task_path, "--metrics-port", str(METRICS_PORT)]
+    command = [
+        "sustaindiffusion-worker",
+        "run",
+        "--task",
+        task_path,
+        "--metrics-port",
+        str(METRICS_PORT),
+        "--metrics-address",
+        "$(POD_IP)",
+    ]
     env: list[Manifest] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]

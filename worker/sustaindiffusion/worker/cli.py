@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--artifacts", type=Path, default=None, help="directory for per-image records and images"
     )
     run.add_argument("--metrics-port", type=int, default=None, help="serve live metrics on this port")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on (the pod IP)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument(
         "--models-base",
@@ -125,6 +126,12 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     base = args.models_base or args.task.resolve().parent
+    metrics = WorkerMetrics(task.search, task.generation)
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_port, args.metrics_address)
+        except OSError as error:  # e.g. host networking with another worker on the port
+            log.warning("live metrics disabled: port %s unavailable (%s)", args.metrics_port, error)
     device = choose_device(args.device)
     started = time.perf_counter()
     pipeline = load_pipeline(task.model, device, base)
@@ -147,13 +154,8 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     loaded = time.perf_counter()
     monitor = EnergyMonitor(open_gpu_meter(), CpuEnergyMeter(), synchronize=generator.synchronize)
     report.device, report.energy_methods = monitor.device_name, monitor.methods
-    metrics = WorkerMetrics(task.search, task.generation)
     monitor.listeners.append(metrics.record_window)
-    if args.metrics_port:
-        try:
-            metrics.serve(args.metrics_port, monitor)
-        except OSError as error:  # e.g. host networking with another worker on the port
-            log.warning("live metrics disabled: port %s unavailable (%s)", args.metrics_port, error)
+    metrics.watch_power(monitor)
     generator.warm_up()
     warmed = time.perf_counter()
     evaluator = Evaluator(

@@ -49,6 +49,11 @@ class WorkerMetrics:
         ).labels(**labels)
         self._labels = labels
         self._stop = threading.Event()
+        # Every labelled series exists from the start (at 0), so rates and increases see its beginning.
+        for component in ("gpu", "cpu"):
+            self.energy.labels(**labels, component=component)
+        for outcome in ("succeeded", "failed"):
+            self.candidates.labels(**labels, outcome=outcome)
 
     def record_window(self, window: WindowEnergy) -> None:
         self.energy.labels(**self._labels, component="gpu").inc(window.gpu.joules)
@@ -57,9 +62,12 @@ class WorkerMetrics:
     def record_outcome(self, ok: bool) -> None:
         self.candidates.labels(**self._labels, outcome="succeeded" if ok else "failed").inc()
 
-    def serve(self, port: int, monitor: EnergyMonitor) -> None:
-        """Expose /metrics on `port` and keep the power gauge fresh."""
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        """Expose /metrics on `port` (from the pod's start, so loading shows too)."""
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def watch_power(self, monitor: EnergyMonitor) -> None:
+        """Keep the GPU power gauge fresh while the worker runs."""
         if monitor.gpu is not None:
             gpu = monitor.gpu
             threading.Thread(target=self._sample_power, args=(gpu,), daemon=True, name="power-gauge").start()
