@@ -117,6 +117,17 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
     assert claims["task"]["configMap"]["name"] == "my-search-g0004-task"
 
 
+def test_the_install_worker_image_replaces_only_the_default() -> None:
+    plain = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})
+    job = builders.worker_job(SEARCH, plain, 0, 1, default_image="registry.internal/sd/worker:1")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.internal/sd/worker:1"
+    chosen = SustainSearchSpec.model_validate(
+        {"prompts": {"inline": ["p"]}, "execution": {"image": "mine:2"}}
+    )
+    job = builders.worker_job(SEARCH, chosen, 0, 1, default_image="registry.internal/sd/worker:1")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:2"
+
+
 def test_optional_pod_fields_are_left_out_when_unset() -> None:
     plain = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})
     pod = builders.worker_job(SEARCH, plain, 0, 1)["spec"]["template"]["spec"]

@@ -44,6 +44,7 @@ Quantity = Annotated[
     ),
 ]
 MAX_SEED = 2**31 - 1
+DEFAULT_WORKER_IMAGE = "sustaindiffusion/worker:0.1.0"
 
 
 # ----------------------------------------------------------------------------- model
@@ -488,7 +489,8 @@ class ExecutionSpec(ApiModel):
     """How and where worker pods run."""
 
     image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
-        default="sustaindiffusion/worker:0.1.0", description="Worker container image."
+        default=DEFAULT_WORKER_IMAGE,
+        description="Worker container image; the default stands for the image the operator's install names.",
     )
     image_pull_policy: Annotated[str, Field(pattern=r"^(Always|IfNotPresent|Never)$")] = Field(
         default="IfNotPresent", description="Image pull policy."

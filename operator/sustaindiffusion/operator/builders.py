@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sustaindiffusion.api.resource import API_VERSION, KIND
-from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.spec import DEFAULT_WORKER_IMAGE, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.operator.names import (
     COMPONENT_TASK,
@@ -64,7 +64,16 @@ def task_config_map(search: SearchRef, task: EvaluationTask) -> Manifest:
     }
 
 
-def worker_job(search: SearchRef, spec: SustainSearchSpec, generation: int, shards: int) -> Manifest:
+def worker_image(spec: SustainSearchSpec, install_default: str | None) -> str:
+    """The spec's image, or the install's worker image (Helm value worker.image) where the spec
+    kept the CRD's default: platform teams set their registry once."""
+    image = spec.execution.image
+    return install_default if install_default and image == DEFAULT_WORKER_IMAGE else image
+
+
+def worker_job(
+    search: SearchRef, spec: SustainSearchSpec, generation: int, shards: int, default_image: str | None = None
+) -> Manifest:
     """The Indexed Job of one generation: one completion per shard of candidates."""
     execution = spec.execution
     job_labels = labels(search.name, COMPONENT_WORKER, generation)
@@ -105,13 +114,13 @@ def worker_job(search: SearchRef, spec: SustainSearchSpec, generation: int, shar
             },
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": _pod_spec(search, spec, generation),
+                "spec": _pod_spec(search, spec, generation, worker_image(spec, default_image)),
             },
         },
     }
 
 
-def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int) -> Manifest:
+def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image: str) -> Manifest:
     execution = spec.execution
     task_path = f"{TASK_MOUNT}/{TASK_KEY}"
     command = [
@@ -174,7 +183,7 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int) -> Ma
     }
     container: Manifest = {
         "name": WORKER_CONTAINER,
-        "image": execution.image,
+        "image": image,
         "imagePullPolicy": execution.image_pull_policy,
         "command": command,
         "env": env,

@@ -11,6 +11,7 @@ candidate is never evaluated again because its result is in the archive before t
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ from sustaindiffusion.operator.status import (
 
 log = logging.getLogger(__name__)
 
+WORKER_IMAGE_ENV = "SUSTAINDIFFUSION_WORKER_IMAGE"  # set by the Helm chart from worker.image
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 STUCK_WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
 
@@ -136,7 +138,8 @@ class SearchDriver:
         ref = builders.SearchRef(self.name, self.namespace, body["metadata"]["uid"])
         self._create(self.core.create_namespaced_config_map, builders.task_config_map(ref, task))
         created = self._create(
-            self.batch.create_namespaced_job, builders.worker_job(ref, spec, generation, task.shard_count)
+            self.batch.create_namespaced_job,
+            builders.worker_job(ref, spec, generation, task.shard_count, os.environ.get(WORKER_IMAGE_ENV)),
         )
         if created:
             self.events(
