@@ -14,7 +14,7 @@ from pydantic import Field
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.rules import ApiModel
-from sustaindiffusion.api.spec import ModelSpec, ScoringSpec, SeedMode, SeedPolicy
+from sustaindiffusion.api.spec import ModelSpec, ScoringSpec, SeedMode, SeedPolicy, SustainSearchSpec
 
 TASK_VERSION = 1
 MAX_SEED = 2**31 - 1
@@ -39,6 +39,31 @@ class EvaluationTask(ApiModel):
     candidates: Annotated[list[TaskCandidate], Field(min_length=1)] = Field(description="All candidates.")
     candidates_per_shard: int = Field(ge=1, description="Candidates per worker pod.")
     save_images: bool = Field(default=False, description="Write images to the artifacts directory.")
+
+    @classmethod
+    def of(
+        cls,
+        search: str,
+        spec: SustainSearchSpec,
+        generation: int,
+        prompts: list[str],
+        candidates: list[TaskCandidate],
+        candidates_per_shard: int,
+        save_images: bool,
+    ) -> EvaluationTask:
+        """The task of `candidates` under `spec` (model, prompts, seeds and scoring come from it)."""
+        return cls(
+            search=search,
+            generation=generation,
+            model=spec.model,
+            prompts=prompts,
+            images_per_prompt=spec.prompts.images_per_prompt,
+            seeds=spec.prompts.seeds,
+            scoring=spec.scoring,
+            candidates=candidates,
+            candidates_per_shard=candidates_per_shard,
+            save_images=save_images,
+        )
 
     @property
     def shard_count(self) -> int:

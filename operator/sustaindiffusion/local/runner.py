@@ -87,15 +87,12 @@ class LocalRunner:
             raise ValueError(
                 f"spec.prompts.configMapRef ({reference.name}) needs a cluster; locally, give prompts inline"
             )
-        return EvaluationTask(
-            search=self.manifest.name,
-            generation=generation,
-            model=spec.model,
-            prompts=prompts,
-            images_per_prompt=spec.prompts.images_per_prompt,
-            seeds=spec.prompts.seeds,
-            scoring=spec.scoring,
-            candidates=[TaskCandidate(candidate_id=c.candidate_id, settings=c.settings) for c in shard],
+        return EvaluationTask.of(
+            self.manifest.name,
+            spec,
+            generation,
+            prompts,
+            [TaskCandidate(candidate_id=c.candidate_id, settings=c.settings) for c in shard],
             candidates_per_shard=len(shard),
             save_images=bool(spec.execution.artifacts is None or spec.execution.artifacts.save_images),
         )

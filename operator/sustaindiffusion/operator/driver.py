@@ -123,15 +123,12 @@ class SearchDriver:
             )
             return False
         shard_size = spec.execution.candidates_per_pod
-        task = EvaluationTask(
-            search=self.name,
-            generation=generation,
-            model=spec.model,
-            prompts=prompts,
-            images_per_prompt=spec.prompts.images_per_prompt,
-            seeds=spec.prompts.seeds,
-            scoring=spec.scoring,
-            candidates=[TaskCandidate(candidate_id=c.candidate_id, settings=c.settings) for c in candidates],
+        task = EvaluationTask.of(
+            self.name,
+            spec,
+            generation,
+            prompts,
+            [TaskCandidate(candidate_id=c.candidate_id, settings=c.settings) for c in candidates],
             candidates_per_shard=shard_size,
             save_images=bool(spec.execution.artifacts and spec.execution.artifacts.save_images),
         )
