@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -113,22 +115,15 @@ def profile(
 
 
 def diffusers_snippet(document: dict[str, Any]) -> str:
-    """Python that applies the profile with diffusers (weights via the worker's embedding weighting)."""
+    """Python that applies the profile with diffusers (weights via the worker's embedding weighting).
+    The template is a text file: this package never imports the ML stack, not even in a string."""
     arguments = document["pipelineArguments"]
-    return f"""import torch
-from diffusers import DiffusionPipeline
-
-profile = {json.dumps({k: document[k] for k in ("promptAdditions", "negativePrompt")}, indent=4)}
-pipe = DiffusionPipeline.from_pretrained({document["model"]["id"]!r}, torch_dtype=torch.bfloat16).to("cuda")
-prompt = ", ".join(["Photo portrait of a Software Engineer that codes", *profile["promptAdditions"]])
-# "(keyword)++" marks weigh a keyword by 1.1 per "+"; sustaindiffusion.worker.weighting.prompt_arguments
-# turns them into weighted embeddings (plain diffusers reads them as text).
-image = pipe(
-    prompt,
-    negative_prompt=profile["negativePrompt"],
-    num_inference_steps={arguments["num_inference_steps"]},
-    guidance_scale={arguments["guidance_scale"]},
-    width={arguments["width"]},
-    height={arguments["height"]},
-).images[0]
-"""
+    template = string.Template(resources.files(__package__).joinpath("profile_snippet.txt").read_text())
+    return template.substitute(
+        profile=json.dumps({k: document[k] for k in ("promptAdditions", "negativePrompt")}, indent=4),
+        model=repr(document["model"]["id"]),
+        steps=arguments["num_inference_steps"],
+        guidance=arguments["guidance_scale"],
+        width=arguments["width"],
+        height=arguments["height"],
+    )
