@@ -387,3 +387,30 @@ def test_an_unschedulable_worker_pod_is_a_visible_condition(
     events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
     assert any(e.reason == "WorkersPending" and e.involved_object.name == "stuck" for e in events)
     assert get_search(api_client, namespace, "stuck")["status"]["phase"] == "Running"  # pending, not failed
+
+
+def test_a_larger_generation_budget_resumes_a_finished_search(
+    api_client: client.ApiClient, operator: OperatorProcess, namespace: str, tiny_models: Path
+) -> None:
+    spec = search_spec(tiny_models)
+    spec["algorithm"]["generations"] = 1
+    create_search(api_client, namespace, "extended", spec)
+    first = wait_phase(api_client, namespace, "extended", operator)
+    assert first["status"]["generationProgress"] == "1/1"
+    before = len(archive_records(api_client, namespace, "extended"))
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "extended", {"spec": {"algorithm": {"generations": 2}}}
+    )
+
+    def running_again() -> bool:
+        status = get_search(api_client, namespace, "extended").get("status") or {}
+        return status.get("phase") == "Running" or status.get("generationProgress") == "2/2"
+
+    wait_until(running_again, 60, what="the search to resume")
+    final = wait_phase(api_client, namespace, "extended", operator)
+    records = archive_records(api_client, namespace, "extended")
+    assert final["status"]["generationProgress"] == "2/2"
+    assert len(records) > before
+    assert {r.generation for r in records} == {0, 1, 2}
+    assert final["status"]["completionTime"]
+    assert final["status"]["observedGeneration"] == 2

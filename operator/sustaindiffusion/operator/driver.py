@@ -416,10 +416,14 @@ class SearchDriver:
             )
             status = model.model_dump(mode="json", by_alias=True, exclude_none=True)
             self.metrics.update(self.namespace, self.name, SearchSnapshot.of(engine, observation.running))
-        if _same_status(body.get("status") or {}, status):
+        current = body.get("status") or {}
+        if _same_status(current, status):
             return
+        # A merge patch keeps fields it does not name: name the ones that went away (e.g. the
+        # completionTime of a search resumed by a larger generation budget) as null to remove them.
+        removed = {key: None for key in current if key not in status}
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": status}
+            GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {**status, **removed}}
         )
 
     @staticmethod
