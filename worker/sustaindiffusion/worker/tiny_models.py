@@ -280,6 +280,17 @@ def build_sd1(directory: Path) -> None:
     pipeline.save_pretrained(directory)
 
 
+# The vision tower shared by the tiny BLIP and CLIP models: 32 px images in 8 px patches.
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
 def build_blip_vqa(directory: Path) -> None:
     torch.manual_seed(SEED)
     tokenizer = bert_tokenizer()
@@ -296,14 +307,7 @@ def build_blip_vqa(directory: Path) -> None:
             "bos_token_id": tokenizer.cls_token_id,
             "sep_token_id": tokenizer.sep_token_id,
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=TINY_VISION,
     )
     model = BlipForQuestionAnswering(config)
     processor = BlipProcessor(
@@ -318,15 +322,7 @@ def build_clip(directory: Path) -> None:
     tokenizer = clip_tokenizer()
     config = CLIPConfig(
         text_config=_clip_text_config(len(tokenizer), 32, 16).to_dict(),
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-            "projection_dim": 16,
-        },
+        vision_config=TINY_VISION | {"projection_dim": 16},
         projection_dim=16,
     )
     model = CLIPModel(config)
