@@ -43,8 +43,8 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.operator.engine.nsga2 import AskTellNSGA2
-from sustaindiffusion.operator.engine.search import Candidate, SearchEngine
+from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.nsga2 import AskTellNSGA2
 
 # ----------------------------------------------------------------------------- problems
 
@@ -297,7 +297,7 @@ def engine_overhead(generations: int = 20) -> list[float]:
     for candidate in engine.ask():  # the baseline generation
         engine.tell(_synthetic_result(candidate))
     timings = []
-    while not engine.finished:
+    while not engine.outcome().finished:
         started = time.perf_counter()
         batch = engine.ask()
         asked = time.perf_counter() - started

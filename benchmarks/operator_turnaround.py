@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from sustaindiffusion.api.crd import CRD_PATH  # noqa: E402
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION  # noqa: E402
-from sustaindiffusion.operator import names  # noqa: E402
+from sustaindiffusion.kube import names  # noqa: E402
 from tests.support.controlplane import ControlPlane, locate_binaries  # noqa: E402
 from tests.support.kubelet import TestKubelet  # noqa: E402
 from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402

@@ -20,8 +20,9 @@ from kubernetes import client
 
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from sustaindiffusion.operator import names
-from sustaindiffusion.operator.archive import RECORDS_KEY, parse_chunk
+from sustaindiffusion.kube import names
+from sustaindiffusion.kube.builders import ARCHIVE_KEY
+from sustaindiffusion.search.records import parse_lines
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import ManagedProcess, free_port, wait_until
@@ -161,7 +162,7 @@ def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[An
         .items
     )
     ordered = sorted(config_maps, key=lambda cm: str(cm.metadata.name))
-    return [record for cm in ordered for record in parse_chunk((cm.data or {}).get(RECORDS_KEY, ""))]
+    return [record for cm in ordered for record in parse_lines((cm.data or {}).get(ARCHIVE_KEY, ""))]
 
 
 def evaluated_candidates(kubelet: TestKubelet, namespace: str) -> list[str]:

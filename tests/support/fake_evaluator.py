@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import NEGATIVE_MALE_LEADING, POSITIVE_FEMALE_LEADING
 from sustaindiffusion.api.results import EvaluationResult, Metrics
-from sustaindiffusion.operator.engine.search import Candidate
+from sustaindiffusion.search.engine import Candidate
 
 IMAGES = 4
 

@@ -10,7 +10,8 @@ import pytest
 
 from sustaindiffusion.api import crd
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
-from sustaindiffusion.api.spec import Direction, ObjectiveName, SustainSearchSpec
+from sustaindiffusion.api.objectives import Direction, ObjectiveName
+from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.validation import ManifestError, load_manifest, validate_manifest, validate_spec
 from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase

@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,35 +16,18 @@ from pymoo.core.problem import Problem
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.operator.engine.encoding import SearchSpaceEncoding
-from sustaindiffusion.operator.engine.search import (
+from sustaindiffusion.search.encoding import SearchSpaceEncoding
+from sustaindiffusion.search.engine import (
     DEFAULTS_BASELINE,
     Candidate,
+    Outcome,
+    OutcomeReason,
+    OutcomeState,
     ReplayMismatchError,
     SearchEngine,
 )
+from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
-
-PROMPTS = {"inline": ["Photo portrait of a Software Engineer that codes"]}
-
-
-def make_spec(**overrides: Any) -> SustainSearchSpec:
-    algorithm = {"populationSize": 8, "generations": 3, "seed": 7} | overrides.pop("algorithm", {})
-    return SustainSearchSpec.model_validate({"prompts": PROMPTS, "algorithm": algorithm, **overrides})
-
-
-def run(engine: SearchEngine, fails: Callable[[Candidate], bool] = lambda _: False) -> list[str]:
-    """Drive the engine to the end with the fake evaluator; returns the evaluated ids in order."""
-    evaluated = []
-    while not engine.finished:
-        batch = engine.ask()
-        # Results arrive in any order in a cluster; reverse them to prove order does not matter.
-        for candidate in reversed(batch):
-            evaluated.append(candidate.candidate_id)
-            engine.tell(fake_evaluate(candidate, fails))
-    return evaluated
-
 
 # ----------------------------------------------------------------------------- encoding
 
@@ -180,7 +161,7 @@ def test_the_search_is_deterministic_across_interpreters() -> None:
     """A separate interpreter with another hash seed asks the same candidates (no hidden global state)."""
     script = (
         "import json; from tests.unit.test_engine import make_spec, run;"
-        "from sustaindiffusion.operator.engine.search import SearchEngine;"
+        "from sustaindiffusion.search.engine import SearchEngine;"
         "print(json.dumps(run(SearchEngine(make_spec()))))"
     )
     env = os.environ | {"PYTHONHASHSEED": "12345"}
@@ -238,7 +219,9 @@ def test_failures_are_infeasible_and_the_search_goes_on() -> None:
     front_ids = {p.candidate.candidate_id for p in engine.front()}
     assert front_ids
     assert not front_ids & {r.candidate_id for r in failed}
-    assert engine.termination_reason == "completed 4 generations"
+    assert engine.outcome() == Outcome(
+        OutcomeState.SUCCEEDED, OutcomeReason.GENERATIONS_COMPLETED, "completed 4 generations"
+    )
 
 
 def test_the_quality_constraint_keeps_low_quality_out_of_the_front() -> None:
@@ -280,18 +263,21 @@ def test_hypervolume_never_decreases() -> None:
 def test_baseline_failure_ends_the_search_with_the_reason() -> None:
     engine = SearchEngine(make_spec())
     run(engine, fails=lambda c: c.baseline == DEFAULTS_BASELINE)
-    assert engine.finished
-    assert engine.termination_reason is not None
-    assert "default settings could not be evaluated" in engine.termination_reason
-    assert "simulated" in engine.termination_reason
+    outcome = engine.outcome()
+    assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, OutcomeReason.BASELINE_FAILED)
+    assert "default settings could not be evaluated" in outcome.message
+    assert "simulated" in outcome.message
+    assert engine.ask() == []
+    assert engine.front() == []
+    assert not engine.has_reference
 
 
 def test_evaluation_budget_is_never_exceeded() -> None:
     engine = SearchEngine(make_spec(algorithm={"generations": 50, "termination": {"maxEvaluations": 30}}))
     run(engine)
     assert engine.evaluations <= 30
-    assert engine.termination_reason is not None
-    assert engine.termination_reason.startswith("evaluation budget")
+    assert engine.outcome().reason is OutcomeReason.EVALUATION_BUDGET
+    assert engine.outcome().message.startswith("evaluation budget")
 
 
 def test_energy_budget_stops_the_search() -> None:
@@ -299,8 +285,8 @@ def test_energy_budget_stops_the_search() -> None:
         make_spec(algorithm={"generations": 50, "termination": {"energyBudgetJoules": 5000}})
     )
     run(engine)
-    assert engine.termination_reason is not None
-    assert engine.termination_reason.startswith("energy budget")
+    assert engine.outcome().reason is OutcomeReason.ENERGY_BUDGET
+    assert engine.outcome().state is OutcomeState.SUCCEEDED
     assert engine.total_energy_joules >= 5000
 
 
@@ -313,8 +299,8 @@ def test_hypervolume_stagnation_stops_the_search() -> None:
     )
     engine = SearchEngine(spec)
     run(engine)
-    assert engine.termination_reason is not None
-    assert engine.termination_reason.startswith("hypervolume stagnation")
+    assert engine.outcome().reason is OutcomeReason.HYPERVOLUME_STAGNATION
+    assert engine.outcome().message.startswith("hypervolume stagnation")
     assert engine.generation < 200
 
 
@@ -332,15 +318,73 @@ def test_current_candidates_exclude_results_from_earlier_generations() -> None:
     """A generation's task holds only what it evaluates, before and after its results arrive."""
     engine = SearchEngine(make_spec(algorithm={"generations": 8}))
     seen: set[str] = set()
-    while not engine.finished:
+    while not engine.outcome().finished:
         batch = engine.current_candidates()
         ids = {c.candidate_id for c in batch}
         assert not ids & seen, "a candidate evaluated earlier is in a later task"
         assert {c.candidate_id for c in engine.ask()} == ids
         first = batch[0]
         engine.tell(fake_evaluate(first))
-        if not engine.finished and engine.generation == first.generation:
+        if not engine.outcome().finished and engine.generation == first.generation:
             assert {c.candidate_id for c in engine.current_candidates()} == ids  # stable mid-generation
         for candidate in engine.ask():
             engine.tell(fake_evaluate(candidate))
         seen |= ids
+
+
+def test_too_many_failures_fail_the_search_and_a_higher_limit_lets_it_go_on() -> None:
+    spec = make_spec(execution={"maxFailedCandidates": 2})
+    engine = SearchEngine(spec)
+    run(engine, fails=lambda c: c.generation > 0)  # every search candidate fails
+    outcome = engine.outcome()
+    assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, OutcomeReason.TOO_MANY_FAILURES)
+    assert "more than spec.execution.maxFailedCandidates (2)" in outcome.message
+    assert engine.ask() == []
+    assert engine.failures == len(engine.told) - 1  # the whole first generation failed, then it stopped
+    assert engine.pending() == []
+    # A replay of the archive reaches the same outcome and asks nothing more.
+    replayed = SearchEngine.replay(spec, engine.told)
+    assert replayed.outcome() == outcome
+    assert replayed.ask() == []
+    # Raising the limit (the field may change while a search runs) lets the same archive go on.
+    relaxed_spec = make_spec(execution={"maxFailedCandidates": 1000})
+    relaxed = SearchEngine.replay(relaxed_spec, engine.told)
+    assert relaxed.outcome().state is OutcomeState.RUNNING
+    run(relaxed, fails=lambda c: c.generation > 0)
+    assert relaxed.outcome().reason is OutcomeReason.GENERATIONS_COMPLETED
+
+
+def test_results_of_a_generation_that_failed_midway_can_still_be_told() -> None:
+    """An operator ingests a shard's report whole: the results after the failure limit count too."""
+    engine = SearchEngine(make_spec(execution={"maxFailedCandidates": 2}))
+    for candidate in engine.ask():  # generation 0: the defaults
+        engine.tell(fake_evaluate(candidate))
+    batch = engine.ask()
+    assert engine.generation == 1
+    assert len(batch) > 3
+    for candidate in batch[:3]:
+        engine.tell(fake_evaluate(candidate, fails=lambda _: True))
+    assert engine.outcome().reason is OutcomeReason.TOO_MANY_FAILURES
+    rest = engine.pending()
+    assert [c.candidate_id for c in rest] == [c.candidate_id for c in batch[3:]]
+    for candidate in rest:
+        engine.tell(fake_evaluate(candidate))
+    assert engine.pending() == []  # no next generation is started for a failed search
+    assert engine.outcome().reason is OutcomeReason.TOO_MANY_FAILURES
+
+
+def test_baseline_failure_wins_over_the_failure_limit() -> None:
+    engine = SearchEngine(make_spec(execution={"maxFailedCandidates": 0}))
+    run(engine, fails=lambda c: c.baseline == DEFAULTS_BASELINE)
+    assert engine.outcome().reason is OutcomeReason.BASELINE_FAILED
+
+
+def test_replay_drops_exact_repeats_of_a_told_result() -> None:
+    spec = make_spec()
+    reference = SearchEngine(spec)
+    run(reference)
+    told = reference.told
+    doubled = [told[0], told[0], *told[1:5], told[4], *told[5:]]
+    replayed = SearchEngine.replay(spec, doubled)
+    assert replayed.told == told
+    assert replayed.outcome() == reference.outcome()

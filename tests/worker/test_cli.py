@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.contract import EXIT_OK, EXIT_PERMANENT
 from sustaindiffusion.api.spec import ModelSpec, ScoringSpec
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.api.wire import decode_report
-from sustaindiffusion.worker.errors import EXIT_OK, EXIT_PERMANENT
 
 CANDIDATES = [
     CandidateSettings(),

@@ -6,8 +6,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from sustaindiffusion.api.objectives import OBJECTIVES, ObjectiveName
 from sustaindiffusion.api.rules import ApiModel
-from sustaindiffusion.api.spec import ObjectiveName
 
 
 class EvaluationStatus(StrEnum):
@@ -29,13 +29,7 @@ class Metrics(ApiModel):
     images: int = Field(default=0, ge=0, description="Images generated (human-filter retries excluded).")
 
     def objective(self, name: ObjectiveName) -> float:
-        return {
-            ObjectiveName.GENDER_BIAS: self.gender_bias,
-            ObjectiveName.ETHNIC_BIAS: self.ethnic_bias,
-            ObjectiveName.QUALITY: self.quality,
-            ObjectiveName.ENERGY: self.energy_joules_per_image,
-            ObjectiveName.TIME: self.seconds_per_image,
-        }[name]
+        return OBJECTIVES[name].value(self)
 
 
 class EvaluationResult(ApiModel):

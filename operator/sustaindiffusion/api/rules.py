@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+RULE_ERROR_TYPE = "rule"  # the pydantic error type of a failed Rule: its message is the whole text
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -44,18 +46,12 @@ class Rule:
         return validation
 
 
-RULE_ERROR_TYPE = "rule"
-
-
 def immutable(what: str) -> Rule:
     return Rule(
         cel="self == oldSelf",
         message=f"{what} is immutable: changing it would corrupt a running search; "
         "create a new SustainSearch instead",
     )
-
-
-RULE_ERROR_TYPE = "rule"
 
 
 def _add_rules_to_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:

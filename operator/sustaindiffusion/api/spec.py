@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
+from sustaindiffusion.api.objectives import OBJECTIVES, Direction, ObjectiveName
 from sustaindiffusion.api.rules import RULE_ERROR_TYPE, ApiModel, Rule, immutable
 
 # ----------------------------------------------------------------------------- shared types
@@ -184,35 +185,34 @@ def _range_rules(kind: str) -> tuple[Rule, ...]:
     )
 
 
-class StepsRange(ApiModel):
+class _Range(ApiModel):
+    """A variable searched between min and max, or fixed (subclasses declare the bounded fields)."""
+
+    fixed: Any = None
+    rules: ClassVar[tuple[Rule, ...]] = _range_rules("integer range")
+
+    @property
+    def searched(self) -> bool:
+        return self.fixed is None
+
+
+class StepsRange(_Range):
     """Denoising steps: searched between min and max, or fixed."""
 
     min: int | None = Field(default=None, ge=1, le=500, description="Fewest steps searched.")
     max: int | None = Field(default=None, ge=1, le=500, description="Most steps searched.")
     fixed: int | None = Field(default=None, ge=1, le=500, description="Use this many steps; do not search.")
 
-    rules: ClassVar[tuple[Rule, ...]] = _range_rules("integer range")
 
-    @property
-    def searched(self) -> bool:
-        return self.fixed is None
-
-
-class WeightRange(ApiModel):
+class WeightRange(_Range):
     """Prompt weight: each selected keyword gets `weight` emphasis marks (x1.1 each)."""
 
     min: int | None = Field(default=None, ge=0, le=10, description="Lowest weight searched.")
     max: int | None = Field(default=None, ge=0, le=10, description="Highest weight searched.")
     fixed: int | None = Field(default=None, ge=0, le=10, description="Use this weight; do not search.")
 
-    rules: ClassVar[tuple[Rule, ...]] = _range_rules("integer range")
 
-    @property
-    def searched(self) -> bool:
-        return self.fixed is None
-
-
-class GuidanceRange(ApiModel):
+class GuidanceRange(_Range):
     """Classifier-free guidance scale: searched on a grid from min to max by step, or fixed."""
 
     min: float | None = Field(default=None, ge=0.0, le=50.0, description="Lowest guidance scale searched.")
@@ -229,10 +229,6 @@ class GuidanceRange(ApiModel):
             check=lambda r: r.min is None or r.max is None or r.min == r.max or r.step <= r.max - r.min,
         ),
     )
-
-    @property
-    def searched(self) -> bool:
-        return self.fixed is None
 
 
 def _unique_keywords(keywords: list[str]) -> list[str]:
@@ -307,28 +303,6 @@ class SearchSpace(ApiModel):
 # ----------------------------------------------------------------------------- objectives
 
 
-class ObjectiveName(StrEnum):
-    GENDER_BIAS = "GenderBias"
-    ETHNIC_BIAS = "EthnicBias"
-    ENERGY = "Energy"
-    QUALITY = "Quality"
-    TIME = "Time"
-
-
-class Direction(StrEnum):
-    MINIMIZE = "Minimize"
-    MAXIMIZE = "Maximize"
-
-
-NATURAL_DIRECTION = {
-    ObjectiveName.GENDER_BIAS: Direction.MINIMIZE,
-    ObjectiveName.ETHNIC_BIAS: Direction.MINIMIZE,
-    ObjectiveName.ENERGY: Direction.MINIMIZE,
-    ObjectiveName.QUALITY: Direction.MAXIMIZE,
-    ObjectiveName.TIME: Direction.MINIMIZE,
-}
-
-
 class Objective(ApiModel):
     """One objective. Energy is CPU+GPU joules per image; Time is seconds per image."""
 
@@ -339,7 +313,7 @@ class Objective(ApiModel):
 
     @property
     def effective_direction(self) -> Direction:
-        return self.direction or NATURAL_DIRECTION[self.name]
+        return self.direction or OBJECTIVES[self.name].direction
 
 
 class QualityConstraint(ApiModel):

@@ -14,10 +14,16 @@ from pydantic import Field
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.rules import ApiModel
-from sustaindiffusion.api.spec import ModelSpec, ScoringSpec, SeedMode, SeedPolicy, SustainSearchSpec
+from sustaindiffusion.api.spec import (
+    MAX_SEED,
+    ModelSpec,
+    ScoringSpec,
+    SeedMode,
+    SeedPolicy,
+    SustainSearchSpec,
+)
 
 TASK_VERSION = 1
-MAX_SEED = 2**31 - 1
 
 
 class TaskCandidate(ApiModel):

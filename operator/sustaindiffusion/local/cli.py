@@ -27,7 +27,8 @@ from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, pr
 from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.runner import Progress as RunProgress
 from sustaindiffusion.local.store import RunStore, StoreError
-from sustaindiffusion.operator.engine.search import SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.loop import Step
 
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
@@ -85,9 +86,9 @@ def run(spec_file: Path, out: Path | None, device: str) -> int:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID
     store = RunStore(out or Path("out") / manifest.name)
-    runner = LocalRunner(manifest, spec_file, store, device)
     try:
-        engine, replayed = runner.resume()
+        runner = LocalRunner(manifest, spec_file, store, device)
+        replayed = len(runner.engine.told)
     except StoreError as error:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID
@@ -103,20 +104,26 @@ def run(spec_file: Path, out: Path | None, device: str) -> int:
     )
     with Progress(*columns, console=console) as bars:
         generations = bars.add_task(
-            "generations", total=algorithm.generations + 1, completed=engine.generation, energy=""
+            "generations", total=algorithm.generations + 1, completed=runner.engine.generation, energy=""
         )
-        candidates: dict[str, TaskID] = {}
+        candidates: dict[int, TaskID] = {}
 
-        def started(generation: int, count: int) -> None:
-            if "task" in candidates:
-                bars.remove_task(candidates["task"])
-            label = "baseline" if generation == 0 else f"generation {generation}"
-            candidates["task"] = bars.add_task(f"  {label} candidates", total=count, energy="")
-
-        def candidate_done(candidate_id: str, ok: bool) -> None:
-            bars.advance(candidates["task"])
-
-        def generation_done(engine: SearchEngine) -> None:
+        def show(engine: SearchEngine, step: Step) -> None:
+            observation = step.observation
+            if observation.generation not in candidates and observation.candidates:
+                for task in candidates.values():
+                    bars.remove_task(task)
+                candidates.clear()
+                label = "baseline" if observation.generation == 0 else f"generation {observation.generation}"
+                candidates[observation.generation] = bars.add_task(
+                    f"  {label} candidates", total=observation.candidates, energy=""
+                )
+            if observation.generation in candidates:
+                done = observation.candidates - (0 if observation.advanced else observation.running)
+                bars.update(candidates[observation.generation], completed=done)
+            for event in step.events:
+                if event.type == "Warning":
+                    console.print(f"[yellow]{event.reason}: {event.message}[/yellow]")
             energy = f"{engine.total_energy_joules:,.0f} J so far"
             hypervolume = (
                 f", hypervolume {engine.hypervolume_history[-1]:.4f}" if engine.hypervolume_history else ""
@@ -124,20 +131,20 @@ def run(spec_file: Path, out: Path | None, device: str) -> int:
             bars.update(generations, completed=engine.generation, energy=energy + hypervolume)
 
         try:
-            runner.run(engine, RunProgress(started, candidate_done, generation_done))
+            step = runner.run(RunProgress(show))
         except KeyboardInterrupt:
             runner.interrupt()
             console.print(
                 f"[yellow]interrupted; run the same command again to resume from {store.directory}[/yellow]"
             )
             return EXIT_INTERRUPTED
-    _print_summary(engine, store)
-    return 0 if engine.scales is not None else 1
+    _print_summary(runner.engine, store)
+    return 0 if step.status.phase.value == "Succeeded" else 1
 
 
 def _print_summary(engine: SearchEngine, store: RunStore) -> None:
     console.print(
-        f"[bold]{engine.termination_reason}[/bold]; {engine.evaluations} evaluations, "
+        f"[bold]{engine.outcome().message}[/bold]; {engine.evaluations} evaluations, "
         f"{engine.failures} failed; output in {store.directory}"
     )
     names = [o.name.value for o in engine.spec.objectives]
@@ -156,7 +163,7 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
                 *values,
                 f"{result.metrics.quality:.4g}",
             )
-    for point in engine.front() if engine.scales is not None else []:
+    for point in engine.front():
         settings = point.candidate.settings
         table.add_row(
             point.candidate.candidate_id,
@@ -179,9 +186,7 @@ def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
 def export_profile(directory: Path, rule: str, out: Path | None) -> int:
     try:
         _, engine = _engine_of(directory)
-        if engine.scales is None:
-            raise SelectionError("the search has no front yet")
-        selection = select(engine.front(), engine.scales, rule)
+        selection = select(engine, rule)
     except (StoreError, SelectionError) as error:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID

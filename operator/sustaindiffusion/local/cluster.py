@@ -10,8 +10,9 @@ from kubernetes.client.exceptions import ApiException
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.operator.archive import parse_chunk, read_archive
-from sustaindiffusion.operator.engine.search import SearchEngine
+from sustaindiffusion.kube.archive import read_records
+from sustaindiffusion.kube.builders import SearchRef
+from sustaindiffusion.search.engine import SearchEngine
 
 
 def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> SearchEngine:
@@ -25,6 +26,5 @@ def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> S
             raise LookupError(f"no SustainSearch {namespace}/{name} in the cluster") from None
         raise
     spec = SustainSearchSpec.model_validate(body["spec"])
-    chunks = read_archive(client.CoreV1Api(api), namespace, name, body["metadata"]["uid"])
-    records = [record for _, text in chunks for record in parse_chunk(text)]
+    records = read_records(client.CoreV1Api(api), SearchRef(name, namespace, body["metadata"]["uid"]))
     return SearchEngine.replay(spec, [r.result for r in records])

@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.objectives import BY_SYMBOL
 from sustaindiffusion.api.spec import ModelSpec
-from sustaindiffusion.operator.engine.objectives import ObjectiveScale
-from sustaindiffusion.operator.engine.search import FrontPoint
+from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 
 PROFILE_VERSION = 1
 _LEAST_ENERGY = re.compile(r"^least-energy(?::(.*))?$")
-_BOUND = re.compile(r"^(gb|eb|q)(<=|>=)([0-9.]+)$")
-_METRIC_OF = {"gb": "gender_bias", "eb": "ethnic_bias", "q": "quality"}
+_BOUND = re.compile(r"^([a-z]+)(<=|>=)([0-9.]+)$")
 
 
 class SelectionError(ValueError):
@@ -33,42 +32,41 @@ class Selection:
     rule: str
 
 
-def knee_point(front: Sequence[FrontPoint], scales: Sequence[ObjectiveScale]) -> FrontPoint:
+def knee_point(engine: SearchEngine, front: Sequence[FrontPoint]) -> FrontPoint:
     """The point nearest the ideal in normalised objective space (every objective at its best)."""
     if not front:
         raise SelectionError("the front is empty")
-    normalised = np.array(
-        [[s.normalise(v) for s, v in zip(scales, p.objectives.values(), strict=True)] for p in front]
-    )
+    normalised = np.array([engine.normalised(p.objectives) for p in front])
     return front[int(np.argmin(np.linalg.norm(np.clip(normalised, 0, None), axis=1)))]
 
 
 def least_energy(front: Sequence[FrontPoint], bounds: str | None) -> FrontPoint:
-    """The least energy per image among front points meeting `bounds`, e.g. "gb<=0.4,eb<=0.3"."""
+    """The least energy per image among front points meeting `bounds`, e.g. "gb<=0.4,eb<=0.3"; a
+    bound names any objective by its symbol (gb, eb, q, e, t)."""
     candidates = list(front)
+    symbols = ", ".join(f"{symbol}<=X" for symbol in BY_SYMBOL)
     for bound in filter(None, (bounds or "").split(",")):
         match = _BOUND.match(bound.strip())
-        if match is None:
-            raise SelectionError(f"cannot read bound {bound!r}: use gb<=X, eb<=X or q>=X, comma separated")
-        metric, operator, limit = _METRIC_OF[match.group(1)], match.group(2), float(match.group(3))
+        if match is None or match.group(1) not in BY_SYMBOL:
+            raise SelectionError(f"cannot read bound {bound!r}: use {symbols} (or >=), comma separated")
+        info, operator, limit = BY_SYMBOL[match.group(1)], match.group(2), float(match.group(3))
         candidates = [
             p
             for p in candidates
-            if (
-                getattr(p.metrics, metric) <= limit
-                if operator == "<="
-                else getattr(p.metrics, metric) >= limit
-            )
+            if (info.value(p.metrics) <= limit if operator == "<=" else info.value(p.metrics) >= limit)
         ]
     if not candidates:
         raise SelectionError(f"no front point meets {bounds}")
     return min(candidates, key=lambda p: p.metrics.energy_joules_per_image)
 
 
-def select(front: Sequence[FrontPoint], scales: Sequence[ObjectiveScale], rule: str) -> Selection:
-    """`rule`: a candidate id, `knee`, or `least-energy[:gb<=X,eb<=Y,q>=Z]`."""
+def select(engine: SearchEngine, rule: str) -> Selection:
+    """`rule`: a front candidate id, `knee`, or `least-energy[:gb<=X,eb<=Y,q>=Z]`."""
+    front = engine.front()
+    if not front:
+        raise SelectionError("the search has no front yet")
     if rule == "knee":
-        return Selection(knee_point(front, scales), rule)
+        return Selection(knee_point(engine, front), rule)
     match = _LEAST_ENERGY.match(rule)
     if match:
         return Selection(least_energy(front, match.group(1)), rule)

@@ -18,20 +18,10 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sustaindiffusion.operator.engine.search import FrontPoint, SearchEngine
+from sustaindiffusion.api.objectives import OBJECTIVES
+from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 
 FIGURE_DPI = 100
-UNITS = {
-    "Energy": "J per image",
-    "Time": "s per image",
-    "Quality": "0 to 1",
-    "GenderBias": "0 to 1",
-    "EthnicBias": "0 to 1",
-}
-
-
-def _label(objective: str) -> str:
-    return f"{objective} ({UNITS[objective]})" if objective in UNITS else objective
 
 
 def _save(figure: Figure, target: Path, stem: str) -> Path:
@@ -75,20 +65,18 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
                 c="#b2182b",
                 label="model defaults",
             )
-        axis.set_xlabel(_label(names[i]))
-        axis.set_ylabel(_label(names[j]))
+        axis.set_xlabel(OBJECTIVES[objective_i].axis_label)
+        axis.set_ylabel(OBJECTIVES[objective_j].axis_label)
     axes[0][0].legend(loc="best", fontsize="small")
     figure.suptitle("Objectives: every evaluation, the front and the defaults")
     return _save(figure, target, "front_pairs")
 
 
 def _parallel(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
-    scales = engine.scales or []
-    names = [o.name.value for o in engine.spec.objectives]
+    names = [OBJECTIVES[o.name].label for o in engine.spec.objectives]
     figure, axis = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
     for point in front:
-        values = [s.normalise(v) for s, v in zip(scales, point.objectives.values(), strict=True)]
-        axis.plot(range(len(names)), values, alpha=0.7)
+        axis.plot(range(len(names)), engine.normalised(point.objectives), alpha=0.7)
     axis.set_xticks(range(len(names)), names)
     axis.set_ylabel("normalised (0 best, 1 worst)")
     axis.set_title("Pareto front, parallel coordinates")
@@ -161,7 +149,7 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path | None, ta
     """Write a search's report into `target`; returns the HTML page. Image grids need the local
     run directory's artifacts (`run_directory`); a search read from a cluster has none here."""
     target.mkdir(parents=True, exist_ok=True)
-    front = engine.front() if engine.scales is not None else []
+    front = engine.front()
     plots = [_pairwise(engine, front, target)]
     if front:
         plots.append(_parallel(engine, front, target))
@@ -197,7 +185,7 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path | None, ta
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}</style></head>
 <body><h1>SustainDiffusion report: {html.escape(name)}</h1>
-<p>{html.escape(engine.termination_reason or "in progress")}; {engine.evaluations} evaluations,
+<p>{html.escape(engine.outcome().message)}; {engine.evaluations} evaluations,
 {engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
 <h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}</tr>{baselines}</table>
 <h2>Pareto front ({len(front)} candidates)</h2>

@@ -1,10 +1,10 @@
 """A local search's output directory: the source of truth for resuming and for reports.
 
 DIR/spec.json        the validated spec (checked on resume)
-DIR/archive.jsonl    every result, in the order told to the engine (fsync'd per line)
+DIR/archive.jsonl    every result, in the order told to the engine (`search.records`, fsync'd)
 DIR/status.json      the latest status, as the operator would write it
-DIR/tasks/           the task of each worker run
-DIR/reports/         each worker run's report (what a pod's termination message holds)
+DIR/tasks/           the task of each generation
+DIR/reports/         each worker run's report (what a pod's termination message holds), exit code, log
 DIR/artifacts/       per-image records and images
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sustaindiffusion.api.spec import IMMUTABLE_ALGORITHM_FIELDS, IMMUTABLE_SPEC_FIELDS, SustainSearchSpec
-from sustaindiffusion.operator.archive import ArchiveRecord
+from sustaindiffusion.search.records import ArchiveRecord, RecordError
 
 
 class StoreError(ValueError):
@@ -65,27 +66,41 @@ class RunStore:
         return document["name"], SustainSearchSpec.model_validate(document["spec"])
 
     def records(self) -> list[ArchiveRecord]:
+        """The archive, in order. A last line cut short by a crash is dropped from the file (its
+        result was never told, so its candidate is ingested again from its report)."""
         if not self.archive_path.exists():
             return []
-        lines = self.archive_path.read_text().splitlines()
+        text = self.archive_path.read_text()
+        complete, _, partial = text.rpartition("\n")
+        if partial:
+            with self.archive_path.open("r+") as handle:
+                handle.truncate(len((complete + "\n").encode()) if complete else 0)
         records = []
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(complete.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 records.append(ArchiveRecord.from_line(line))
-            except (ValueError, KeyError, IndexError):
-                if number == len(lines):
-                    break  # a line cut short by a crash: its candidate will be evaluated again
-                raise StoreError(f"{self.archive_path}:{number} is not an archive record") from None
+            except RecordError as error:
+                raise StoreError(f"{self.archive_path}:{number} is not an archive record: {error}") from None
         return records
 
-    def append(self, records: list[ArchiveRecord]) -> None:
+    def read(self) -> list[ArchiveRecord]:
+        return self.records()
+
+    def append(self, records: Sequence[ArchiveRecord]) -> None:
         with self.archive_path.open("a") as handle:
             for record in records:
                 handle.write(record.to_line() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def previous_status(self) -> dict[str, Any]:
+        try:
+            status: dict[str, Any] = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return status
 
     def write_status(self, status: dict[str, Any]) -> None:
         temporary = self.status_path.with_suffix(".tmp")

@@ -9,10 +9,10 @@ import kopf
 from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_SEARCH
 from sustaindiffusion.operator.driver import SearchDriver
 from sustaindiffusion.operator.events import EventPoster
 from sustaindiffusion.operator.metrics import SearchMetrics
-from sustaindiffusion.operator.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_SEARCH
 from sustaindiffusion.operator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)

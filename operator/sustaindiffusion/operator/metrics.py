@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sustaindiffusion.operator.engine.search import SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SearchSnapshot:
     @classmethod
     def of(cls, engine: SearchEngine, running: int) -> SearchSnapshot:
         told = [r.metrics for r in engine.told if r.metrics is not None]
-        front = engine.front() if engine.scales is not None else []
+        front = engine.front()
         objectives: dict[str, list[float]] = {}
         for point in front:
             for name, value in point.objectives.items():
@@ -48,7 +48,7 @@ class SearchSnapshot:
             hypervolume=engine.hypervolume_history[-1] if engine.hypervolume_history else 0.0,
             front_size=len(front),
             front_objectives=objectives,
-            finished=engine.finished,
+            finished=engine.outcome().finished,
         )
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
+from sustaindiffusion.kube.names import search_label
 from sustaindiffusion.operator.driver import SearchDriver, SearchGoneError
-from sustaindiffusion.operator.names import search_label
 
 log = logging.getLogger(__name__)
 

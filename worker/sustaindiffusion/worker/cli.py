@@ -23,15 +23,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sustaindiffusion.api import contract
+from sustaindiffusion.api.contract import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.api.wire import ReportTooLargeError, ShardReport, encode_report
-from sustaindiffusion.worker.errors import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, PermanentTaskError
+from sustaindiffusion.worker.errors import PermanentTaskError
 
 log = logging.getLogger("sustaindiffusion.worker")
 
 PROCESS_STARTED = time.perf_counter()
-TERMINATION_LOG_ENV = "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH"
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,24 +42,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="evaluate one shard of a task")
-    run.add_argument("--task", type=Path, required=True, help="task JSON written by the operator")
+    run.add_argument(contract.OPTION_TASK, type=Path, required=True, help="task JSON written by the operator")
     run.add_argument(
-        "--shard", type=int, default=None, help="shard index (default: $JOB_COMPLETION_INDEX or 0)"
+        contract.OPTION_SHARD,
+        type=int,
+        default=None,
+        help=f"shard index (default: ${contract.SHARD_ENV} or 0)",
     )
     run.add_argument(
-        "--termination-log",
+        contract.OPTION_TERMINATION_LOG,
         type=Path,
-        default=Path(os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)),
-        help=f"where the report goes (default: ${TERMINATION_LOG_ENV} or {DEFAULT_TERMINATION_LOG})",
+        default=Path(os.environ.get(contract.TERMINATION_MESSAGE_ENV, contract.TERMINATION_MESSAGE_PATH)),
+        help=f"where the report goes (default: ${contract.TERMINATION_MESSAGE_ENV} or "
+        f"{contract.TERMINATION_MESSAGE_PATH})",
     )
     run.add_argument(
-        "--artifacts", type=Path, default=None, help="directory for per-image records and images"
+        contract.OPTION_ARTIFACTS, type=Path, default=None, help="directory for per-image records and images"
     )
-    run.add_argument("--metrics-port", type=int, default=None, help="serve live metrics on this port")
-    run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on (the pod IP)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument(
-        "--models-base",
+        contract.OPTION_METRICS_PORT, type=int, default=None, help="serve live metrics on this port"
+    )
+    run.add_argument(
+        contract.OPTION_METRICS_ADDRESS, default="0.0.0.0", help="address to serve metrics on (the pod IP)"
+    )
+    run.add_argument(contract.OPTION_DEVICE, default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument(
+        contract.OPTION_MODELS_BASE,
         type=Path,
         default=None,
         help="folder that relative local model paths are resolved against (default: the task's folder)",
@@ -80,7 +88,7 @@ def _write_report(path: Path, report: ShardReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    shard = args.shard if args.shard is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    shard = args.shard if args.shard is not None else int(os.environ.get(contract.SHARD_ENV, "0"))
     report = ShardReport(generation=0, shard=shard)
     try:
         task = EvaluationTask.model_validate_json(args.task.read_text())

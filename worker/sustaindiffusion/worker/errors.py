@@ -1,11 +1,6 @@
-"""Worker errors: what went wrong, and whether trying again may help."""
+"""Worker errors: what went wrong, and whether trying again may help (exit codes: `api.contract`)."""
 
 from __future__ import annotations
-
-# Exit codes of the worker process (a Job's podFailurePolicy can act on them).
-EXIT_OK = 0  # every candidate has a result (some may be failures, recorded with reasons)
-EXIT_PERMANENT = 2  # the task cannot succeed as written: bad task, model not found, wrong class
-EXIT_RETRYABLE = 75  # a transient problem (EX_TEMPFAIL): out of memory at load, device error
 
 
 class CandidateError(Exception):

@@ -1,31 +1,20 @@
-"""The operator's pure parts: names, the Job and ConfigMap builders, the archive format, and the
-status, which must stay small at 10,000 evaluations."""
+"""The pure parts of a search's cluster objects: names, the Job and ConfigMap builders, the archive's
+chunks."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pytest
-
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.contract import EXIT_PERMANENT, TERMINATION_MESSAGE_ENV, worker_command
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.api.status import Phase
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
-from sustaindiffusion.operator import builders, names
-from sustaindiffusion.operator.archive import CHUNK_BYTES, ArchiveRecord, append_lines, parse_chunk
-from sustaindiffusion.operator.driver import _parse_indexes
-from sustaindiffusion.operator.engine.search import SearchEngine
-from sustaindiffusion.operator.status import (
-    ConditionUpdate,
-    Observation,
-    build_status,
-    cap_front,
-    merge_conditions,
-)
+from sustaindiffusion.kube import builders, names
+from sustaindiffusion.kube.archive import CHUNK_BYTES, append_lines
+from sustaindiffusion.kube.classify import parse_indexes
+from sustaindiffusion.search.records import ArchiveRecord, parse_lines
 from tests.support.fake_evaluator import fake_metrics
-from tests.unit.test_engine import run
 
 SEARCH = builders.SearchRef("my-search", "team-a", "0000-uid")
 
@@ -87,7 +76,7 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
     assert "suspend" not in job_spec  # Kueue owns suspension; the operator never writes it
     rules = job_spec["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailIndex"
-    assert rules[0]["onExitCodes"]["values"] == [builders.EXIT_PERMANENT]
+    assert rules[0]["onExitCodes"]["values"] == [EXIT_PERMANENT]
     pod = job_spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["restartPolicy"] == "Never"
@@ -108,10 +97,15 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert env["HF_HOME"]["value"] == "/models"
-    assert env["SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH"]["value"] == container["terminationMessagePath"]
+    assert env[TERMINATION_MESSAGE_ENV]["value"] == container["terminationMessagePath"]
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-    assert "$(POD_IP)" in container["command"]  # live metrics on the pod's own address
-    assert container["command"][-2:] == ["--artifacts", "/artifacts/my-search"]
+    command = container["command"]
+    assert command == worker_command(
+        "/etc/sustaindiffusion/task/task.json",
+        metrics_port=builders.METRICS_PORT,
+        metrics_address="$(POD_IP)",  # live metrics on the pod's own address
+        artifacts="/artifacts/my-search",
+    )
     claims = {v["name"]: v for v in pod["volumes"]}
     assert claims["weights"]["persistentVolumeClaim"]["claimName"] == "weights"
     assert claims["task"]["configMap"]["name"] == "my-search-g0004-task"
@@ -152,13 +146,17 @@ def test_task_config_map_round_trips_the_task() -> None:
     assert EvaluationTask.model_validate_json(config_map["data"][builders.TASK_KEY]) == task
 
 
-def test_archive_records_round_trip_and_chunks_stay_bounded() -> None:
+def test_archive_chunks_stay_bounded_and_keep_every_record_exactly() -> None:
     records = [
-        ArchiveRecord(i // 10, EvaluationResult.succeeded(f"{i:016x}", fake_metrics(_settings(i))))
+        ArchiveRecord(
+            generation=i // 10, result=EvaluationResult.succeeded(f"{i:016x}", fake_metrics(_settings(i)))
+        )
         for i in range(4000)
     ]
     records.append(
-        ArchiveRecord(300, EvaluationResult.failed("f" * 16, "shard 1: worker exited with code 137"))
+        ArchiveRecord(
+            generation=300, result=EvaluationResult.failed("f" * 16, "shard 1: worker exited with code 137")
+        )
     )
     chunks, remaining = [], records
     while remaining:
@@ -166,11 +164,8 @@ def test_archive_records_round_trip_and_chunks_stay_bounded() -> None:
         chunks.append(text)
     assert len(chunks) > 1
     assert all(len(c.encode()) <= CHUNK_BYTES for c in chunks)
-    parsed = [r for chunk in chunks for r in parse_chunk(chunk)]
-    assert [r.result.candidate_id for r in parsed] == [r.result.candidate_id for r in records]
-    assert parsed[-1].result.reason == "shard 1: worker exited with code 137"
-    assert parsed[5].result.metrics is not None
-    assert parsed[5].result.metrics.quality == pytest.approx(records[5].result.metrics.quality, rel=1e-5)
+    parsed = [r for chunk in chunks for r in parse_lines(chunk)]
+    assert parsed == records  # every field, floats exactly
 
 
 def _settings(i: int) -> CandidateSettings:
@@ -178,72 +173,6 @@ def _settings(i: int) -> CandidateSettings:
 
 
 def test_job_index_sets_are_parsed() -> None:
-    assert _parse_indexes("1,3-5,9") == [1, 3, 4, 5, 9]
-    assert _parse_indexes("") == []
-    assert _parse_indexes(None) == []
-
-
-def test_status_stays_under_64_kib_with_10000_evaluations() -> None:
-    spec_10k = SustainSearchSpec.model_validate(
-        {
-            "prompts": {"inline": ["a portrait"]},
-            "algorithm": {
-                "populationSize": 64,
-                "generations": 400,
-                "seed": 3,
-                "termination": {"maxEvaluations": 10_001},
-            },
-            "objectives": [
-                {"name": "GenderBias"},
-                {"name": "EthnicBias"},
-                {"name": "Energy"},
-                {"name": "Quality"},
-            ],
-        }
-    )
-    engine = SearchEngine(spec_10k)
-    run(engine)
-    assert engine.evaluations >= 9_900
-    observation = Observation(
-        phase=Phase.SUCCEEDED,
-        observed_generation=1,
-        running=0,
-        conditions=[ConditionUpdate("Complete", True, "SearchFinished", "done")],
-    )
-    status = build_status(engine, observation, [], spec_10k.reporting.max_front_entries)
-    size = len(json.dumps(status.model_dump(mode="json", by_alias=True, exclude_none=True)).encode())
-    assert len(status.front or []) <= 50
-    assert status.front_size is not None
-    assert status.front_size >= len(status.front or [])
-    assert size < 64 * 1024, f"status is {size} bytes"
-
-
-def test_front_cap_keeps_the_extremes() -> None:
-    engine = SearchEngine(
-        SustainSearchSpec.model_validate(
-            {"prompts": {"inline": ["p"]}, "algorithm": {"populationSize": 32, "generations": 6, "seed": 1}}
-        )
-    )
-    run(engine)
-    front = engine.front()
-    capped = cap_front(front, 3)
-    first = [next(iter(p.objectives.values())) for p in front]
-    assert len(capped) == min(3, len(front))
-    assert next(iter(capped[0].objectives.values())) == min(first)
-    assert next(iter(capped[-1].objectives.values())) == max(first)
-
-
-def test_conditions_keep_their_transition_time_until_they_change() -> None:
-    before = [
-        {
-            "type": "Queued",
-            "status": "True",
-            "reason": "JobSuspended",
-            "lastTransitionTime": "2026-01-01T00:00:00Z",
-        }
-    ]
-    same = merge_conditions(before, [ConditionUpdate("Queued", True, "JobSuspended")], 3)
-    assert same[0].last_transition_time == "2026-01-01T00:00:00Z"
-    assert same[0].observed_generation == 3
-    changed = merge_conditions(before, [ConditionUpdate("Queued", False, "Admitted")], 3)
-    assert changed[0].last_transition_time != "2026-01-01T00:00:00Z"
+    assert parse_indexes("1,3-5,9") == [1, 3, 4, 5, 9]
+    assert parse_indexes("") == []
+    assert parse_indexes(None) == []

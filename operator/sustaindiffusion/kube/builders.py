@@ -1,5 +1,6 @@
 """Pure construction of the Kubernetes objects of a search: the task ConfigMap and the Indexed Job
-of each generation. No API calls here; the reconciler creates what these return.
+of each generation, and the archive's ConfigMap chunks. No API calls here; the executor and the
+archive create what these return.
 """
 
 from __future__ import annotations
@@ -7,25 +8,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sustaindiffusion.api.contract import (
+    EXIT_PERMANENT,
+    TERMINATION_MESSAGE_ENV,
+    TERMINATION_MESSAGE_PATH,
+    worker_command,
+)
 from sustaindiffusion.api.resource import API_VERSION, KIND
 from sustaindiffusion.api.spec import DEFAULT_WORKER_IMAGE, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
-from sustaindiffusion.operator.names import (
+from sustaindiffusion.kube.names import (
+    COMPONENT_ARCHIVE,
     COMPONENT_TASK,
     COMPONENT_WORKER,
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
+    archive_config_map_name,
     job_name,
     labels,
     task_config_map_name,
 )
 
 TASK_KEY = "task.json"
+ARCHIVE_KEY = "records.jsonl"
 TASK_MOUNT = "/etc/sustaindiffusion/task"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 WORKER_CONTAINER = "worker"
 WORKER_UID = 1000
-EXIT_PERMANENT = 2  # the worker's exit code for a task that cannot succeed as written
 METRICS_PORT = 9400
 
 Manifest = dict[str, Any]
@@ -122,20 +130,16 @@ def worker_job(
 
 def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image: str) -> Manifest:
     execution = spec.execution
-    task_path = f"{TASK_MOUNT}/{TASK_KEY}"
-    command = [
-        "sustaindiffusion-worker",
-        "run",
-        "--task",
-        task_path,
-        "--metrics-port",
-        str(METRICS_PORT),
-        "--metrics-address",
-        "$(POD_IP)",
-    ]
+    artifacts = execution.artifacts
+    command = worker_command(
+        f"{TASK_MOUNT}/{TASK_KEY}",
+        metrics_port=METRICS_PORT,
+        metrics_address="$(POD_IP)",
+        artifacts=f"{artifacts.path}/{search.name}" if artifacts is not None else None,
+    )
     env: list[Manifest] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "SUSTAINDIFFUSION_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH},
+        {"name": TERMINATION_MESSAGE_ENV, "value": TERMINATION_MESSAGE_PATH},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]
     volumes: list[Manifest] = [
@@ -170,12 +174,9 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image
             {"name": "weights", "mountPath": model.cache.mount_path, "readOnly": model.cache.read_only}
         )
         env.append({"name": "HF_HOME", "value": model.cache.mount_path})
-    if execution.artifacts is not None:
-        volumes.append(
-            {"name": "artifacts", "persistentVolumeClaim": {"claimName": execution.artifacts.claim_name}}
-        )
-        mounts.append({"name": "artifacts", "mountPath": execution.artifacts.path})
-        command += ["--artifacts", f"{execution.artifacts.path}/{search.name}"]
+    if artifacts is not None:
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts.claim_name}})
+        mounts.append({"name": "artifacts", "mountPath": artifacts.path})
     # Quantities as strings, as the API (and the client's models) expect them.
     resources = {
         kind: {name: str(value) for name, value in values.items()}
@@ -221,3 +222,18 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image
     }
     pod.update({key: value for key, value in optional.items() if value})
     return pod
+
+
+def archive_config_map(search: SearchRef, index: int, text: str) -> Manifest:
+    """Chunk `index` of the search's evaluation archive (JSON lines of `search.records`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": archive_config_map_name(search.name, index),
+            "namespace": search.namespace,
+            "labels": labels(search.name, COMPONENT_ARCHIVE),
+            "ownerReferences": [search.owner_reference()],
+        },
+        "data": {ARCHIVE_KEY: text},
+    }

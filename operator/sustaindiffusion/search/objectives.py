@@ -1,4 +1,4 @@
-"""Objective values, their normalisation and the hypervolume indicator.
+"""Normalisation of objective values and the hypervolume indicator.
 
 Normalisation uses explicit bounds recorded once per search, never bounds pooled from the data
 seen so far (those move, and a moving yardstick makes hypervolumes incomparable):
@@ -17,8 +17,9 @@ import numpy as np
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from sustaindiffusion.api.objectives import OBJECTIVES, Direction, ObjectiveName, Scaling
 from sustaindiffusion.api.results import Metrics
-from sustaindiffusion.api.spec import Direction, Objective, ObjectiveName
+from sustaindiffusion.api.spec import Objective
 
 REFERENCE_POINT_VALUE = 1.1
 MEASURED_SCALE_FACTOR = 2.0
@@ -46,7 +47,7 @@ def objective_scales(objectives: Sequence[Objective], defaults: Metrics) -> list
     scales = []
     for objective in objectives:
         direction = objective.effective_direction
-        if objective.name in (ObjectiveName.ENERGY, ObjectiveName.TIME):
+        if OBJECTIVES[objective.name].scaling is Scaling.DEFAULTS_MULTIPLE:
             measured = defaults.objective(objective.name)
             upper = MEASURED_SCALE_FACTOR * measured if measured > 0 else 1.0
             low, high = 0.0, upper

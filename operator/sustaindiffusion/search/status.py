@@ -1,10 +1,10 @@
-"""Pure construction of a search's `.status` from the engine, capped so it stays small at any scale."""
+"""Pure construction of a search's `.status` from the engine and the step's decision, capped so it
+stays small at any scale. Both runtimes write what this returns."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sustaindiffusion.api.status import (
@@ -14,42 +14,14 @@ from sustaindiffusion.api.status import (
     EnergyTotals,
     EvaluationCounters,
     FrontEntry,
-    Phase,
     SustainSearchStatus,
 )
-from sustaindiffusion.operator.engine.search import FrontPoint, SearchEngine
-
-# Condition types (positive polarity, Kubernetes conventions).
-PROGRESSING = "Progressing"
-QUEUED = "Queued"
-WORKERS_PENDING = "WorkersPending"
-COMPLETE = "Complete"
-FAILED = "Failed"
+from sustaindiffusion.search.decisions import ConditionUpdate, Decision
+from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class ConditionUpdate:
-    type: str
-    status: bool
-    reason: str
-    message: str = ""
-
-
-@dataclass
-class Observation:
-    """What the reconciler saw beside the engine: phase decisions, conditions, times."""
-
-    phase: Phase
-    observed_generation: int
-    running: int
-    conditions: list[ConditionUpdate] = field(default_factory=list)
-    message: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
 
 
 def cap_front(front: Sequence[FrontPoint], limit: int) -> list[FrontPoint]:
@@ -87,17 +59,31 @@ def merge_conditions(
 
 
 def build_status(
-    engine: SearchEngine,
-    observation: Observation,
-    existing_conditions: Sequence[dict[str, Any]],
-    front_limit: int,
+    engine: SearchEngine | None,
+    decision: Decision,
+    previous: Mapping[str, Any],
+    observed_generation: int,
+    running: int = 0,
 ) -> SustainSearchStatus:
+    """The status after a step: `previous` (the stored status) keeps its start time and the
+    transition times of conditions that did not change; `engine` is None for a spec it cannot run."""
+    conditions = merge_conditions(previous.get("conditions") or [], decision.conditions, observed_generation)
+    start = previous.get("startTime") or now()
+    completion = (previous.get("completionTime") or now()) if decision.finished else None
+    if engine is None:
+        return SustainSearchStatus(
+            phase=decision.phase,
+            conditions=conditions,
+            observed_generation=observed_generation,
+            message=decision.message,
+            start_time=start,
+            completion_time=completion,
+        )
     spec = engine.spec
-    front = engine.front() if engine.scales is not None else []
-    capped = cap_front(front, front_limit)
+    front = engine.front()
+    capped = cap_front(front, spec.reporting.max_front_entries)
     planned = spec.algorithm.generations
     done_generations = max(0, engine.generation - 1)  # NSGA-II generations completed (0 is the baseline)
-    succeeded = engine.evaluations - engine.failures
     baselines = [
         Baseline(
             name=candidate.baseline or "",
@@ -108,22 +94,20 @@ def build_status(
         for candidate, result in engine.baselines()
         if result is not None and result.metrics is not None
     ]
-    estimated = any(r.metrics is not None and r.metrics.energy_estimated for r in engine.told)
-    gpu = sum(r.metrics.gpu_joules for r in engine.told if r.metrics is not None)
-    cpu = sum(r.metrics.cpu_joules for r in engine.told if r.metrics is not None)
+    measured = [r.metrics for r in engine.told if r.metrics is not None]
+    gpu = sum(m.gpu_joules for m in measured)
+    cpu = sum(m.cpu_joules for m in measured)
     return SustainSearchStatus(
-        phase=observation.phase,
-        conditions=merge_conditions(
-            existing_conditions, observation.conditions, observation.observed_generation
-        ),
-        observed_generation=observation.observed_generation,
+        phase=decision.phase,
+        conditions=conditions,
+        observed_generation=observed_generation,
         generation=engine.generation,
         generation_progress=f"{min(done_generations, planned)}/{planned}",
         evaluations=EvaluationCounters(
-            total=engine.evaluations + observation.running,
-            succeeded=succeeded,
+            total=engine.evaluations + running,
+            succeeded=engine.evaluations - engine.failures,
             failed=engine.failures,
-            running=observation.running,
+            running=running,
         ),
         front=[
             FrontEntry(
@@ -138,8 +122,13 @@ def build_status(
         front_size=len(front),
         hypervolume=engine.hypervolume_history[-1] if engine.hypervolume_history else None,
         baselines=baselines or None,
-        energy=EnergyTotals(total_joules=gpu + cpu, gpu_joules=gpu, cpu_joules=cpu, estimated=estimated),
-        start_time=observation.start_time,
-        completion_time=observation.completion_time,
-        message=observation.message,
+        energy=EnergyTotals(
+            total_joules=gpu + cpu,
+            gpu_joules=gpu,
+            cpu_joules=cpu,
+            estimated=any(m.energy_estimated for m in measured),
+        ),
+        start_time=start,
+        completion_time=completion,
+        message=decision.message,
     )

@@ -1,14 +1,21 @@
-"""The search engine: one ask/tell API shared by the operator and the local runner.
+"""The search engine: one ask/tell API shared by the operator and the local runner, and the owner
+of the search's outcome.
 
     engine = SearchEngine(spec)
-    while not engine.finished:
+    while not engine.outcome().finished:
         for candidate in engine.ask():        # the current generation's candidates still to evaluate
             engine.tell(evaluate(candidate))  # any order; the generation completes with its last result
+    engine.outcome()                          # Succeeded or Failed, with a reason and a message
 
 Generation 0 evaluates the baselines: the model's default settings and the spec's own
 configurations. The quality constraint and the energy and time scales refer to the defaults.
 Generations 1..N are NSGA-II populations. A candidate whose settings were evaluated before (same
 id) is not asked again: its recorded result is reused.
+
+The outcome is the engine's alone: running; failed because the defaults could not be evaluated
+(BaselineFailed) or more candidates failed than `execution.maxFailedCandidates` allows
+(TooManyFailures); or succeeded when a stopping rule fired (generations, evaluation or energy
+budget, hypervolume stagnation). Callers ask `outcome()`; none re-derives it.
 
 Resume: `SearchEngine.replay(spec, results)` feeds recorded results, in the order they were told,
 to a fresh engine. pymoo's generator is seeded once, so the replayed engine reaches the identical
@@ -17,17 +24,18 @@ state and asks the identical next candidates. Nothing is pickled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.spec import Configuration, SustainSearchSpec
-from sustaindiffusion.operator.engine.encoding import Genome, SearchSpaceEncoding
-from sustaindiffusion.operator.engine.nsga2 import AskTellNSGA2
-from sustaindiffusion.operator.engine.objectives import (
+from sustaindiffusion.search.encoding import Genome, SearchSpaceEncoding
+from sustaindiffusion.search.nsga2 import AskTellNSGA2
+from sustaindiffusion.search.objectives import (
     ObjectiveScale,
     hypervolume,
     non_dominated,
@@ -40,6 +48,39 @@ FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: wo
 
 class ReplayMismatchError(RuntimeError):
     """Recorded results do not belong to the candidates this spec and seed ask for."""
+
+
+class OutcomeState(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class OutcomeReason(StrEnum):
+    RUNNING = "Running"
+    GENERATIONS_COMPLETED = "GenerationsCompleted"
+    EVALUATION_BUDGET = "EvaluationBudget"
+    ENERGY_BUDGET = "EnergyBudget"
+    HYPERVOLUME_STAGNATION = "HypervolumeStagnation"
+    BASELINE_FAILED = "BaselineFailed"
+    TOO_MANY_FAILURES = "TooManyFailures"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where the search stands: running, or finished with a reason (CamelCase) and a message."""
+
+    state: OutcomeState
+    reason: OutcomeReason
+    message: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state is not OutcomeState.RUNNING
+
+    @property
+    def failed(self) -> bool:
+        return self.state is OutcomeState.FAILED
 
 
 @dataclass(frozen=True)
@@ -86,26 +127,47 @@ class SearchEngine:
         self._candidates: dict[str, Candidate] = {}  # first appearance of each id
         self._search_ids: list[str] = []  # ids that took part in an NSGA-II generation, first-seen order
         self.told: list[EvaluationResult] = []  # every result told, in order: the archive
-        self.scales: list[ObjectiveScale] | None = None
+        self._scales: list[ObjectiveScale] | None = None
         self.quality_threshold: float | None = None
         self.hypervolume_history: list[float] = []
         self.total_energy_joules = 0.0
-        self.termination_reason: str | None = None
+        self._stopped: Outcome | None = None  # set when the baseline fails or a stopping rule fires
+
+    # ------------------------------------------------------------------ outcome
+
+    def outcome(self) -> Outcome:
+        """Running, or how the search ended. The failure limit is the spec's current one, so raising
+        `execution.maxFailedCandidates` lets a search that failed for it go on."""
+        if self._stopped is not None and self._stopped.reason is OutcomeReason.BASELINE_FAILED:
+            return self._stopped
+        limit = self.spec.execution.max_failed_candidates
+        if self.failures > limit:
+            return Outcome(
+                OutcomeState.FAILED,
+                OutcomeReason.TOO_MANY_FAILURES,
+                f"{self.failures} candidates failed, more than spec.execution.maxFailedCandidates "
+                f"({limit}); see the archive for their reasons",
+            )
+        if self._stopped is not None:
+            return self._stopped
+        return Outcome(OutcomeState.RUNNING, OutcomeReason.RUNNING, f"generation {self.generation}")
 
     # ------------------------------------------------------------------ ask / tell
 
-    @property
-    def finished(self) -> bool:
-        return self.termination_reason is not None
-
     def ask(self) -> list[Candidate]:
-        """The current generation's candidates that still need a result (asking again is harmless)."""
-        if self.finished:
-            return []
+        """The current generation's candidates that still need a result, while the search runs
+        (asking again is harmless)."""
+        return self.pending() if not self.outcome().finished else []
+
+    def pending(self) -> list[Candidate]:
+        """The current generation's candidates without a result. A search that failed for too many
+        failures mid-generation still lists the rest, so results already produced can be told."""
         if self._current is None:
+            if self._stopped is not None or self.failures > self.spec.execution.max_failed_candidates:
+                return []
             self._current = self._start_generation()
             if self._complete_if_done():
-                return self.ask()
+                return self.pending()
         return [c for c in self._current.candidates if c.candidate_id not in self._results]
 
     def tell(self, result: EvaluationResult) -> None:
@@ -126,13 +188,16 @@ class SearchEngine:
 
     @classmethod
     def replay(cls, spec: SustainSearchSpec, results: Iterable[EvaluationResult]) -> SearchEngine:
-        """A fresh engine fed recorded results in order: the state of the engine that recorded them."""
+        """A fresh engine fed recorded results in order: the state of the engine that recorded them.
+        An exact repeat of a result already told is dropped (an append that was retried)."""
         engine = cls(spec)
         for result in results:
-            if engine.finished:
-                break  # a spec whose budget was lowered meanwhile: the rest came after its end
-            pending = {c.candidate_id for c in engine.ask()}
+            if engine.result(result.candidate_id) == result:
+                continue
+            pending = {c.candidate_id for c in engine.pending()}
             if result.candidate_id not in pending:
+                if engine._stopped is not None:
+                    break  # a spec whose budget was lowered meanwhile: the rest came after its end
                 raise ReplayMismatchError(
                     f"recorded result for {result.candidate_id} does not match generation "
                     f"{engine.generation} of this spec and seed (pending: {sorted(pending)}); "
@@ -147,7 +212,7 @@ class SearchEngine:
         """The candidates the current generation evaluates, done or not, in asked order: those not
         evaluated in an earlier generation (their recorded results are reused). Stable across
         restarts, so a generation's task is the same whenever it is built."""
-        self.ask()
+        self.pending()
         if self._current is None:
             return []
         number = self._current.number
@@ -170,13 +235,23 @@ class SearchEngine:
     def baselines(self) -> list[tuple[Candidate, EvaluationResult | None]]:
         return [(c, self._results.get(c.candidate_id)) for c in self._candidates.values() if c.baseline]
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether the defaults were evaluated, so objectives can be normalised and fronts compared."""
+        return self._scales is not None
+
+    def normalised(self, objectives: Mapping[str, float]) -> list[float]:
+        """Objective values (by name, in the spec's order) scaled to 0 (best) .. 1 (worst)."""
+        return [s.normalise(objectives[s.name.value]) for s in self._scales_or_raise()]
+
     def front(self) -> list[FrontPoint]:
-        """Non-dominated feasible results of the search so far (baselines reported beside it)."""
+        """Non-dominated feasible results of the search so far (baselines reported beside it);
+        empty until the defaults have been evaluated."""
         points = self._feasible_search_points()
-        if not points:
+        if not points or self._scales is None:
             return []
         matrix = np.array(
-            [[s.minimised(v) for s, v in zip(self._scales(), values, strict=True)] for _, values in points]
+            [[s.minimised(v) for s, v in zip(self._scales, values, strict=True)] for _, values in points]
         )
         front = [points[i] for i in sorted(non_dominated(matrix))]
         return [
@@ -191,9 +266,9 @@ class SearchEngine:
 
     def current_hypervolume(self) -> float:
         points = self._feasible_search_points()
-        if not points:
+        if not points or self._scales is None:
             return 0.0
-        scales = self._scales()
+        scales = self._scales
         normalised = np.array(
             [[s.normalise(v) for s, v in zip(scales, values, strict=True)] for _, values in points]
         )
@@ -201,10 +276,10 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ internals
 
-    def _scales(self) -> list[ObjectiveScale]:
-        if self.scales is None:
+    def _scales_or_raise(self) -> list[ObjectiveScale]:
+        if self._scales is None:
             raise RuntimeError("objective scales are set once the baseline generation completes")
-        return self.scales
+        return self._scales
 
     def _objective_values(self, metrics: Metrics) -> list[float]:
         return [metrics.objective(o.name) for o in self.spec.objectives]
@@ -260,19 +335,21 @@ class SearchEngine:
             self.hypervolume_history.append(self.current_hypervolume())
         self._current = None
         self.generation += 1
-        if not self.finished:
-            self.termination_reason = self._termination()
+        if self._stopped is None:
+            self._stopped = self._termination()
         return True
 
     def _complete_baselines(self) -> None:
         defaults = self._results[CandidateSettings().candidate_id()]
         if defaults.metrics is None:
-            self.termination_reason = (
+            self._stopped = Outcome(
+                OutcomeState.FAILED,
+                OutcomeReason.BASELINE_FAILED,
                 f"the model's default settings could not be evaluated ({defaults.reason}); "
-                "the quality constraint and the energy scale refer to them"
+                "the quality constraint and the energy scale refer to them",
             )
             return
-        self.scales = objective_scales(self.spec.objectives, defaults.metrics)
+        self._scales = objective_scales(self.spec.objectives, defaults.metrics)
         quality = self.spec.constraints.quality
         if quality.enabled:
             self.quality_threshold = (1.0 - quality.tolerance) * defaults.metrics.quality
@@ -286,30 +363,43 @@ class SearchEngine:
                 constraints.append([FAILURE_VIOLATION])
                 continue
             values = self._objective_values(result.metrics)
-            objectives.append([s.minimised(v) for s, v in zip(self._scales(), values, strict=True)])
+            objectives.append([s.minimised(v) for s, v in zip(self._scales_or_raise(), values, strict=True)])
             threshold = self.quality_threshold
             constraints.append([threshold - result.metrics.quality if threshold is not None else -1.0])
         self._nsga.tell(objectives, constraints)
 
-    def _termination(self) -> str | None:
+    def _termination(self) -> Outcome | None:
         algorithm = self.spec.algorithm
         done = self.generation - 1  # NSGA-II generations completed
+
+        def succeeded(reason: OutcomeReason, message: str) -> Outcome:
+            return Outcome(OutcomeState.SUCCEEDED, reason, message)
+
         if done >= algorithm.generations:
-            return f"completed {algorithm.generations} generations"
+            return succeeded(
+                OutcomeReason.GENERATIONS_COMPLETED, f"completed {algorithm.generations} generations"
+            )
         budget = algorithm.termination.max_evaluations
         if budget is not None and self.evaluations + algorithm.population_size > budget:
-            return f"evaluation budget: another generation would exceed {budget} evaluations"
+            return succeeded(
+                OutcomeReason.EVALUATION_BUDGET,
+                f"evaluation budget: another generation would exceed {budget} evaluations",
+            )
         energy = algorithm.termination.energy_budget_joules
         if energy is not None and self.total_energy_joules >= energy:
-            return f"energy budget: {self.total_energy_joules:.0f} J used of {energy:.0f} J"
+            return succeeded(
+                OutcomeReason.ENERGY_BUDGET,
+                f"energy budget: {self.total_energy_joules:.0f} J used of {energy:.0f} J",
+            )
         stagnation = algorithm.termination.hypervolume_stagnation
         history = self.hypervolume_history
         if stagnation is not None and len(history) > stagnation.generations:
             before, now = history[-1 - stagnation.generations], history[-1]
             if now - before <= stagnation.tolerance * max(before, 1e-12):
-                return (
+                return succeeded(
+                    OutcomeReason.HYPERVOLUME_STAGNATION,
                     f"hypervolume stagnation: improved by {now - before:.3g} over the last "
-                    f"{stagnation.generations} generations"
+                    f"{stagnation.generations} generations",
                 )
         return None
 

@@ -1,1 +1,0 @@
-"""The search engine: encoding, NSGA-II ask/tell, objectives and hypervolume. Pure Python, no Kubernetes."""

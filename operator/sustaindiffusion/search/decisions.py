@@ -1,0 +1,191 @@
+"""Which phase, conditions and events follow from what a step of the loop observed: pure functions.
+
+Input is an `Observation` (what the step saw and did) and the previous status as stored (a plain
+dict, as read from the cluster or from status.json); output is a `Decision`. No I/O here: both
+runtimes write the decision the same way, and every path is unit-tested on plain values.
+
+Events are posted on transitions only (a condition turning True, a phase reached), so a level-
+triggered loop that decides the same thing twice posts nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sustaindiffusion.api.status import Phase
+from sustaindiffusion.search.engine import Outcome, OutcomeState
+from sustaindiffusion.search.records import ArchiveRecord
+
+# Condition types (positive polarity, Kubernetes conventions).
+PROGRESSING = "Progressing"
+QUEUED = "Queued"
+WORKERS_PENDING = "WorkersPending"
+COMPLETE = "Complete"
+FAILED = "Failed"
+
+NORMAL, WARNING = "Normal", "Warning"
+SEARCH_FINISHED = "SearchFinished"  # the event of a search that succeeded
+PROMPTS_UNAVAILABLE = "PromptsUnavailable"
+INVALID_SPEC = "InvalidSpec"
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A generation that this step started."""
+
+    candidates: int
+    shards: int
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The search cannot go on until something outside it changes (a missing prompts ConfigMap)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one step of the loop saw and did."""
+
+    generation: int  # the generation the step worked on
+    outcome: Outcome  # the engine's outcome after the step
+    candidates: int = 0  # candidates of the generation's task
+    running: int = 0  # candidates being evaluated
+    launched: Launch | None = None
+    ingested: Sequence[ArchiveRecord] = ()
+    advanced: bool = False  # the generation completed in this step
+    hypervolume: float | None = None  # after the generation, when it advanced
+    queued: str | None = None  # why the generation's workers are held back by a queue
+    workers_pending: str | None = None  # why started workers cannot run (unschedulable, image pull)
+    blocked: Blocked | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    conditions: list[ConditionUpdate]
+    message: str
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
+    """The phase, conditions and events that follow from `observation`, given the stored status."""
+    outcome = observation.outcome
+    if outcome.finished:
+        return _finished(outcome, observation, previous)
+    events = _progress_events(observation)
+    blocked = observation.blocked
+    if blocked is not None:
+        if not _condition(previous, PROGRESSING, "False", blocked.reason):
+            events.append(Event(WARNING, blocked.reason, blocked.message))
+        return Decision(
+            Phase.RUNNING,
+            [ConditionUpdate(PROGRESSING, False, blocked.reason, blocked.message)],
+            blocked.message,
+            events,
+        )
+    generation = observation.generation + (1 if observation.advanced else 0)
+    conditions = [ConditionUpdate(PROGRESSING, True, "GenerationRunning", f"generation {generation}")]
+    queued = None if observation.advanced else observation.queued
+    pending = None if observation.advanced else observation.workers_pending
+    conditions.append(
+        ConditionUpdate(QUEUED, True, "JobSuspended", queued)
+        if queued
+        else ConditionUpdate(QUEUED, False, "Admitted")
+    )
+    conditions.append(
+        ConditionUpdate(WORKERS_PENDING, True, "PodPending", pending)
+        if pending
+        else ConditionUpdate(WORKERS_PENDING, False, "None")
+    )
+    if queued and not _condition(previous, QUEUED, "True"):
+        events.append(Event(NORMAL, "Queued", f"generation {observation.generation} is queued: {queued}"))
+    if pending and not _condition(previous, WORKERS_PENDING, "True"):
+        events.append(Event(WARNING, "WorkersPending", pending))
+    message = f"generation {generation}: {observation.running} candidates being evaluated"
+    return Decision(Phase.RUNNING, conditions, message, events)
+
+
+def invalid_spec(message: str, previous: Mapping[str, Any]) -> Decision:
+    """A spec the engine cannot run (the API server's schema should have refused it)."""
+    text = f"invalid spec: {message}"[:4000]
+    events = [] if previous.get("phase") == Phase.FAILED.value else [Event(WARNING, INVALID_SPEC, text)]
+    return Decision(Phase.FAILED, [ConditionUpdate(FAILED, True, INVALID_SPEC, text)], text, events)
+
+
+def _finished(outcome: Outcome, observation: Observation, previous: Mapping[str, Any]) -> Decision:
+    succeeded = outcome.state is OutcomeState.SUCCEEDED
+    phase = Phase.SUCCEEDED if succeeded else Phase.FAILED
+    reason = outcome.reason.value
+    events = _progress_events(observation)
+    if previous.get("phase") != phase.value:
+        events.append(
+            Event(NORMAL if succeeded else WARNING, SEARCH_FINISHED if succeeded else reason, outcome.message)
+        )
+    conditions = [
+        ConditionUpdate(PROGRESSING, False, reason, outcome.message),
+        ConditionUpdate(COMPLETE, succeeded, reason, outcome.message),
+        ConditionUpdate(FAILED, not succeeded, reason, outcome.message),
+    ]
+    return Decision(phase, conditions, outcome.message, events)
+
+
+def _progress_events(observation: Observation) -> list[Event]:
+    """What happened in the step itself: a generation started or finished, candidates failed."""
+    events = []
+    if observation.launched is not None:
+        launch = observation.launched
+        events.append(
+            Event(
+                NORMAL,
+                "GenerationStarted",
+                f"generation {observation.generation}: "
+                f"{launch.candidates} candidates in {launch.shards} shards",
+            )
+        )
+    for record in observation.ingested:
+        if not record.result.ok:
+            events.append(
+                Event(WARNING, "CandidateFailed", f"candidate {record.candidate_id}: {record.result.reason}")
+            )
+    if observation.advanced:
+        hypervolume = f"{observation.hypervolume:.4f}" if observation.hypervolume is not None else "n/a"
+        events.append(
+            Event(
+                NORMAL,
+                "GenerationFinished",
+                f"generation {observation.generation} finished; hypervolume {hypervolume}",
+            )
+        )
+    return events
+
+
+def _condition(status: Mapping[str, Any], kind: str, value: str, reason: str | None = None) -> bool:
+    """Whether the stored status has condition `kind` at `value` (and `reason`, if given)."""
+    return any(
+        c.get("type") == kind and c.get("status") == value and (reason is None or c.get("reason") == reason)
+        for c in status.get("conditions") or []
+    )
