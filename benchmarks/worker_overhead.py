@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.contract import worker_command
 from sustaindiffusion.api.keywords import DEFAULT_POSITIVE_POOL
 from sustaindiffusion.api.spec import ModelSpec, ScoringSpec
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
@@ -70,18 +71,12 @@ def make_task(
 def run_pod(task: Path, directory: Path) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sustaindiffusion.worker",
-            "run",
-            "--task",
-            str(task),
-            "--termination-log",
-            str(directory / "termination-log"),
-            "--device",
-            "cpu",
-        ],
+        worker_command(
+            task,
+            program=(sys.executable, "-m", "sustaindiffusion.worker"),
+            termination_log=directory / "termination-log",
+            device="cpu",
+        ),
         capture_output=True,
         text=True,
         check=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -18,6 +19,8 @@ from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane, locate_binaries
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import group_is_empty, wait_until
+from tests.support.searches import OperatorProcess
+from tests.support.tiny import ensure_tiny_models
 
 KEEP_ENV = "SUSTAINDIFFUSION_KEEP_TEST_DIRS"
 
@@ -85,9 +88,9 @@ def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> 
     )
 
 
-@pytest.fixture
-def namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace whose default ServiceAccount exists; deleted after the test."""
+@contextlib.contextmanager
+def fresh_namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A new namespace whose default ServiceAccount exists; deleted afterwards."""
     core = client.CoreV1Api(api_client)
     name = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name}})
@@ -100,3 +103,36 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@contextlib.contextmanager
+def running_operator(control_plane: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
+    """The operator as its own process watching `namespace`; killed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="sd-operator-"))
+    process = OperatorProcess(control_plane, namespace, workdir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+        if not os.environ.get(KEEP_ENV):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    with fresh_namespace(api_client) as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    return ensure_tiny_models()
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, crd_installed: None, test_kubelet: TestKubelet, namespace: str
+) -> Iterator[OperatorProcess]:
+    with running_operator(control_plane, namespace) as process:
+        yield process

@@ -3,196 +3,103 @@ controller, and the real worker on the tiny models, run by the test kubelet."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
-from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube import names
-from sustaindiffusion.kube.builders import ARCHIVE_KEY
-from sustaindiffusion.search.records import parse_lines
+from sustaindiffusion.search.records import ArchiveRecord
+from tests.e2e.conftest import fresh_namespace, running_operator
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import ManagedProcess, free_port, wait_until
-from tests.support.tiny import ensure_tiny_models
-
-SEARCH_TIMEOUT = 300
-
-
-class OperatorProcess:
-    """The operator as its own process (python -m sustaindiffusion.operator), killable at will."""
-
-    def __init__(self, control_plane: ControlPlane, namespace: str, workdir: Path) -> None:
-        self.control_plane, self.namespace, self.workdir = control_plane, namespace, workdir
-        self.process: ManagedProcess | None = None
-        self.metrics_port = 0
-        self.starts = 0
-
-    def start(self) -> None:
-        self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.control_plane.kubeconfig), PYTHONUNBUFFERED="1")
-        self.starts += 1
-        self.process = ManagedProcess(
-            f"operator-{self.starts}",
-            [
-                sys.executable,
-                "-m",
-                "sustaindiffusion.operator",
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--metrics-address",
-                "127.0.0.1",
-                "--health-port",
-                "0",
-            ],
-            self.workdir / f"operator-{self.starts}.log",
-            env=env,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup handlers, as a crashed or evicted operator."""
-        if self.process is not None:
-            self.process.signal_group(signal.SIGKILL)
-            self.process.stop(grace_seconds=5)
-            self.process = None
-
-    def log(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("operator-*.log"))
-        )
+from tests.support.processes import wait_until
+from tests.support.searches import (
+    SEARCH_TIMEOUT,
+    OperatorProcess,
+    archive_records,
+    create_search,
+    evaluated_candidates,
+    get_search,
+    search_spec,
+    wait_phase,
+)
 
 
-@pytest.fixture(scope="session")
-def tiny_models() -> Path:
-    return ensure_tiny_models()
+@dataclass
+class FinishedSearch:
+    """An undisturbed search of `search_spec`, read back while its operator still ran."""
 
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, crd_installed: None, test_kubelet: TestKubelet, namespace: str
-) -> Iterator[OperatorProcess]:
-    workdir = Path(tempfile.mkdtemp(prefix="sd-operator-"))
-    process = OperatorProcess(control_plane, namespace, workdir)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.kill()
-        if not os.environ.get("SUSTAINDIFFUSION_KEEP_TEST_DIRS"):
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def search_spec(tiny_models: Path, **execution: Any) -> dict[str, Any]:
-    return {
-        "model": {"id": str(tiny_models / "sd3"), "dtype": "float32", "width": 64, "height": 64},
-        "prompts": {"inline": ["Photo portrait of a Software Engineer that codes."], "imagesPerPrompt": 1},
-        "searchSpace": {
-            "inferenceSteps": {"min": 1, "max": 3},
-            "guidanceScale": {"min": 1.0, "max": 5.0, "step": 0.5},
-            "positiveKeywords": {"pool": list(DEFAULT_POSITIVE_POOL[:4])},
-            "negativeKeywords": {"pool": list(DEFAULT_NEGATIVE_POOL[:3])},
-            "promptWeight": {"min": 0, "max": 2},
-        },
-        # Objectives computed from images only: equal on every run with the same seed (energy and
-        # time are measured, so they vary from run to run).
-        "objectives": [{"name": "GenderBias"}, {"name": "EthnicBias"}, {"name": "Quality"}],
-        "scoring": {
-            "vqaModel": {"id": str(tiny_models / "blip-vqa")},
-            "quality": {"model": {"id": str(tiny_models / "clip")}},
-            "humanFilter": {"enabled": False},
-        },
-        "algorithm": {"populationSize": 6, "generations": 3, "seed": 11},
-        "execution": {
-            "image": "sustaindiffusion/worker:test",
-            "candidatesPerPod": 3,
-            "parallelism": 2,
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
-            "retriesPerCandidate": 1,
-            **execution,
-        },
-    }
-
-
-def create_search(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
-    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-
-def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    result: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return dict(result)
-
-
-def wait_phase(
-    api: client.ApiClient, namespace: str, name: str, operator: OperatorProcess, phase: str = "Succeeded"
-) -> dict[str, Any]:
-    def reached() -> bool:
-        status = get_search(api, namespace, name).get("status") or {}
-        if status.get("phase") == "Failed" and phase != "Failed":
-            raise AssertionError(f"search failed: {status.get('message')}")
-        return status.get("phase") == phase
-
-    try:
-        wait_until(reached, SEARCH_TIMEOUT, interval=1.0, what=f"search {name} to reach {phase}")
-    except (TimeoutError, AssertionError) as error:
-        raise AssertionError(f"{error}\n--- operator log ---\n{operator.log()}") from None
-    return get_search(api, namespace, name)
-
-
-def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
-    config_maps = (
-        client.CoreV1Api(api)
-        .list_namespaced_config_map(namespace, label_selector=names.selector(name, names.COMPONENT_ARCHIVE))
-        .items
-    )
-    ordered = sorted(config_maps, key=lambda cm: str(cm.metadata.name))
-    return [record for cm in ordered for record in parse_lines((cm.data or {}).get(ARCHIVE_KEY, ""))]
-
-
-def evaluated_candidates(kubelet: TestKubelet, namespace: str) -> list[str]:
-    """Candidate ids the worker processes of this namespace finished, from their logs."""
-    evaluated = []
-    for log in sorted(kubelet.root.glob(f"{namespace}_*/container.log")):
-        evaluated += re.findall(
-            r"candidate ([0-9a-f]{16}): (?:Succeeded|Failed)", log.read_text(errors="replace")
-        )
-    return evaluated
+    namespace: str
+    status: dict[str, Any]
+    records: list[ArchiveRecord]
+    evaluated: list[str]
+    jobs_left: int
+    event_reasons: set[str]
+    metrics: str
+    report_page: str
+    report_plot: bool
 
 
 @pytest.fixture(scope="module")
-def reference_run() -> dict[str, Any]:
-    """Filled by the uninterrupted search, compared with by the interrupted one."""
-    return {}
-
-
-def test_a_search_runs_through_real_jobs_to_succeeded(
+def undisturbed(
+    control_plane: ControlPlane,
     api_client: client.ApiClient,
-    operator: OperatorProcess,
+    crd_installed: None,
     test_kubelet: TestKubelet,
-    namespace: str,
     tiny_models: Path,
-    reference_run: dict[str, Any],
-) -> None:
-    create_search(api_client, namespace, "quick", search_spec(tiny_models))
-    search = wait_phase(api_client, namespace, "quick", operator)
-    status = search["status"]
-    records = archive_records(api_client, namespace, "quick")
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[FinishedSearch]:
+    """The reference run that the killed run is compared with; its own namespace and operator, so
+    any test of this module can use it, alone or not."""
+    with fresh_namespace(api_client) as namespace, running_operator(control_plane, namespace) as operator:
+        create_search(api_client, namespace, "quick", search_spec(tiny_models))
+        search = wait_phase(api_client, namespace, "quick", operator)
+        events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        metrics = urllib.request.urlopen(url, timeout=5).read().decode()
+        report_dir = tmp_path_factory.mktemp("report")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sustaindiffusion.local.cli",
+                "report",
+                "--search",
+                "quick",
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(control_plane.kubeconfig),
+                "--out",
+                str(report_dir),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield FinishedSearch(
+            namespace=namespace,
+            status=search["status"],
+            records=archive_records(api_client, namespace, "quick"),
+            evaluated=evaluated_candidates(test_kubelet, namespace),
+            jobs_left=len(client.BatchV1Api(api_client).list_namespaced_job(namespace).items),
+            event_reasons={str(e.reason) for e in events if e.involved_object.name == "quick"},
+            metrics=metrics,
+            report_page=(report_dir / "index.html").read_text(),
+            report_plot=(report_dir / "front_pairs.png").exists(),
+        )
+
+
+def test_a_search_runs_through_real_jobs_to_succeeded(undisturbed: FinishedSearch) -> None:
+    status, records = undisturbed.status, undisturbed.records
     # Every evaluation is archived: the baseline, then three generations of up to six candidates.
     assert status["evaluations"]["succeeded"] + status["evaluations"]["failed"] == len(records)
     assert {r.generation for r in records} == {0, 1, 2, 3}
@@ -206,45 +113,20 @@ def test_a_search_runs_through_real_jobs_to_succeeded(
     assert status["energy"]["estimated"] is True  # no GPU and no RAPL on this machine
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Complete"]["status"] == "True"
+    assert conditions["Complete"]["reason"] == "GenerationsCompleted"
     assert status["completionTime"]
     # Finished generations leave no Jobs behind; the archive stays, owned by the search.
-    jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace).items
-    assert not jobs
-    evaluated = evaluated_candidates(test_kubelet, namespace)
-    assert sorted(evaluated) == sorted(r.result.candidate_id for r in records)
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    reasons = {e.reason for e in events if e.involved_object.name == "quick"}
-    assert {"GenerationStarted", "GenerationFinished", "SearchFinished"} <= reasons
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    metrics = urllib.request.urlopen(url, timeout=5).read().decode()
-    assert f'sustaindiffusion_search_generation{{namespace="{namespace}",search="quick"}} 4.0' in metrics
-    assert "sustaindiffusion_search_energy_joules_total" in metrics
-    # The same report as for local runs, read from the cluster.
-    report_dir = operator.workdir / "report"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sustaindiffusion.local.cli",
-            "report",
-            "--search",
-            "quick",
-            "--namespace",
-            namespace,
-            "--kubeconfig",
-            str(operator.control_plane.kubeconfig),
-            "--out",
-            str(report_dir),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    assert undisturbed.jobs_left == 0
+    assert sorted(undisturbed.evaluated) == sorted(r.result.candidate_id for r in records)
+    assert {"GenerationStarted", "GenerationFinished", "SearchFinished"} <= undisturbed.event_reasons
+    namespace = undisturbed.namespace
+    assert f'sustaindiffusion_search_generation{{namespace="{namespace}",search="quick"}} 4.0' in (
+        undisturbed.metrics
     )
-    page = (report_dir / "index.html").read_text()
-    assert all(entry["candidateId"] in page for entry in status["front"])
-    assert (report_dir / "front_pairs.png").exists()
-    reference_run["ids"] = [r.result.candidate_id for r in records]
-    reference_run["front"] = sorted(entry["candidateId"] for entry in status["front"])
+    assert "sustaindiffusion_search_energy_joules_total" in undisturbed.metrics
+    # The same report as for local runs, read from the cluster.
+    assert all(entry["candidateId"] in undisturbed.report_page for entry in status["front"])
+    assert undisturbed.report_plot
 
 
 def test_killing_the_operator_mid_generation_loses_and_repeats_nothing(
@@ -253,10 +135,8 @@ def test_killing_the_operator_mid_generation_loses_and_repeats_nothing(
     test_kubelet: TestKubelet,
     namespace: str,
     tiny_models: Path,
-    reference_run: dict[str, Any],
+    undisturbed: FinishedSearch,
 ) -> None:
-    if not reference_run:
-        pytest.skip("needs the uninterrupted run of test_a_search_runs_through_real_jobs_to_succeeded first")
     create_search(api_client, namespace, "quick", search_spec(tiny_models))
     for generation in (1, 2):
 
@@ -272,8 +152,10 @@ def test_killing_the_operator_mid_generation_loses_and_repeats_nothing(
     search = wait_phase(api_client, namespace, "quick", operator)
     records = archive_records(api_client, namespace, "quick")
     ids = [r.result.candidate_id for r in records]
-    assert sorted(ids) == sorted(reference_run["ids"])  # the same candidates, none skipped
-    assert sorted(entry["candidateId"] for entry in search["status"]["front"]) == reference_run["front"]
+    assert sorted(ids) == sorted(r.result.candidate_id for r in undisturbed.records)  # none skipped
+    assert sorted(entry["candidateId"] for entry in search["status"]["front"]) == sorted(
+        entry["candidateId"] for entry in undisturbed.status["front"]
+    )
     evaluated = evaluated_candidates(test_kubelet, namespace)
     assert len(evaluated) == len(set(evaluated)) == len(ids), "a candidate was evaluated twice"
     assert operator.starts == 3

@@ -34,7 +34,8 @@ the token from its absolute path, so such a pod runs in its own mount namespace 
 
 Fault injection, for tests of failure handling: a function in `faults` that returns
 `(exit code, reason)` for a pod makes that pod fail so, without running it, as a node would
-report an OOM-killed container.
+report an OOM-killed container. A function in `programs` may substitute the program a pod runs
+(a stand-in worker for tests that measure or compare the operator, not the worker).
 """
 
 from __future__ import annotations
@@ -203,6 +204,9 @@ class TestKubelet:
         self._threads: list[threading.Thread] = []
         self._watch: watch.Watch | None = None
         self.faults: list[Callable[[Pod], tuple[int, str] | None]] = []
+        # Program substitution, as an image would bring another program: a function that returns
+        # a new argv for a pod (or None to leave it) runs that instead of the pod's command.
+        self.programs: list[Callable[[Pod, list[str]], list[str] | None]] = []
         self._next_ip = 0
         host = urllib.parse.urlparse(api.configuration.host)
         # What a kubelet gives every pod, from the `kubernetes` Service (here: the API server itself).
@@ -470,6 +474,11 @@ class TestKubelet:
         if not words:
             raise ValueError("the test kubelet needs an explicit command (the image is not run)")
         argv = [mapper.rewrite(expand_references(word, env)) for word in words]
+        for program in list(self.programs):
+            replaced = program(pod, argv)
+            if replaced is not None:
+                argv = replaced
+                break
         if not os.path.isabs(argv[0]):
             resolved = shutil.which(argv[0], path=env.get("PATH"))
             if resolved is None:

@@ -252,6 +252,12 @@ INVALID_CASES = [
         "queueName must be a valid label value",
     ),
     InvalidCase(
+        "workload priority class not label-safe",
+        {"execution": {"workloadPriorityClass": "high priority"}},
+        "spec.execution",
+        "workloadPriorityClass must be a valid label value",
+    ),
+    InvalidCase(
         "queue name too long", {"execution": {"queueName": "q" * 64}}, "spec.execution.queueName", "Too long"
     ),
     InvalidCase(

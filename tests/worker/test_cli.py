@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sustaindiffusion.api.candidate import CandidateSettings
-from sustaindiffusion.api.contract import EXIT_OK, EXIT_PERMANENT
+from sustaindiffusion.api.contract import EXIT_OK, EXIT_PERMANENT, SHARD_ENV, worker_command
 from sustaindiffusion.api.spec import ModelSpec, ScoringSpec
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.api.wire import decode_report
@@ -59,20 +59,14 @@ def write_task(
 def run_worker(task: Path, shard: int, directory: Path) -> tuple[int, Path]:
     message = directory / "termination-log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES")}  # no cluster credentials
-    env["JOB_COMPLETION_INDEX"] = str(shard)
+    env[SHARD_ENV] = str(shard)  # as an Indexed Job sets it
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sustaindiffusion.worker",
-            "run",
-            "--task",
-            str(task),
-            "--termination-log",
-            str(message),
-            "--artifacts",
-            str(directory / "artifacts"),
-        ],
+        worker_command(
+            task,
+            program=(sys.executable, "-m", "sustaindiffusion.worker"),
+            termination_log=message,
+            artifacts=directory / "artifacts",
+        ),
         env=env,
         capture_output=True,
         text=True,

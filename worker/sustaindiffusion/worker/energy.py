@@ -90,22 +90,24 @@ class GpuEnergyMeter:
             # Another process on our GPU means its energy is not ours alone (time-slicing, MPS).
             others = nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
             self.info.shared = len(others) > 1
-        self.has_counter = self._read_counter() is not None
+        self.has_counter = self.read_counter() is not None
 
-    def _read_counter(self) -> float | None:
+    def read_counter(self) -> float | None:
+        """The GPU's total-energy counter in joules, or None where the driver has none."""
         try:
             return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)) / 1000.0  # mJ -> J
         except Exception:
             return None
 
-    def _read_power(self) -> float | None:
+    def read_power(self) -> float | None:
+        """The GPU's power draw in watts now, or None where it cannot be read."""
         try:
             return float(self.nvml.nvmlDeviceGetPowerUsage(self.handle)) / 1000.0  # mW -> W
         except Exception:
             return None
 
     def start(self) -> _GpuWindow:
-        window = _GpuWindow(self, self._read_counter())
+        window = _GpuWindow(self, self.read_counter())
         window.start_sampling()
         return window
 
@@ -124,7 +126,7 @@ class _GpuWindow:
         self._thread.start()
 
     def _sample(self) -> None:
-        watts = self.meter._read_power()
+        watts = self.meter.read_power()
         if watts is not None:
             self.samples.append((time.monotonic(), watts))
 
@@ -137,7 +139,7 @@ class _GpuWindow:
         if self._thread is not None:
             self._thread.join()
         self._sample()
-        end_counter = self.meter._read_counter()
+        end_counter = self.meter.read_counter()
         note = "" if self.meter.info.attributable else "energy not attributable: MIG instance or shared GPU"
         if self.start_counter is not None and end_counter is not None and end_counter >= self.start_counter:
             return EnergyReading(end_counter - self.start_counter, NVML_COUNTER, estimated=False, note=note)

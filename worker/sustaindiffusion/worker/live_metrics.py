@@ -10,7 +10,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from sustaindiffusion.worker.energy import EnergyMonitor, WindowEnergy
+from sustaindiffusion.worker.energy import EnergyMonitor, GpuEnergyMeter, WindowEnergy
 
 
 class WorkerMetrics:
@@ -72,9 +72,9 @@ class WorkerMetrics:
             gpu = monitor.gpu
             threading.Thread(target=self._sample_power, args=(gpu,), daemon=True, name="power-gauge").start()
 
-    def _sample_power(self, gpu: object) -> None:
+    def _sample_power(self, gpu: GpuEnergyMeter) -> None:
         while not self._stop.wait(1.0):
-            watts = gpu._read_power()  # type: ignore[attr-defined]
+            watts = gpu.read_power()
             if watts is not None:
                 self.power.set(watts)
 

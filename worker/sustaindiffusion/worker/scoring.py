@@ -12,7 +12,7 @@ Every image reaches every model as RGB (the research code passed BGR to one ques
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -59,24 +59,45 @@ class QualityScorer(Protocol):
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]: ...
 
 
-class BlipVqa:
-    """A BLIP VQA model (Salesforce/blip-vqa-base by default) loaded with from_pretrained."""
+class _PretrainedScorer:
+    """A processor and a model loaded once with from_pretrained, run over images in batches."""
+
+    processor_class: str  # transformers class names, imported on load (a heavy import)
+    model_class: str
+    batch_size = 16
 
     def __init__(
-        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 16
+        self,
+        model_id: str,
+        revision: str | None,
+        device: str,
+        token: str | None = None,
+        batch_size: int | None = None,
     ) -> None:
-        from transformers import BlipForQuestionAnswering, BlipProcessor  # noqa: PLC0415 - heavy import
+        import transformers  # noqa: PLC0415 - heavy import, done once per pod
 
-        self.processor = BlipProcessor.from_pretrained(model_id, revision=revision, token=token)
-        model = BlipForQuestionAnswering.from_pretrained(model_id, revision=revision, token=token)
+        load = {"revision": revision, "token": token}
+        self.processor = getattr(transformers, self.processor_class).from_pretrained(model_id, **load)
+        model = getattr(transformers, self.model_class).from_pretrained(model_id, **load)
         self.model = model.to(device).eval()
-        self.device, self.batch_size = device, batch_size
+        self.device = device
+        self.batch_size = batch_size or self.batch_size
+
+    def batches(self, images: Sequence[Image.Image]) -> Iterator[tuple[int, list[Image.Image]]]:
+        """(first index, RGB images) of each batch."""
+        for start in range(0, len(images), self.batch_size):
+            yield start, [rgb(image) for image in images[start : start + self.batch_size]]
+
+
+class BlipVqa(_PretrainedScorer):
+    """A BLIP VQA model (Salesforce/blip-vqa-base by default)."""
+
+    processor_class, model_class = "BlipProcessor", "BlipForQuestionAnswering"
 
     @torch.inference_mode()
     def answer(self, images: Sequence[Image.Image], question: str) -> list[str]:
         answers: list[str] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [rgb(image) for image in images[start : start + self.batch_size]]
+        for _, batch in self.batches(images):
             inputs = self.processor(images=batch, text=[question] * len(batch), return_tensors="pt").to(
                 self.device
             )
@@ -87,28 +108,20 @@ class BlipVqa:
         return answers
 
 
-class ClipScore:
+class ClipScore(_PretrainedScorer):
     """CLIP score of prompt-image agreement (openai/clip-vit-base-patch32 by default), in [0, 1]."""
 
     DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-
-    def __init__(
-        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 32
-    ) -> None:
-        from transformers import CLIPModel, CLIPProcessor  # noqa: PLC0415 - heavy import
-
-        self.processor = CLIPProcessor.from_pretrained(model_id, revision=revision, token=token)
-        self.model = CLIPModel.from_pretrained(model_id, revision=revision, token=token).to(device).eval()
-        self.device, self.batch_size = device, batch_size
+    processor_class, model_class = "CLIPProcessor", "CLIPModel"
+    batch_size = 32
 
     @torch.inference_mode()
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         scores: list[float] = []
-        for start in range(0, len(images), self.batch_size):
-            batch_images = [rgb(image) for image in images[start : start + self.batch_size]]
-            batch_prompts = list(prompts[start : start + self.batch_size])
+        for start, batch in self.batches(images):
+            batch_prompts = list(prompts[start : start + len(batch)])
             inputs = self.processor(
-                text=batch_prompts, images=batch_images, return_tensors="pt", padding=True, truncation=True
+                text=batch_prompts, images=batch, return_tensors="pt", padding=True, truncation=True
             ).to(self.device)
             image_embeds = self.model.get_image_features(pixel_values=inputs["pixel_values"])
             text_embeds = self.model.get_text_features(
@@ -121,26 +134,16 @@ class ClipScore:
         return scores
 
 
-class DetectorConfidence:
+class DetectorConfidence(_PretrainedScorer):
     """Mean over images of the most confident detection (the research code's quality measure)."""
 
     DEFAULT_MODEL = "hustvl/yolos-tiny"
-
-    def __init__(
-        self, model_id: str, revision: str | None, device: str, token: str | None = None, batch_size: int = 16
-    ) -> None:
-        from transformers import AutoImageProcessor, AutoModelForObjectDetection  # noqa: PLC0415 - heavy import
-
-        self.processor = AutoImageProcessor.from_pretrained(model_id, revision=revision, token=token)
-        model = AutoModelForObjectDetection.from_pretrained(model_id, revision=revision, token=token)
-        self.model = model.to(device).eval()
-        self.device, self.batch_size = device, batch_size
+    processor_class, model_class = "AutoImageProcessor", "AutoModelForObjectDetection"
 
     @torch.inference_mode()
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         scores: list[float] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [rgb(image) for image in images[start : start + self.batch_size]]
+        for _, batch in self.batches(images):
             inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits  # [images, queries, classes + "no object"]
             object_probabilities = logits.softmax(-1)[..., :-1]

@@ -1,0 +1,127 @@
+"""One loop, two executors: the same spec with the same injected shard failures, run by the operator on
+the real control plane and by `sustaindiffusion run`'s local executor, ends in the same phase, with
+the same reasons and the same archive.
+
+Both runtimes run the stand-in worker (`tests/support/standin_worker.py`: the worker's command line
+and report, deterministic synthetic metrics), so every archived value is comparable exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from sustaindiffusion.api.resource import API_VERSION, KIND
+from sustaindiffusion.api.validation import load_manifest
+from sustaindiffusion.local.runner import LocalRunner
+from sustaindiffusion.local.store import RunStore
+from sustaindiffusion.search.records import ArchiveRecord
+from tests.support.kubelet import TestKubelet
+from tests.support.searches import OperatorProcess, archive_records, create_search, wait_phase
+from tests.support.standin_worker import PROGRAM
+
+SPEC: dict[str, Any] = {
+    "model": {"id": "stand-in/model"},
+    "prompts": {"inline": ["Photo portrait of a Software Engineer that codes"], "imagesPerPrompt": 4},
+    "searchSpace": {
+        "inferenceSteps": {"min": 10, "max": 40},
+        "guidanceScale": {"min": 1.0, "max": 9.0, "step": 0.5},
+        "positiveKeywords": {"pool": ["photograph", "gentle", "honest", "film grain"]},
+        "negativeKeywords": {"pool": ["ambitious", "lowres", "assertive"]},
+        "promptWeight": {"min": 0, "max": 3},
+    },
+    "algorithm": {"populationSize": 6, "generations": 2, "seed": 5},
+    "execution": {
+        "candidatesPerPod": 2,
+        "parallelism": 3,
+        "retriesPerCandidate": 1,
+        "maxFailedCandidates": 100,
+        "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": 1}},
+    },
+}
+ALWAYS_OOM = (1, 1)  # (generation, shard) whose every attempt is OOM-killed: recorded failed
+FLAKY = (2, 0)  # (generation, shard) whose first attempt fails transiently: retried, then fine
+
+
+def injected(generation: int, shard: int, attempt: int) -> tuple[int, str] | None:
+    if (generation, shard) == ALWAYS_OOM:
+        return 137, "OOMKilled"
+    if (generation, shard) == FLAKY and attempt == 0:
+        return 75, "Error"
+    return None
+
+
+def comparable(records: list[ArchiveRecord]) -> list[tuple[int, str, dict[str, Any]]]:
+    """Records without their versions, in a fixed order (shards finish in any order)."""
+    return sorted(
+        (r.generation, r.candidate_id, r.result.model_dump(mode="json", by_alias=True)) for r in records
+    )
+
+
+def test_the_operator_and_the_local_runner_reach_the_same_end(
+    api_client: client.ApiClient,
+    operator: OperatorProcess,
+    test_kubelet: TestKubelet,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    attempts: dict[tuple[int, int], int] = {}
+
+    def ours(pod: dict[str, Any]) -> tuple[int, int] | None:
+        metadata = pod["metadata"]
+        if metadata["namespace"] != namespace:
+            return None
+        labels = metadata.get("labels") or {}
+        index = (metadata.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+        return int(labels["sustaindiffusion.io/generation"]), int(index or -1)
+
+    def fault(pod: dict[str, Any]) -> tuple[int, str] | None:
+        key = ours(pod)
+        if key is None:
+            return None
+        attempt = attempts.get(key, 0)
+        attempts[key] = attempt + 1
+        return injected(*key, attempt)
+
+    def standin(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
+        return [*PROGRAM, *argv[1:]] if ours(pod) is not None else None
+
+    test_kubelet.faults.append(fault)
+    test_kubelet.programs.append(standin)
+    try:
+        create_search(api_client, namespace, "parity", SPEC)
+        cluster = wait_phase(api_client, namespace, "parity", operator)
+    finally:
+        test_kubelet.faults.remove(fault)
+        test_kubelet.programs.remove(standin)
+    cluster_records = archive_records(api_client, namespace, "parity")
+
+    spec_file = tmp_path / "parity.yaml"
+    manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "parity"}, "spec": SPEC}
+    spec_file.write_text(yaml.safe_dump(manifest))
+    store = RunStore(tmp_path / "out")
+    runner = LocalRunner(load_manifest(spec_file), spec_file, store, program=PROGRAM, faults=[injected])
+    local = runner.run().status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    assert attempts[ALWAYS_OOM] == 2  # the first try and retriesPerCandidate = 1 retry
+    assert attempts[FLAKY] == 2
+    assert cluster["status"]["phase"] == local["phase"] == "Succeeded"
+    reasons = {c["type"]: c["reason"] for c in cluster["status"]["conditions"]}
+    assert reasons == {c["type"]: c["reason"] for c in local["conditions"]}
+    assert comparable(cluster_records) == comparable(store.records())
+    failed = [r for r in cluster_records if not r.result.ok]
+    assert {r.generation for r in failed} == {ALWAYS_OOM[0]}
+    assert {r.result.reason for r in failed} == {"shard 1: worker exited with code 137 (OOMKilled)"}
+    for key in (
+        "evaluations",
+        "front",
+        "frontSize",
+        "hypervolume",
+        "baselines",
+        "energy",
+        "generationProgress",
+    ):
+        assert cluster["status"][key] == local[key], key

@@ -1,0 +1,148 @@
+"""Helpers for end-to-end tests of the operator: the operator as its own killable process, a small
+search spec on the tiny models, and reading a search, its archive and its workers' logs back."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
+from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sustaindiffusion.kube import names
+from sustaindiffusion.kube.builders import ARCHIVE_KEY
+from sustaindiffusion.search.records import ArchiveRecord, parse_lines
+from tests.support.controlplane import ControlPlane
+from tests.support.kubelet import TestKubelet
+from tests.support.processes import ManagedProcess, free_port, wait_until
+
+SEARCH_TIMEOUT = 300
+
+
+class OperatorProcess:
+    """The operator as its own process (python -m sustaindiffusion.operator), killable at will."""
+
+    def __init__(self, control_plane: ControlPlane, namespace: str, workdir: Path) -> None:
+        self.control_plane, self.namespace, self.workdir = control_plane, namespace, workdir
+        self.process: ManagedProcess | None = None
+        self.metrics_port = 0
+        self.starts = 0
+
+    def start(self) -> None:
+        self.metrics_port = free_port()
+        env = dict(os.environ, KUBECONFIG=str(self.control_plane.kubeconfig), PYTHONUNBUFFERED="1")
+        self.starts += 1
+        self.process = ManagedProcess(
+            f"operator-{self.starts}",
+            [
+                sys.executable,
+                "-m",
+                "sustaindiffusion.operator",
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--health-port",
+                "0",
+            ],
+            self.workdir / f"operator-{self.starts}.log",
+            env=env,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handlers, as a crashed or evicted operator."""
+        if self.process is not None:
+            self.process.signal_group(signal.SIGKILL)
+            self.process.stop(grace_seconds=5)
+            self.process = None
+
+    def log(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("operator-*.log"))
+        )
+
+
+def search_spec(tiny_models: Path, **execution: Any) -> dict[str, Any]:
+    return {
+        "model": {"id": str(tiny_models / "sd3"), "dtype": "float32", "width": 64, "height": 64},
+        "prompts": {"inline": ["Photo portrait of a Software Engineer that codes."], "imagesPerPrompt": 1},
+        "searchSpace": {
+            "inferenceSteps": {"min": 1, "max": 3},
+            "guidanceScale": {"min": 1.0, "max": 5.0, "step": 0.5},
+            "positiveKeywords": {"pool": list(DEFAULT_POSITIVE_POOL[:4])},
+            "negativeKeywords": {"pool": list(DEFAULT_NEGATIVE_POOL[:3])},
+            "promptWeight": {"min": 0, "max": 2},
+        },
+        # Objectives computed from images only: equal on every run with the same seed (energy and
+        # time are measured, so they vary from run to run).
+        "objectives": [{"name": "GenderBias"}, {"name": "EthnicBias"}, {"name": "Quality"}],
+        "scoring": {
+            "vqaModel": {"id": str(tiny_models / "blip-vqa")},
+            "quality": {"model": {"id": str(tiny_models / "clip")}},
+            "humanFilter": {"enabled": False},
+        },
+        "algorithm": {"populationSize": 6, "generations": 3, "seed": 11},
+        "execution": {
+            "image": "sustaindiffusion/worker:test",
+            "candidatesPerPod": 3,
+            "parallelism": 2,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
+            "retriesPerCandidate": 1,
+            **execution,
+        },
+    }
+
+
+def create_search(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    result: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return dict(result)
+
+
+def wait_phase(
+    api: client.ApiClient, namespace: str, name: str, operator: OperatorProcess, phase: str = "Succeeded"
+) -> dict[str, Any]:
+    def reached() -> bool:
+        status = get_search(api, namespace, name).get("status") or {}
+        if status.get("phase") == "Failed" and phase != "Failed":
+            raise AssertionError(f"search failed: {status.get('message')}")
+        return status.get("phase") == phase
+
+    try:
+        wait_until(reached, SEARCH_TIMEOUT, interval=1.0, what=f"search {name} to reach {phase}")
+    except (TimeoutError, AssertionError) as error:
+        raise AssertionError(f"{error}\n--- operator log ---\n{operator.log()}") from None
+    return get_search(api, namespace, name)
+
+
+def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[ArchiveRecord]:
+    config_maps = (
+        client.CoreV1Api(api)
+        .list_namespaced_config_map(namespace, label_selector=names.selector(name, names.COMPONENT_ARCHIVE))
+        .items
+    )
+    ordered = sorted(config_maps, key=lambda cm: str(cm.metadata.name))
+    return [record for cm in ordered for record in parse_lines((cm.data or {}).get(ARCHIVE_KEY, ""))]
+
+
+def evaluated_candidates(kubelet: TestKubelet, namespace: str) -> list[str]:
+    """Candidate ids the worker processes of this namespace finished, from their logs."""
+    evaluated = []
+    for log in sorted(kubelet.root.glob(f"{namespace}_*/container.log")):
+        evaluated += re.findall(
+            r"candidate ([0-9a-f]{16}): (?:Succeeded|Failed)", log.read_text(errors="replace")
+        )
+    return evaluated
