@@ -31,8 +31,8 @@ class SearchSnapshot:
 
     @classmethod
     def of(cls, engine: SearchEngine, running: int) -> SearchSnapshot:
-        told = [r.metrics for r in engine.told if r.metrics is not None]
         front = engine.front()
+        gpu, cpu = engine.energy_joules()
         objectives: dict[str, list[float]] = {}
         for point in front:
             for name, value in point.objectives.items():
@@ -44,7 +44,7 @@ class SearchSnapshot:
                 "failed": engine.failures,
                 "running": running,
             },
-            energy_joules={"gpu": sum(m.gpu_joules for m in told), "cpu": sum(m.cpu_joules for m in told)},
+            energy_joules={"gpu": gpu, "cpu": cpu},
             hypervolume=engine.hypervolume_history[-1] if engine.hypervolume_history else 0.0,
             front_size=len(front),
             front_objectives=objectives,

@@ -24,6 +24,7 @@ state and asks the identical next candidates. Nothing is pickled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -130,7 +131,6 @@ class SearchEngine:
         self._scales: list[ObjectiveScale] | None = None
         self.quality_threshold: float | None = None
         self.hypervolume_history: list[float] = []
-        self.total_energy_joules = 0.0
         self._stopped: Outcome | None = None  # set when the baseline fails or a stopping rule fires
 
     # ------------------------------------------------------------------ outcome
@@ -182,8 +182,6 @@ class SearchEngine:
         self._results[result.candidate_id] = result
         self._told_in[result.candidate_id] = self.generation
         self.told.append(result)
-        if result.metrics is not None:
-            self.total_energy_joules += result.metrics.gpu_joules + result.metrics.cpu_joules
         self._complete_if_done()
 
     @classmethod
@@ -223,6 +221,16 @@ class SearchEngine:
 
     def candidate(self, candidate_id: str) -> Candidate:
         return self._candidates[candidate_id]
+
+    def energy_joules(self) -> tuple[float, float]:
+        """GPU and CPU joules of every evaluation so far, summed exactly (`math.fsum`), so the total
+        does not depend on the order in which shards reported."""
+        measured = [r.metrics for r in self.told if r.metrics is not None]
+        return math.fsum(m.gpu_joules for m in measured), math.fsum(m.cpu_joules for m in measured)
+
+    @property
+    def total_energy_joules(self) -> float:
+        return math.fsum(self.energy_joules())
 
     @property
     def evaluations(self) -> int:

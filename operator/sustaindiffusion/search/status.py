@@ -94,9 +94,7 @@ def build_status(
         for candidate, result in engine.baselines()
         if result is not None and result.metrics is not None
     ]
-    measured = [r.metrics for r in engine.told if r.metrics is not None]
-    gpu = sum(m.gpu_joules for m in measured)
-    cpu = sum(m.cpu_joules for m in measured)
+    gpu, cpu = engine.energy_joules()
     return SustainSearchStatus(
         phase=decision.phase,
         conditions=conditions,
@@ -123,10 +121,10 @@ def build_status(
         hypervolume=engine.hypervolume_history[-1] if engine.hypervolume_history else None,
         baselines=baselines or None,
         energy=EnergyTotals(
-            total_joules=gpu + cpu,
+            total_joules=engine.total_energy_joules,
             gpu_joules=gpu,
             cpu_joules=cpu,
-            estimated=any(m.energy_estimated for m in measured),
+            estimated=any(r.metrics.energy_estimated for r in engine.told if r.metrics is not None),
         ),
         start_time=start,
         completion_time=completion,
