@@ -81,7 +81,14 @@ def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
 def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> None:
     """The SustainSearch CRD from crds/, established and discoverable."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    extensions = client.ApiextensionsV1Api(api_client)
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_until(established, 60, what="the SustainSearch CRD to be established")
     custom = client.CustomObjectsApi(api_client)
     wait_until(
         lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) is not None, 30, what="discovery"

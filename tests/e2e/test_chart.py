@@ -128,6 +128,7 @@ ALLOWED = [
     ("patch", "sustainsearches.sustaindiffusion.io/status"),
     ("create", "jobs.batch"),
     ("delete", "jobs.batch"),
+    ("deletecollection", "jobs.batch"),
     ("watch", "pods"),
     ("create", "configmaps"),
     ("patch", "configmaps"),

@@ -1,7 +1,7 @@
 """In-memory stand-ins for the generation loop's executor and archive, for loop-level unit tests.
 
-`FakeExecutor` "runs" each launched shard at once with the deterministic fake evaluator; a shard
-can be made to fail (given up with a reason) or to report nothing yet.
+`FakeExecutor` "runs" each launched round at once with the deterministic fake evaluator; a shard can
+be made to settle otherwise (given up, or with an unusable report) or to report nothing yet.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.search.engine import Candidate
-from sustaindiffusion.search.loop import Collected
+from sustaindiffusion.search.loop import Collected, ShardOutcome
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.fake_evaluator import fake_evaluate
 
-# (generation, shard) -> a reason to give the shard up, or None for a normal run
-ShardFault = Callable[[int, int], str | None]
+# (task, shard) -> how the shard settles instead of a normal run, or None for a normal run
+ShardFault = Callable[[EvaluationTask, int], ShardOutcome | None]
 
 
 @dataclass
@@ -36,34 +36,34 @@ class MemoryArchive:
 
 @dataclass
 class FakeExecutor:
-    faults: ShardFault = lambda generation, shard: None
+    faults: ShardFault = lambda task, shard: None
     held: set[int] = field(default_factory=set)  # generations whose shards report nothing yet
-    tasks: dict[int, EvaluationTask] = field(default_factory=dict)
-    launches: list[int] = field(default_factory=list)
+    tasks: dict[tuple[int, int], EvaluationTask] = field(default_factory=dict)  # (generation, round)
+    launches: list[tuple[int, int]] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
 
-    def launched_task(self, generation: int) -> EvaluationTask | None:
-        return self.tasks.get(generation)
+    def launched_tasks(self, generation: int) -> list[EvaluationTask]:
+        return [task for (g, _), task in sorted(self.tasks.items()) if g == generation]
 
-    def launch(self, task: EvaluationTask) -> bool:
-        if task.generation in self.tasks:
-            return False
-        self.tasks[task.generation] = task
-        self.launches.append(task.generation)
-        return True
+    def launch(self, task: EvaluationTask) -> None:
+        key = (task.generation, task.round)
+        if key not in self.tasks:
+            self.tasks[key] = task
+            self.launches.append(key)
 
     def collect(self, task: EvaluationTask) -> Collected:
         collected = Collected()
         if task.generation in self.held:
             return collected
         for shard in range(task.shard_count):
-            reason = self.faults(task.generation, shard)
-            if reason is not None:
-                collected.failed_shards[shard] = reason
-                continue
-            for member in task.shard(shard):
-                candidate = Candidate(member.candidate_id, task.generation, member.settings)
-                collected.results.append((shard, fake_evaluate(candidate)))
+            outcome = self.faults(task, shard)
+            if outcome is None:
+                results = [
+                    fake_evaluate(Candidate(member.candidate_id, task.generation, member.settings))
+                    for member in task.shard(shard)
+                ]
+                outcome = ShardOutcome(results=results)
+            collected.shards[shard] = outcome
         return collected
 
     def release(self, generation: int) -> None:

@@ -42,6 +42,42 @@ def spec(**execution: Any) -> SustainSearchSpec:
     )
 
 
+def task_of(
+    search_spec: SustainSearchSpec,
+    generation: int = 0,
+    shards: int = 1,
+    round: int = 0,
+    retries: int | None = None,
+) -> EvaluationTask:
+    candidates = [
+        TaskCandidate(candidate_id=f"{i:016x}", settings=CandidateSettings(inference_steps=10 + i))
+        for i in range(shards)
+    ]
+    return EvaluationTask.of(
+        "my-search",
+        search_spec,
+        generation,
+        ["p"],
+        candidates,
+        1,
+        save_images=False,
+        round=round,
+        retries=retries,
+    )
+
+
+def test_a_follow_up_round_has_its_own_names_and_retry_budget() -> None:
+    task = task_of(spec(), generation=4, shards=2, round=1, retries=0)
+    job = builders.worker_job(SEARCH, spec(), task)
+    assert job["metadata"]["name"] == "my-search-g0004-r1"
+    assert job["metadata"]["labels"][names.LABEL_ROUND] == "1"
+    assert job["spec"]["template"]["metadata"]["labels"][names.LABEL_ROUND] == "1"
+    assert job["spec"]["backoffLimitPerIndex"] == 0
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["task"]["configMap"]["name"] == "my-search-g0004-r1-task"
+    assert builders.task_config_map(SEARCH, task)["metadata"]["name"] == "my-search-g0004-r1-task"
+
+
 def test_names_are_deterministic_and_valid_dns_labels() -> None:
     assert names.job_name("s", 3) == "s-g0003"
     assert names.task_config_map_name("s", 3) == "s-g0003-task"
@@ -60,7 +96,7 @@ def test_names_are_deterministic_and_valid_dns_labels() -> None:
 
 
 def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
-    job = builders.worker_job(SEARCH, spec(), generation=4, shards=5)
+    job = builders.worker_job(SEARCH, spec(), task_of(spec(), generation=4, shards=5))
     metadata, job_spec = job["metadata"], job["spec"]
     assert metadata["name"] == "my-search-g0004"
     assert metadata["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
@@ -113,21 +149,21 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
 
 def test_the_install_worker_image_replaces_only_the_default() -> None:
     plain = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})
-    job = builders.worker_job(SEARCH, plain, 0, 1, default_image="registry.internal/sd/worker:1")
+    job = builders.worker_job(SEARCH, plain, task_of(plain), default_image="registry.internal/sd/worker:1")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.internal/sd/worker:1"
     chosen = SustainSearchSpec.model_validate(
         {"prompts": {"inline": ["p"]}, "execution": {"image": "mine:2"}}
     )
-    job = builders.worker_job(SEARCH, chosen, 0, 1, default_image="registry.internal/sd/worker:1")
+    job = builders.worker_job(SEARCH, chosen, task_of(chosen), default_image="registry.internal/sd/worker:1")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:2"
 
 
 def test_optional_pod_fields_are_left_out_when_unset() -> None:
     plain = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})
-    pod = builders.worker_job(SEARCH, plain, 0, 1)["spec"]["template"]["spec"]
+    pod = builders.worker_job(SEARCH, plain, task_of(plain))["spec"]["template"]["spec"]
     for absent in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName"):
         assert absent not in pod
-    labels = builders.worker_job(SEARCH, plain, 0, 1)["metadata"]["labels"]
+    labels = builders.worker_job(SEARCH, plain, task_of(plain))["metadata"]["labels"]
     assert "kueue.x-k8s.io/queue-name" not in labels
 
 

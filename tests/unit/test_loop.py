@@ -11,10 +11,18 @@ from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.search.engine import OutcomeReason, SearchEngine
-from sustaindiffusion.search.loop import Collected, GenerationLoop, PromptsUnavailableError, Step, new_records
+from sustaindiffusion.search.loop import (
+    Collected,
+    GenerationLoop,
+    PromptsUnavailableError,
+    Settlement,
+    ShardOutcome,
+    Step,
+    settle,
+)
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.engine_runs import make_spec, run
-from tests.support.fake_executor import FakeExecutor, MemoryArchive
+from tests.support.fake_executor import FakeExecutor, MemoryArchive, ShardFault
 
 
 def loop_of(spec: SustainSearchSpec, archive: MemoryArchive, executor: FakeExecutor) -> GenerationLoop:
@@ -44,7 +52,7 @@ def test_the_loop_runs_a_search_as_the_engine_alone_would() -> None:
     assert {e["candidateId"] for e in status["front"]} == {
         p.candidate.candidate_id for p in reference.front()
     }
-    assert executor.launches == [0, 1, 2, 3]
+    assert executor.launches == [(0, 0), (1, 0), (2, 0), (3, 0)]
     assert executor.released == [0, 1, 2, 3]  # each generation freed once, after it was archived
     assert step.observation.outcome.reason is OutcomeReason.GENERATIONS_COMPLETED
     assert all(r.engine is not None for r in archive.records)
@@ -62,7 +70,7 @@ def test_a_loop_rebuilt_from_the_archive_after_every_step_repeats_nothing() -> N
     ids = [r.candidate_id for r in archive.records]
     assert len(ids) == len(set(ids))
     assert status["phase"] == "Succeeded"
-    assert sorted(executor.launches) == [0, 1, 2, 3]
+    assert sorted(executor.launches) == [(0, 0), (1, 0), (2, 0), (3, 0)]
 
 
 def test_an_archive_append_that_fails_tells_the_engine_nothing() -> None:
@@ -81,9 +89,7 @@ def test_an_archive_append_that_fails_tells_the_engine_nothing() -> None:
 
 def test_given_up_shards_become_failures_with_their_reason() -> None:
     spec = make_spec(execution={"candidatesPerPod": 3, "maxFailedCandidates": 100})
-    executor = FakeExecutor(
-        faults=lambda generation, shard: "shard 1: OOMKilled" if generation == 1 and shard == 1 else None
-    )
+    executor = FakeExecutor(faults=given_up_at(1, 1, "shard 1: OOMKilled"))
     archive = MemoryArchive()
     _, status = drive(loop_of(spec, archive, executor))
     failed = [r for r in archive.records if not r.result.ok]
@@ -96,9 +102,7 @@ def test_given_up_shards_become_failures_with_their_reason() -> None:
 
 def test_too_many_failures_stop_the_search_and_release_the_generation_in_flight() -> None:
     spec = make_spec(execution={"candidatesPerPod": 2, "maxFailedCandidates": 1})
-    executor = FakeExecutor(
-        faults=lambda generation, shard: "boom" if generation == 1 and shard == 0 else None
-    )
+    executor = FakeExecutor(faults=given_up_at(1, 0, "boom"))
     archive = MemoryArchive()
     step, status = drive(loop_of(spec, archive, executor))
     assert status["phase"] == "Failed"
@@ -136,40 +140,122 @@ def test_the_launched_task_keeps_its_shard_map_when_the_spec_changes() -> None:
     """candidatesPerPod may change mid-generation; the failures map to the shards as launched."""
     archive, executor = MemoryArchive(), FakeExecutor(held={0})
     loop_of(make_spec(execution={"candidatesPerPod": 1}), archive, executor).step({})
-    launched = executor.tasks[0]
+    launched = executor.tasks[(0, 0)]
     executor.held.clear()
     changed = loop_of(make_spec(execution={"candidatesPerPod": 4}), archive, executor)
     changed.step({})
-    assert executor.tasks[0] is launched
+    assert executor.tasks[(0, 0)] is launched
     assert launched.candidates_per_shard == 1
 
 
-def test_new_records_take_only_a_shards_own_pending_candidates() -> None:
-    task = EvaluationTask.of(
+def given_up_at(generation: int, shard: int, reason: str) -> ShardFault:
+    def fault(task: EvaluationTask, index: int) -> ShardOutcome | None:
+        if (task.generation, index) == (generation, shard):
+            return ShardOutcome(failure=reason, attempts=2, final=True)
+        return None
+
+    return fault
+
+
+def task_of(ids: list[str], per_shard: int, round: int = 0, retries: int = 1) -> EvaluationTask:
+    return EvaluationTask.of(
         "s",
         make_spec(),
         generation=2,
         prompts=["p"],
-        candidates=[
-            TaskCandidate(candidate_id=f"{i:016x}", settings={"inferenceSteps": 10 + i}) for i in range(4)
-        ],
-        candidates_per_shard=2,
+        candidates=[TaskCandidate(candidate_id=i, settings={"inferenceSteps": 10}) for i in ids],
+        candidates_per_shard=per_shard,
         save_images=False,
+        round=round,
+        retries=retries,
     )
+
+
+IDS = [f"{i:016x}" for i in range(4)]
+
+
+def test_settle_takes_only_a_shards_own_results_and_fails_given_up_shards() -> None:
+    task = task_of(IDS, per_shard=2)
     ok = EvaluationResult.failed  # any result object will do for the bookkeeping
     collected = Collected(
-        results=[
-            (0, ok(f"{0:016x}", "fine")),
-            (0, ok(f"{2:016x}", "forged: belongs to shard 1")),
-            (1, ok(f"{3:016x}", "fine")),
-        ],
-        failed_shards={1: "shard 1: worker exited with code 137 (OOMKilled)"},
+        shards={
+            0: ShardOutcome(results=[ok(IDS[0], "fine"), ok(IDS[2], "forged: belongs to shard 1")]),
+            1: ShardOutcome(
+                results=[ok(IDS[3], "fine")], failure="shard 1: exited with code 137 (OOMKilled)", final=True
+            ),
+        }
     )
-    pending = {f"{i:016x}" for i in (0, 2, 3)}  # candidate 1 was ingested earlier
-    records = new_records(task, collected, pending)
-    assert [(r.candidate_id, r.result.reason) for r in records] == [
-        (f"{0:016x}", "fine"),
-        (f"{3:016x}", "fine"),
-        (f"{2:016x}", "shard 1: worker exited with code 137 (OOMKilled)"),
+    pending = {IDS[0], IDS[2], IDS[3]}  # candidate 1 was ingested earlier
+    settlement = settle([(task, collected)], pending)
+    assert [(r.candidate_id, r.result.reason) for r in settlement.records] == [
+        (IDS[0], "fine"),
+        (IDS[2], "shard 1: exited with code 137 (OOMKilled)"),
+        (IDS[3], "fine"),
     ]
-    assert all(isinstance(r, ArchiveRecord) and r.generation == 2 for r in records)
+    assert settlement.retry == {}
+    assert all(isinstance(r, ArchiveRecord) and r.generation == 2 for r in settlement.records)
+
+
+def test_an_unusable_report_is_retried_once_the_round_has_settled() -> None:
+    task = task_of(IDS, per_shard=2, retries=1)
+    unusable = ShardOutcome(failure="shard 0: unusable worker report (empty)")
+    running = Collected(shards={0: unusable})
+    assert settle([(task, running)], set(IDS)) == Settlement()  # shard 1 still runs: wait
+    done = Collected(
+        shards={0: unusable, 1: ShardOutcome(results=[EvaluationResult.failed(i, "x") for i in IDS[2:]])}
+    )
+    settlement = settle([(task, done)], set(IDS))
+    assert [r.candidate_id for r in settlement.records] == IDS[2:]
+    assert settlement.retry == {IDS[0]: 1, IDS[1]: 1}
+    # The follow-up round settles the same way again: their two attempts are spent.
+    follow_up = task_of(IDS[:2], per_shard=2, round=1, retries=0)
+    again = Collected(shards={0: ShardOutcome(failure="shard 0: the worker's report has no result")})
+    final = settle([(task, done), (follow_up, again)], set(IDS[:2]))
+    assert [(r.candidate_id, r.result.reason) for r in final.records] == [
+        (IDS[0], "shard 0: the worker's report has no result"),
+        (IDS[1], "shard 0: the worker's report has no result"),
+    ]
+    assert final.retry == {}
+
+
+def test_a_lost_report_is_evaluated_again_by_the_loop_and_nothing_is_lost() -> None:
+    spec = make_spec(execution={"candidatesPerPod": 3, "retriesPerCandidate": 1})
+
+    def lose_first_report(task: EvaluationTask, shard: int) -> ShardOutcome | None:
+        if (task.generation, task.round, shard) == (1, 0, 0):
+            return ShardOutcome(failure="shard 0: its pod was removed before its report was read")
+        return None
+
+    archive, executor = MemoryArchive(), FakeExecutor(faults=lose_first_report)
+    step, status = drive(loop_of(spec, archive, executor))
+    assert status["phase"] == "Succeeded"
+    assert (1, 1) in executor.launches  # the follow-up round of generation 1
+    follow_up = executor.tasks[(1, 1)]
+    assert [c.candidate_id for c in follow_up.candidates] == [
+        c.candidate_id for c in executor.tasks[(1, 0)].shard(0)
+    ]
+    assert follow_up.retries == 0
+    assert all(r.result.ok for r in archive.records)
+    reference = SearchEngine(spec)
+    run(reference)
+    assert sorted(r.candidate_id for r in archive.records) == sorted(r.candidate_id for r in reference.told)
+    assert step.finished
+
+
+def test_a_report_lost_every_time_fails_its_candidates_with_the_reason() -> None:
+    spec = make_spec(execution={"candidatesPerPod": 3, "retriesPerCandidate": 2, "maxFailedCandidates": 100})
+
+    def always_lost(task: EvaluationTask, shard: int) -> ShardOutcome | None:
+        if task.generation == 1 and shard == 0:
+            return ShardOutcome(failure="shard 0: unusable worker report (the termination message is empty)")
+        return None
+
+    archive, executor = MemoryArchive(), FakeExecutor(faults=always_lost)
+    _, status = drive(loop_of(spec, archive, executor))
+    assert [key for key in executor.launches if key[0] == 1] == [(1, 0), (1, 1), (1, 2)]  # 3 attempts
+    failed = [r for r in archive.records if not r.result.ok]
+    assert len(failed) == 3
+    assert {r.result.reason for r in failed} == {
+        "shard 0: unusable worker report (the termination message is empty)"
+    }
+    assert status["phase"] == "Succeeded"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.wire import (
     TERMINATION_MESSAGE_LIMIT,
+    ReportError,
     ReportTooLargeError,
     ShardReport,
     decode_report,
@@ -71,7 +78,120 @@ def test_a_shard_too_large_is_refused_with_advice() -> None:
 
 
 def test_garbage_is_not_a_report() -> None:
-    with pytest.raises(ValueError, match="not a worker report"):
+    with pytest.raises(ReportError, match="not a version-1 worker report"):
         decode_report("Error: something printed to the log")
-    with pytest.raises(ValueError, match="version-1"):
+    with pytest.raises(ReportError, match="version-1"):
         decode_report('{"v": 99}')
+
+
+GOOD_ROW = ["0123456789abcdef", 1, 0.5, 0.25, 0.6, 10.0, 1.0, 5.0, 5.0, 0, 4]
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        ("", "empty"),
+        ('{"v":1}', "g: Field required"),
+        ('{"v":1,"g":0,"s":0,"r":[5]}', "r.0: Input should be a valid array"),
+        ('{"v":1,"g":1e400,"s":0}', "g: Input should be a valid integer"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,1e400,0,0,0,0,0,0,0,1]]}', "gender_bias"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,NaN,0,0,0,0,0,0,0,1]]}', "finite number"),
+        (
+            '{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5,0.5,0.5,-1,0,0,0,0,1]]}',
+            "greater than or equal",
+        ),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,1.5,0,0,0,0,0,0,0,1]]}', "less than or equal to 1"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef"]]}', "row 0: expected"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",true,0.5]]}', "row 0: expected"),
+        ('{"v":1,"g":0,"s":0,"r":[["../../etc/passwd",1,0.5,0,0,0,0,0,0,0,1]]}', "is not a candidate id"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",0,"oom"]]}', "row 0"),
+        ('{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5]]}', "row 0"),
+        ("[" * 5000 + "]" * 5000, "not a version-1"),
+        ('{"v":1,"g":0,"s":0,"x":' + '"' + "a" * 70_000 + '"}', "more than any report"),
+        (f'{{"v":1,"g":0,"s":0,"r":[{GOOD_ROW},{GOOD_ROW}]}}'.replace("'", '"'), "reported twice"),
+    ],
+)
+def test_malformed_messages_are_refused_with_a_reason(message: str, why: str) -> None:
+    with pytest.raises(ReportError, match=why):
+        decode_report(message)
+
+
+def test_a_report_must_be_the_shards_own() -> None:
+    text = encode_report(_report(2))
+    members = {f"{0:016x}", f"{1:016x}"}
+    assert len(decode_report(text, generation=7, shard=3, members=members).results) == 2
+    with pytest.raises(ReportError, match="generation 7, not 8"):
+        decode_report(text, generation=8)
+    with pytest.raises(ReportError, match="shard 3, not 4"):
+        decode_report(text, shard=4)
+    with pytest.raises(ReportError, match=f"candidate {1:016x} is not one of this shard's"):
+        decode_report(text, members={f"{0:016x}"})
+
+
+def test_rows_of_older_and_newer_workers_decode() -> None:
+    """Rows list Metrics' fields in order: shorter rows take defaults, longer ones keep what is known."""
+    older = '{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5,0.25,0.6,10.0,1.0]]}'
+    metrics = decode_report(older).results[0].metrics
+    assert metrics is not None
+    assert (metrics.gpu_joules, metrics.images, metrics.energy_estimated) == (0.0, 0, False)
+    newer = '{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5,0.25,0.6,10.0,1.0,5,5,1,4,7,8,9]]}'
+    assert decode_report(newer).results[0].metrics == Metrics(
+        gender_bias=0.5,
+        ethnic_bias=0.25,
+        quality=0.6,
+        energy_joules_per_image=10.0,
+        seconds_per_image=1.0,
+        gpu_joules=5,
+        cpu_joules=5,
+        energy_estimated=True,
+        images=4,
+    )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=12) | st.dictionaries(st.text(max_size=8), children, max_size=8)
+    ),
+    max_leaves=60,
+)
+REPORTISH = st.fixed_dictionaries(
+    {"v": st.sampled_from([1, 1, 1, 2, "1", True])},
+    optional={
+        "g": JSON | st.integers(min_value=0, max_value=5),
+        "s": JSON | st.integers(min_value=0, max_value=5),
+        "d": JSON,
+        "e": JSON,
+        "r": st.lists(
+            st.lists(JSON, max_size=14)
+            | st.tuples(st.sampled_from(["0123456789abcdef", "x"]), st.sampled_from([0, 1]), JSON, JSON).map(
+                list
+            ),
+            max_size=6,
+        ),
+        "x": JSON,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(JSON, REPORTISH).map(lambda value: json.dumps(value, allow_nan=True)[:4096]))
+def test_any_json_decodes_or_raises_report_error_only(text: str) -> None:
+    try:
+        report = decode_report(text, shard=0, members={"0123456789abcdef"})
+    except ReportError:
+        return
+    for result in report.results:
+        assert result.candidate_id == "0123456789abcdef"
+        if result.metrics is not None:
+            dumped = result.metrics.model_dump()
+            assert all(math.isfinite(v) and v >= 0 for v in dumped.values() if isinstance(v, float))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=4096))
+def test_any_bytes_decode_or_raise_report_error_only(data: bytes) -> None:
+    with contextlib.suppress(ReportError):
+        decode_report(data)
+    with contextlib.suppress(ReportError):
+        decode_report(data.decode("latin-1"))

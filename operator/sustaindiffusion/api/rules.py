@@ -69,6 +69,7 @@ class ApiModel(BaseModel):
         extra="forbid",
         json_schema_extra=_add_rules_to_schema,
         validate_default=False,
+        allow_inf_nan=False,  # JSON has no Infinity or NaN; a value that is one is refused, not passed on
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()

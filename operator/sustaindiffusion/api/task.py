@@ -1,8 +1,11 @@
 """The evaluation task: what the operator (or the local runner) hands a worker.
 
-One task describes a whole generation; a worker pod evaluates one shard of it (shard i holds
+One task describes a round of a generation; a worker pod evaluates one shard of it (shard i holds
 candidates [i * candidates_per_shard, (i + 1) * candidates_per_shard)), so one ConfigMap and one
-Indexed Job serve a generation. It carries everything needed and nothing secret.
+Indexed Job serve a round. Round 0 holds the generation's candidates; a later round holds only the
+candidates an earlier round left without a usable result (a report lost, unreadable or partial).
+The task is written once and read back: its shard map is the one that counts. It carries
+everything needed and nothing secret.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class EvaluationTask(ApiModel):
     candidates: Annotated[list[TaskCandidate], Field(min_length=1)] = Field(description="All candidates.")
     candidates_per_shard: int = Field(ge=1, description="Candidates per worker pod.")
     save_images: bool = Field(default=False, description="Write images to the artifacts directory.")
+    round: int = Field(default=0, ge=0, description="Round of the generation (0: its first).")
+    retries: int = Field(
+        default=0, ge=0, description="Retries of a failed worker run of a shard (for the executor)."
+    )
 
     @classmethod
     def of(
@@ -56,8 +63,11 @@ class EvaluationTask(ApiModel):
         candidates: list[TaskCandidate],
         candidates_per_shard: int,
         save_images: bool,
+        round: int = 0,
+        retries: int | None = None,
     ) -> EvaluationTask:
-        """The task of `candidates` under `spec` (model, prompts, seeds and scoring come from it)."""
+        """The task of `candidates` under `spec` (model, prompts, seeds, scoring and, unless given,
+        retries come from it)."""
         return cls(
             search=search,
             generation=generation,
@@ -69,7 +79,12 @@ class EvaluationTask(ApiModel):
             candidates=candidates,
             candidates_per_shard=candidates_per_shard,
             save_images=save_images,
+            round=round,
+            retries=spec.execution.retries_per_candidate if retries is None else retries,
         )
+
+    def members(self, shard: int) -> set[str]:
+        return {c.candidate_id for c in self.shard(shard)}
 
     @property
     def shard_count(self) -> int:

@@ -1,25 +1,47 @@
 """The compact report a worker pod leaves in its termination message, and how it is read back.
 
 Kubernetes keeps at most 4096 bytes of a container's termination message, so results travel as
-short JSON arrays; `encode_report` measures the size and refuses to exceed the budget (the
-caller then says so plainly instead of losing results silently).
+short JSON arrays; `encode_report` measures the size and refuses to exceed the budget (the caller
+then says so plainly instead of losing results silently).
 
     {"v": 1, "g": generation, "s": shard, "d": device, "e": [gpu method, cpu method],
-     "r": [[id, 1, gb, eb, q, J/img, s/img, gpu J, cpu J, estimated, images],
+     "r": [[id, 1, <the Metrics fields in declaration order>],   # bools as 0/1
            [id, 0, reason, retryable], ...],
      "x": fatal error or null}
+
+A succeeded row lists `Metrics`' fields in the order the model declares them, so a field added to
+`Metrics` (with a default) travels without touching this module; rows shorter than today's (an older
+worker) take the defaults, longer ones (a newer worker) keep what this code knows. Removing or
+reordering a field needs a new `WIRE_VERSION`.
+
+Decoding is total: whatever the text (a hostile or broken worker, a log tail, arbitrary bytes), the
+result is a `ShardReport` or a `ReportError` with the reason, never another exception. Metrics must be
+finite and in range, and when the caller names the shard's candidates, every result must be one
+of them.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sustaindiffusion.api.results import EvaluationResult, EvaluationStatus, Metrics
 
 WIRE_VERSION = 1
 TERMINATION_MESSAGE_LIMIT = 4096
 REASON_LIMIT = 160
+MESSAGE_READ_LIMIT = 64 * 1024  # no report is longer; anything longer is refused unread
+CANDIDATE_ID = r"^[0-9a-f]{16}$"
+METRIC_FIELDS = tuple(Metrics.model_fields)
+
+
+class ReportError(ValueError):
+    """A termination message that is not a usable worker report; the message says why."""
 
 
 class ReportTooLargeError(ValueError):
@@ -37,26 +59,25 @@ class ShardReport:
     fatal: str | None = None
 
 
+# ----------------------------------------------------------------------------- encoding
+
+
 def _round(value: float) -> float:
     return float(f"{value:.6g}")
+
+
+def _wire_value(value: object) -> object:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return _round(value)
+    return value
 
 
 def _encode_result(result: EvaluationResult, retryable: bool, reason_limit: int) -> list[object]:
     metrics = result.metrics
     if result.status is EvaluationStatus.SUCCEEDED and metrics is not None:
-        return [
-            result.candidate_id,
-            1,
-            _round(metrics.gender_bias),
-            _round(metrics.ethnic_bias),
-            _round(metrics.quality),
-            _round(metrics.energy_joules_per_image),
-            _round(metrics.seconds_per_image),
-            _round(metrics.gpu_joules),
-            _round(metrics.cpu_joules),
-            int(metrics.energy_estimated),
-            metrics.images,
-        ]
+        return [result.candidate_id, 1, *(_wire_value(getattr(metrics, name)) for name in METRIC_FIELDS)]
     return [result.candidate_id, 0, (result.reason or "unknown failure")[:reason_limit], int(retryable)]
 
 
@@ -75,7 +96,7 @@ def encode_report(report: ShardReport, limit: int = TERMINATION_MESSAGE_LIMIT) -
             ],
             "x": report.fatal[: reason_limit * 4] if report.fatal else None,
         }
-        text = json.dumps(payload, separators=(",", ":"))
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
         size = len(text.encode())
         if size <= limit:
             return text
@@ -85,39 +106,108 @@ def encode_report(report: ShardReport, limit: int = TERMINATION_MESSAGE_LIMIT) -
     )
 
 
-def decode_report(text: str) -> ShardReport:
-    """Read a worker's termination message; raises ValueError with a reason when it is not one."""
+# ----------------------------------------------------------------------------- decoding
+
+CandidateId = Annotated[str, Field(pattern=CANDIDATE_ID)]
+Flag = Literal[0, 1]
+Reason = Annotated[str, Field(max_length=4 * REASON_LIMIT)]
+_FAILED_ROW = TypeAdapter(tuple[CandidateId, Literal[0], Reason, Flag])
+
+
+class _Envelope(BaseModel):
+    """The report's outer shape; rows are checked one by one below."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)
+
+    v: Literal[1]
+    g: Annotated[int, Field(ge=0, le=10_000_000)]
+    s: Annotated[int, Field(ge=0, le=1_000_000)]
+    d: Annotated[str, Field(max_length=256)] = ""
+    e: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=2)] = []
+    r: Annotated[list[list[Any]], Field(max_length=1024)] = []
+    x: Annotated[str, Field(max_length=4096)] | None = None
+
+
+def decode_report(
+    text: str | bytes,
+    *,
+    generation: int | None = None,
+    shard: int | None = None,
+    members: Collection[str] | None = None,
+) -> ShardReport:
+    """Read a worker's termination message. `generation`, `shard` and `members` (the shard's
+    candidate ids), when given, must match what the report claims. Raises only ReportError."""
     try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"termination message is not a worker report: {error.msg}") from None
-    if not isinstance(payload, dict) or payload.get("v") != WIRE_VERSION:
-        raise ValueError(f"termination message is not a version-{WIRE_VERSION} worker report")
-    methods = [*payload.get("e", []), "", ""]
+        return _decode(text, generation, shard, members)
+    except ReportError:
+        raise
+    except Exception as error:  # a decoder that can raise anything else can wedge its caller
+        raise ReportError(f"termination message is not a worker report ({type(error).__name__})") from None
+
+
+def _decode(
+    text: str | bytes, generation: int | None, shard: int | None, members: Collection[str] | None
+) -> ShardReport:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not text.strip():
+        raise ReportError("the termination message is empty: the worker left no report")
+    if len(text) > MESSAGE_READ_LIMIT:
+        raise ReportError(f"the termination message has {len(text)} characters, more than any report")
+    try:
+        envelope = _Envelope.model_validate_json(text)
+    except ValidationError as error:
+        reason = _why(error)
+        raise ReportError(
+            f"termination message is not a version-{WIRE_VERSION} worker report: {reason}"
+        ) from None
+    if generation is not None and envelope.g != generation:
+        raise ReportError(f"the report is for generation {envelope.g}, not {generation}")
+    if shard is not None and envelope.s != shard:
+        raise ReportError(f"the report is for shard {envelope.s}, not {shard}")
+    methods = [*envelope.e, "", ""]
     report = ShardReport(
-        generation=int(payload["g"]),
-        shard=int(payload["s"]),
-        device=str(payload.get("d", "")),
-        energy_methods=(str(methods[0]), str(methods[1])),
-        fatal=payload.get("x"),
+        generation=envelope.g,
+        shard=envelope.s,
+        device=envelope.d,
+        energy_methods=(methods[0], methods[1]),
+        fatal=envelope.x,
     )
-    for row in payload.get("r", []):
-        candidate_id, ok = str(row[0]), bool(row[1])
-        if ok:
-            gb, eb, q, epi, spi, gj, cj, est, n = row[2:11]
-            metrics = Metrics(
-                gender_bias=gb,
-                ethnic_bias=eb,
-                quality=q,
-                energy_joules_per_image=epi,
-                seconds_per_image=spi,
-                gpu_joules=gj,
-                cpu_joules=cj,
-                energy_estimated=bool(est),
-                images=int(n),
-            )
-            report.results.append(EvaluationResult.succeeded(candidate_id, metrics))
-        else:
-            report.results.append(EvaluationResult.failed(candidate_id, str(row[2])))
-            report.retryable[candidate_id] = bool(row[3])
+    seen: set[str] = set()
+    for number, row in enumerate(envelope.r):
+        result, retryable = _decode_row(number, row)
+        if result.candidate_id in seen:
+            raise ReportError(f"row {number}: candidate {result.candidate_id} is reported twice")
+        if members is not None and result.candidate_id not in members:
+            raise ReportError(f"row {number}: candidate {result.candidate_id} is not one of this shard's")
+        seen.add(result.candidate_id)
+        report.results.append(result)
+        if retryable is not None:
+            report.retryable[result.candidate_id] = retryable
     return report
+
+
+def _decode_row(number: int, row: list[Any]) -> tuple[EvaluationResult, bool | None]:
+    if len(row) < 2 or row[1] not in (0, 1) or isinstance(row[1], bool):
+        raise ReportError(f"row {number}: expected [candidate id, 1, metrics...] or [candidate id, 0, ...]")
+    if row[1] == 0:
+        try:
+            candidate_id, _, reason, retryable = _FAILED_ROW.validate_python(tuple(row), strict=True)
+        except ValidationError as error:
+            raise ReportError(f"row {number}: {_why(error)}") from None
+        return EvaluationResult.failed(candidate_id, reason), bool(retryable)
+    candidate_id = row[0]
+    if not isinstance(candidate_id, str) or re.fullmatch(CANDIDATE_ID, candidate_id) is None:
+        raise ReportError(f"row {number}: {str(candidate_id)[:40]!r} is not a candidate id")
+    values = dict(zip(METRIC_FIELDS, row[2:], strict=False))
+    try:
+        metrics = Metrics.model_validate(values)
+    except ValidationError as error:
+        raise ReportError(f"row {number}: {_why(error)}") from None
+    return EvaluationResult.succeeded(candidate_id, metrics), None
+
+
+def _why(error: ValidationError) -> str:
+    details = error.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in details["loc"])
+    return f"{location}: {details['msg']}" if location else details["msg"]

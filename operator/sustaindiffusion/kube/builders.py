@@ -63,9 +63,9 @@ def task_config_map(search: SearchRef, task: EvaluationTask) -> Manifest:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": task_config_map_name(search.name, task.generation),
+            "name": task_config_map_name(search.name, task.generation, task.round),
             "namespace": search.namespace,
-            "labels": labels(search.name, COMPONENT_TASK, task.generation),
+            "labels": labels(search.name, COMPONENT_TASK, task.generation, task.round),
             "ownerReferences": [search.owner_reference()],
         },
         "data": {TASK_KEY: task.model_dump_json(by_alias=True)},
@@ -80,21 +80,22 @@ def worker_image(spec: SustainSearchSpec, install_default: str | None) -> str:
 
 
 def worker_job(
-    search: SearchRef, spec: SustainSearchSpec, generation: int, shards: int, default_image: str | None = None
+    search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, default_image: str | None = None
 ) -> Manifest:
-    """The Indexed Job of one generation: one completion per shard of candidates."""
+    """The Indexed Job of one round of a generation: one completion per shard of the task."""
     execution = spec.execution
-    job_labels = labels(search.name, COMPONENT_WORKER, generation)
+    generation, shards = task.generation, task.shard_count
+    job_labels = labels(search.name, COMPONENT_WORKER, generation, task.round)
     if execution.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = execution.queue_name
     if execution.workload_priority_class:
         job_labels[KUEUE_PRIORITY_LABEL] = execution.workload_priority_class
-    pod_labels = labels(search.name, COMPONENT_WORKER, generation)
+    pod_labels = labels(search.name, COMPONENT_WORKER, generation, task.round)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(search.name, generation),
+            "name": job_name(search.name, generation, task.round),
             "namespace": search.namespace,
             "labels": job_labels,
             "ownerReferences": [search.owner_reference()],
@@ -103,7 +104,7 @@ def worker_job(
             "completionMode": "Indexed",
             "completions": shards,
             "parallelism": min(execution.parallelism, shards),
-            "backoffLimitPerIndex": execution.retries_per_candidate,
+            "backoffLimitPerIndex": task.retries,
             "maxFailedIndexes": shards,  # a failed shard is recorded; the generation goes on
             "podFailurePolicy": {
                 "rules": [
@@ -122,13 +123,13 @@ def worker_job(
             },
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": _pod_spec(search, spec, generation, worker_image(spec, default_image)),
+                "spec": _pod_spec(search, spec, task, worker_image(spec, default_image)),
             },
         },
     }
 
 
-def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image: str) -> Manifest:
+def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, image: str) -> Manifest:
     execution = spec.execution
     artifacts = execution.artifacts
     command = worker_command(
@@ -143,7 +144,10 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, generation: int, image
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]
     volumes: list[Manifest] = [
-        {"name": "task", "configMap": {"name": task_config_map_name(search.name, generation)}},
+        {
+            "name": "task",
+            "configMap": {"name": task_config_map_name(search.name, task.generation, task.round)},
+        },
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[Manifest] = [

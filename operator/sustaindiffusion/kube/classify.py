@@ -1,9 +1,14 @@
-"""What a generation's Job and pods say about its shards: a pure function over plain dicts.
+"""What a round's Job and pods say about its shards: a pure function over plain dicts.
 
-Succeeded pods carry their shard's report in the worker container's termination message; the Job's
-`status.failedIndexes` lists shards the Job gave up on, with the reason read from their last failed
-pod; a suspended Job is queued (Kueue holds it, or preempted it); pods that cannot be scheduled or
-cannot pull their image make the workers pending.
+A shard settles when its Job gives it up (`status.failedIndexes`: the Job's retries are spent or
+the worker said the task cannot succeed; the reason comes from its last failed pod, whose message
+or log tail is read by the same decoder as reports), or when a pod of it succeeds: then its report
+is read, checked against the shard's own candidates, and a report that is unreadable, partial, or
+names a fatal error with exit code 0 leaves the missing candidates without a usable result (the
+loop retries them). A shard the Job counts complete whose pods are gone (garbage-collected, a node
+removed) settles with no result. Only pods owned by the round's Job (by uid) count: a pod that merely
+carries the labels is ignored. A suspended Job is queued (Kueue holds it, or preempted it); pods that
+cannot be scheduled or cannot pull their image make the workers pending.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sustaindiffusion.api.contract import shard_failure_reason
-from sustaindiffusion.api.wire import decode_report
+from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube.builders import WORKER_CONTAINER
-from sustaindiffusion.search.loop import Collected
+from sustaindiffusion.search.loop import Collected, ShardOutcome, report_outcome
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 STUCK_WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
@@ -22,34 +27,55 @@ STUCK_WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "CreateContainerCon
 Body = dict[str, Any]
 
 
-def classify_generation(job: Body | None, pods: Sequence[Body], shard_count: int) -> Collected:
-    """The shards' results, given-up shards with reasons, and why the rest waits."""
+def classify_round(job: Body | None, pods: Sequence[Body], task: EvaluationTask) -> Collected:
+    """The round's settled shards, and why the rest waits. `pods` may hold any pods: only those
+    owned by `job` count."""
     collected = Collected()
     if job is None:
         return collected
     if (job.get("spec") or {}).get("suspend"):
         collected.queued = "its Job is suspended (queued or preempted, e.g. by Kueue)"
-    failed_indexes = parse_indexes((job.get("status") or {}).get("failedIndexes"))
-    last_failure: dict[int, str] = {}
-    for pod in sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", ""))):
-        index = pod_index(pod)
-        phase = (pod.get("status") or {}).get("phase")
-        terminated = worker_terminated(pod)
-        if phase == "Succeeded" and terminated is not None:
-            try:
-                report = decode_report(terminated.get("message") or "")
-            except ValueError as error:
-                last_failure[index] = f"shard {index}: unreadable worker report ({error})"
-                continue
-            collected.results.extend((index, result) for result in report.results)
-        elif phase == "Failed":
-            last_failure[index] = failure_reason(index, pod, terminated)
-        elif phase == "Pending":
-            collected.workers_pending = collected.workers_pending or pending_reason(pod)
-    for index in failed_indexes:
-        if 0 <= index < shard_count:
-            collected.failed_shards[index] = last_failure.get(index, f"shard {index} failed")
+    status = job.get("status") or {}
+    failed_indexes = set(parse_indexes(status.get("failedIndexes")))
+    completed_indexes = set(parse_indexes(status.get("completedIndexes")))
+    job_uid = (job.get("metadata") or {}).get("uid")
+    by_index: dict[int, list[Body]] = {}
+    for pod in pods:
+        if _owned_by(pod, job_uid) and 0 <= (index := pod_index(pod)) < task.shard_count:
+            by_index.setdefault(index, []).append(pod)
+    for index in range(task.shard_count):
+        ordered = sorted(
+            by_index.get(index, []), key=lambda p: str(p["metadata"].get("creationTimestamp", ""))
+        )
+        terminal = [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+        succeeded = [p for p in terminal if (p.get("status") or {}).get("phase") == "Succeeded"]
+        if succeeded:
+            message = (worker_terminated(succeeded[-1]) or {}).get("message") or ""
+            collected.shards[index] = report_outcome(task, index, message, len(terminal))
+        elif index in failed_indexes:
+            failed = [p for p in terminal if (p.get("status") or {}).get("phase") == "Failed"]
+            reason = failure_reason(index, failed[-1], worker_terminated(failed[-1])) if failed else None
+            collected.shards[index] = ShardOutcome(
+                failure=reason or f"shard {index} failed", attempts=max(1, len(terminal)), final=True
+            )
+        elif index in completed_indexes:
+            collected.shards[index] = ShardOutcome(
+                failure=f"shard {index}: its pod was removed before its report was read",
+                attempts=max(1, len(terminal)),
+            )
+        for pod in ordered:
+            if (pod.get("status") or {}).get("phase") == "Pending" and not collected.workers_pending:
+                collected.workers_pending = pending_reason(pod)
     return collected
+
+
+def _created(pod: Body) -> str:
+    return str(pod["metadata"].get("creationTimestamp", ""))
+
+
+def _owned_by(pod: Body, uid: str | None) -> bool:
+    owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(owner.get("uid") == uid for owner in owners)
 
 
 def parse_indexes(text: str | None) -> list[int]:

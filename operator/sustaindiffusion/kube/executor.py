@@ -1,8 +1,10 @@
-"""The generation loop's executor on Kubernetes: a task ConfigMap and an Indexed Job per generation.
+"""The generation loop's executor on Kubernetes: a task ConfigMap and an Indexed Job per round.
 
-Names are deterministic (`<search>-g0003`, `<search>-g0003-task`), so launching again after a
-restart finds the same objects: AlreadyExists is success. What the shards produced is read from the
-Job and its pods and classified by `kube.classify`, a pure function.
+Names are deterministic (`<search>-g0003`, `<search>-g0003-task`; a follow-up round `-g0003-r1`),
+so launching again after a restart finds the same objects: AlreadyExists is success. Objects are
+adopted only when the search owns them by uid: a ConfigMap or Job left by an earlier search of the
+same name (deleted, its garbage not collected yet) is deleted, never read. What the shards produced
+is read from the round's Job and the pods it owns, and classified by `kube.classify`, a pure function.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pydantic import ValidationError
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube import builders, names
-from sustaindiffusion.kube.classify import classify_generation
+from sustaindiffusion.kube.classify import classify_round
 from sustaindiffusion.search.loop import Collected, PromptsUnavailableError
 
 Body = dict[str, Any]
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"  # set by the Job controller on its pods
+EARLIER_SEARCH = "waiting for the objects of an earlier search with this name to be removed"
 
 
 class KubernetesExecutor:
@@ -34,50 +38,60 @@ class KubernetesExecutor:
         self.core, self.batch = client.CoreV1Api(api), client.BatchV1Api(api)
         self.search, self.spec, self.default_image = search, spec, default_image
 
-    def launched_task(self, generation: int) -> EvaluationTask | None:
-        name = names.task_config_map_name(self.search.name, generation)
-        config_map = self._read(self.core.read_namespaced_config_map, name)
-        if config_map is None or not self._owned(config_map):
-            return None
-        try:
-            return EvaluationTask.model_validate_json(
-                (config_map.get("data") or {}).get(builders.TASK_KEY, "")
-            )
-        except ValidationError:
-            return None  # unreadable: the task is built again and the ConfigMap replaced below
+    def launched_tasks(self, generation: int) -> list[EvaluationTask]:
+        selector = names.selector(self.search.name, names.COMPONENT_TASK, generation)
+        listing = self.core.list_namespaced_config_map(self.search.namespace, label_selector=selector)
+        tasks = []
+        for item in listing.items:
+            config_map = self._plain(item)
+            if not self._owned(config_map):
+                self._delete(self.core.delete_namespaced_config_map, config_map["metadata"]["name"])
+                continue
+            try:
+                task = EvaluationTask.model_validate_json(
+                    (config_map.get("data") or {}).get(builders.TASK_KEY, "")
+                )
+            except ValidationError:
+                continue  # unreadable: never launched whole; the round is built and created again
+            if task.generation == generation:
+                tasks.append(task)
+        return sorted(tasks, key=lambda t: t.round)
 
-    def launch(self, task: EvaluationTask) -> bool:
+    def launch(self, task: EvaluationTask) -> None:
         self._create(self.core.create_namespaced_config_map, builders.task_config_map(self.search, task))
-        job = builders.worker_job(
-            self.search, self.spec, task.generation, task.shard_count, self.default_image
-        )
-        return self._create(self.batch.create_namespaced_job, job)
+        self._create(self.batch.create_namespaced_job, self._job(task))
 
     def collect(self, task: EvaluationTask) -> Collected:
-        job = self._read(self.batch.read_namespaced_job, names.job_name(self.search.name, task.generation))
+        job = self._read(
+            self.batch.read_namespaced_job, names.job_name(self.search.name, task.generation, task.round)
+        )
         if job is None:
+            # The task was written but the Job not (a restart in between): create it now.
+            self._create(self.batch.create_namespaced_job, self._job(task))
             return Collected()
-        selector = names.selector(self.search.name, names.COMPONENT_WORKER, task.generation)
+        if not self._owned(job):
+            self._delete(self.batch.delete_namespaced_job, job["metadata"]["name"])
+            return Collected(workers_pending=EARLIER_SEARCH)
+        selector = f"{JOB_UID_LABEL}={job['metadata']['uid']}"
         listing = self.core.list_namespaced_pod(self.search.namespace, label_selector=selector)
-        pods = [self._plain(pod) for pod in listing.items]
-        return classify_generation(job, pods, task.shard_count)
+        return classify_round(job, [self._plain(pod) for pod in listing.items], task)
 
     def release(self, generation: int) -> None:
-        """Remove the generation's Job (its pods go with it) and task; both are archived by now."""
-        for delete, name in (
-            (self.batch.delete_namespaced_job, names.job_name(self.search.name, generation)),
-            (
-                self.core.delete_namespaced_config_map,
-                names.task_config_map_name(self.search.name, generation),
-            ),
+        """Remove the generation's Jobs (their pods go with them) and tasks; all is archived by now."""
+        for delete, component in (
+            (self.batch.delete_collection_namespaced_job, names.COMPONENT_WORKER),
+            (self.core.delete_collection_namespaced_config_map, names.COMPONENT_TASK),
         ):
-            try:
-                delete(name, self.search.namespace, propagation_policy="Background")
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            delete(
+                self.search.namespace,
+                label_selector=names.selector(self.search.name, component, generation),
+                propagation_policy="Background",
+            )
 
     # ----------------------------------------------------------------- helpers
+
+    def _job(self, task: EvaluationTask) -> Body:
+        return builders.worker_job(self.search, self.spec, task, self.default_image)
 
     def _create(self, create: Callable[..., Any], manifest: Body) -> bool:
         try:
@@ -95,6 +109,13 @@ class KubernetesExecutor:
             if error.status == 404:
                 return None
             raise
+
+    def _delete(self, delete: Callable[..., Any], name: str) -> None:
+        try:
+            delete(name, self.search.namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def _owned(self, body: Body) -> bool:
         owners = body["metadata"].get("ownerReferences") or []

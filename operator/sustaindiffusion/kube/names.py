@@ -13,6 +13,7 @@ from sustaindiffusion.api.resource import GROUP
 
 LABEL_SEARCH = f"{GROUP}/search"
 LABEL_GENERATION = f"{GROUP}/generation"
+LABEL_ROUND = f"{GROUP}/round"
 LABEL_COMPONENT = f"{GROUP}/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "sustaindiffusion-operator"
@@ -36,12 +37,17 @@ def _bounded(base: str, suffix: str) -> str:
     return f"{base[:keep].rstrip('-.')}-{digest}-{suffix}"
 
 
-def job_name(search: str, generation: int) -> str:
-    return _bounded(search, f"g{generation:04d}")
+def _round_suffix(generation: int, round: int) -> str:
+    # Round 0 keeps the names of searches launched before rounds existed.
+    return f"g{generation:04d}" + (f"-r{round}" if round else "")
 
 
-def task_config_map_name(search: str, generation: int) -> str:
-    return _bounded(search, f"g{generation:04d}-task")
+def job_name(search: str, generation: int, round: int = 0) -> str:
+    return _bounded(search, _round_suffix(generation, round))
+
+
+def task_config_map_name(search: str, generation: int, round: int = 0) -> str:
+    return _bounded(search, f"{_round_suffix(generation, round)}-task")
 
 
 def archive_config_map_name(search: str, index: int) -> str:
@@ -56,12 +62,16 @@ def search_label(search: str) -> str:
     return f"{search[: MAX_NAME - 9].rstrip('-.')}-{digest}"
 
 
-def labels(search: str, component: str, generation: int | None = None) -> dict[str, str]:
+def labels(
+    search: str, component: str, generation: int | None = None, round: int | None = None
+) -> dict[str, str]:
     result = {LABEL_SEARCH: search_label(search), LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGER}
     if generation is not None:
         result[LABEL_GENERATION] = str(generation)
+    if round is not None:
+        result[LABEL_ROUND] = str(round)
     return result
 
 
-def selector(search: str, component: str, generation: int | None = None) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels(search, component, generation).items())
+def selector(search: str, component: str, generation: int | None = None, round: int | None = None) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels(search, component, generation, round).items())

@@ -29,6 +29,7 @@ NORMAL, WARNING = "Normal", "Warning"
 SEARCH_FINISHED = "SearchFinished"  # the event of a search that succeeded
 PROMPTS_UNAVAILABLE = "PromptsUnavailable"
 INVALID_SPEC = "InvalidSpec"
+REPLAY_MISMATCH = "ReplayMismatch"
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class Launch:
 
 @dataclass(frozen=True)
 class Blocked:
-    """The search cannot go on until something outside it changes (a missing prompts ConfigMap)."""
+    """The search cannot go on until something outside it changes: it waits (a missing prompts
+    ConfigMap, a quota) or, when `fatal`, fails until its spec or the operator changes (a Job the
+    API server refuses, an archive this engine cannot replay)."""
 
     reason: str
     message: str
+    fatal: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Observation:
     candidates: int = 0  # candidates of the generation's task
     running: int = 0  # candidates being evaluated
     launched: Launch | None = None
+    retried: int = 0  # candidates this step put in a follow-up round (their report was unusable)
     ingested: Sequence[ArchiveRecord] = ()
     advanced: bool = False  # the generation completed in this step
     hypervolume: float | None = None  # after the generation, when it advanced
@@ -98,6 +103,19 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
         return _finished(outcome, observation, previous)
     events = _progress_events(observation)
     blocked = observation.blocked
+    if blocked is not None and blocked.fatal:
+        if not _condition(previous, FAILED, "True", blocked.reason):
+            events.append(Event(WARNING, blocked.reason, blocked.message))
+        return Decision(
+            Phase.FAILED,
+            [
+                ConditionUpdate(PROGRESSING, False, blocked.reason, blocked.message),
+                ConditionUpdate(COMPLETE, False, blocked.reason, blocked.message),
+                ConditionUpdate(FAILED, True, blocked.reason, blocked.message),
+            ],
+            blocked.message,
+            events,
+        )
     if blocked is not None:
         if not _condition(previous, PROGRESSING, "False", blocked.reason):
             events.append(Event(WARNING, blocked.reason, blocked.message))
@@ -164,6 +182,15 @@ def _progress_events(observation: Observation) -> list[Event]:
                 "GenerationStarted",
                 f"generation {observation.generation}: "
                 f"{launch.candidates} candidates in {launch.shards} shards",
+            )
+        )
+    if observation.retried:
+        events.append(
+            Event(
+                WARNING,
+                "CandidatesRetried",
+                f"generation {observation.generation}: {observation.retried} candidates got no usable "
+                "result from their worker; evaluating them again",
             )
         )
     for record in observation.ingested:

@@ -11,6 +11,13 @@ generation's shards produced, and ingests new results, archive first and then th
 runtime killed at any moment loses nothing and evaluates nothing twice. A generation that completes
 is released. The decisions (phase, conditions, events) are `decisions.decide`'s.
 
+A shard that settles without a usable result for some of its candidates (a report lost, unreadable,
+partial, or a fatal error with exit code 0) is a failed attempt for them, never a hang: once every
+shard of the round has settled, a follow-up round holds just those candidates, until a candidate
+has used its 1 + `execution.retriesPerCandidate` attempts; then it is recorded failed with the
+reason. A shard the executor gave up (its own retries spent, or a task that cannot succeed as
+written) fails its candidates at once.
+
 The executor is the runtime's part: Kubernetes (task ConfigMap, Indexed Job, pods) in the operator,
 worker subprocesses in `sustaindiffusion run`. The archive is the runtime's store (ConfigMap chunks,
 or a local JSON-lines file) of records in `records` format.
@@ -26,16 +33,23 @@ from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
-from sustaindiffusion.api.wire import REASON_LIMIT
+from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
     PROMPTS_UNAVAILABLE,
+    REPLAY_MISMATCH,
     Blocked,
     Event,
     Launch,
     Observation,
     decide,
 )
-from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.engine import (
+    Outcome,
+    OutcomeReason,
+    OutcomeState,
+    ReplayMismatchError,
+    SearchEngine,
+)
 from sustaindiffusion.search.records import ArchiveRecord
 from sustaindiffusion.search.status import build_status
 
@@ -45,29 +59,38 @@ class PromptsUnavailableError(Exception):
 
 
 @dataclass
-class Collected:
-    """What a generation's shards produced so far, and why the rest may wait."""
+class ShardOutcome:
+    """How a settled shard ended: its usable results, and why its other candidates have none."""
 
-    results: list[tuple[int, EvaluationResult]] = field(default_factory=list)  # (shard, result)
-    failed_shards: dict[int, str] = field(default_factory=dict)  # shard -> why it was given up
+    results: list[EvaluationResult] = field(default_factory=list)
+    failure: str | None = None  # why (some of) the shard's candidates have no usable result
+    attempts: int = 1  # worker runs the shard took in its round
+    final: bool = False  # the executor gave the shard up: no follow-up round may help
+
+
+@dataclass
+class Collected:
+    """What a round's shards produced so far (settled shards only), and why the rest may wait."""
+
+    shards: dict[int, ShardOutcome] = field(default_factory=dict)
     queued: str | None = None  # held back by a queue (a suspended Job)
     workers_pending: str | None = None  # workers started but cannot run (unschedulable, image pull)
 
 
 class Executor(Protocol):
-    """Runs a generation's task somewhere and reports what its shards produced."""
+    """Runs the rounds of a generation somewhere and reports what their shards produced."""
 
-    def launched_task(self, generation: int) -> EvaluationTask | None:
-        """The task the generation was launched with, if it was: its shard map is the one that counts."""
+    def launched_tasks(self, generation: int) -> list[EvaluationTask]:
+        """The tasks the generation's rounds were launched with, by round; their shard maps count."""
 
-    def launch(self, task: EvaluationTask) -> bool:
-        """Make sure the task runs (idempotent); True when this call started it."""
+    def launch(self, task: EvaluationTask) -> None:
+        """Start the task's round (idempotent)."""
 
     def collect(self, task: EvaluationTask) -> Collected:
-        """Results and failed shards of the task so far."""
+        """The round's settled shards so far."""
 
     def release(self, generation: int) -> None:
-        """The generation is over (archived, or the search stopped): free what it holds."""
+        """The generation is over (archived, or the search stopped): free what its rounds hold."""
 
 
 class Archive(Protocol):
@@ -111,45 +134,66 @@ class GenerationLoop:
 
     @property
     def engine(self) -> SearchEngine:
-        """The engine, rebuilt from the archive on first use."""
+        """The engine, rebuilt from the archive on first use (ReplayMismatchError if it cannot be)."""
         if self._engine is None:
             self._engine = SearchEngine.replay(self.spec, [r.result for r in self.archive.read()])
         return self._engine
 
     def step(self, previous: Mapping[str, Any]) -> Step:
-        engine = self.engine
+        try:
+            engine = self.engine
+        except ReplayMismatchError as error:
+            return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(str(error)), fatal=True), previous)
         generation = engine.generation
         if engine.outcome().finished:
             self._release(generation)  # a stopped search leaves no worker running
             return self._report(Observation(generation, engine.outcome()), previous, progressed=False)
-        task = self.executor.launched_task(generation)
-        if task is None:
+        tasks = self.executor.launched_tasks(generation)
+        launched: Launch | None = None
+        if not tasks:
             try:
-                task = self._task(generation)
+                first = self._task(generation)
             except PromptsUnavailableError as error:
-                blocked = Blocked(PROMPTS_UNAVAILABLE, str(error))
-                observation = Observation(generation, engine.outcome(), blocked=blocked)
-                return self._report(observation, previous, progressed=False)
-        launched = self.executor.launch(task)
-        collected = self.executor.collect(task)
-        records = new_records(task, collected, {c.candidate_id for c in engine.pending()})
-        told = self._ingest(records)
+                return self.blocked(Blocked(PROMPTS_UNAVAILABLE, str(error)), previous)
+            self.executor.launch(first)
+            tasks, launched = [first], Launch(len(first.candidates), first.shard_count)
+        mismatch = _task_mismatch(tasks, engine)
+        if mismatch is not None:
+            return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(mismatch), fatal=True), previous)
+        rounds = [(task, self.executor.collect(task)) for task in tasks]
+        plan = settle(rounds, {c.candidate_id for c in engine.pending()})
+        told = self._ingest(plan.records)
         advanced = engine.generation != generation
+        follow_up = None
+        if plan.retry and not advanced and not engine.outcome().finished:
+            follow_up = self._follow_up(tasks, plan.retry)
+            self.executor.launch(follow_up)
         if advanced or engine.outcome().finished:
             self._release(generation)
+        latest = rounds[-1][1]
         observation = Observation(
             generation,
             engine.outcome(),
-            candidates=len(task.candidates),
+            candidates=len(tasks[0].candidates),
             running=0 if advanced else len(engine.pending()),
-            launched=Launch(len(task.candidates), task.shard_count) if launched else None,
+            launched=launched,
+            retried=len(follow_up.candidates) if follow_up else 0,
             ingested=told,
             advanced=advanced,
             hypervolume=engine.hypervolume_history[-1] if advanced and engine.hypervolume_history else None,
-            queued=collected.queued,
-            workers_pending=collected.workers_pending,
+            queued=latest.queued,
+            workers_pending=latest.workers_pending,
         )
-        return self._report(observation, previous, progressed=bool(told) or advanced or launched)
+        progressed = bool(told) or advanced or launched is not None or follow_up is not None
+        return self._report(observation, previous, progressed=progressed)
+
+    def blocked(self, blocked: Blocked, previous: Mapping[str, Any]) -> Step:
+        """The step's report when the search cannot go on for `blocked`'s reason (the runtime's own
+        errors, such as a request the API server refused, come here too)."""
+        engine = self._engine
+        outcome = engine.outcome() if engine is not None else RUNNING
+        observation = Observation(engine.generation if engine else 0, outcome, blocked=blocked)
+        return self._report(observation, previous, progressed=False)
 
     # ----------------------------------------------------------------- internals
 
@@ -166,6 +210,21 @@ class GenerationLoop:
             ],
             candidates_per_shard=self.spec.execution.candidates_per_pod,
             save_images=self.save_images,
+        )
+
+    def _follow_up(self, tasks: Sequence[EvaluationTask], retry: dict[str, int]) -> EvaluationTask:
+        """The next round, of the candidates in `retry` (id -> attempts used); its workers may retry
+        as often as the candidate with the fewest attempts left still may."""
+        last = tasks[-1]
+        candidates = [c for c in last.candidates if c.candidate_id in retry]
+        left = 1 + tasks[0].retries - max(retry.values())
+        return last.model_copy(
+            update={
+                "candidates": candidates,
+                "candidates_per_shard": min(last.candidates_per_shard, len(candidates)),
+                "round": last.round + 1,
+                "retries": max(0, left - 1),
+            }
         )
 
     def _ingest(self, records: list[ArchiveRecord]) -> list[ArchiveRecord]:
@@ -187,24 +246,105 @@ class GenerationLoop:
     def _report(self, observation: Observation, previous: Mapping[str, Any], progressed: bool) -> Step:
         decision = decide(observation, previous)
         status = build_status(
-            self.engine, decision, previous, self.observed_generation, running=observation.running
+            self._engine, decision, previous, self.observed_generation, running=observation.running
         )
         return Step(status, decision.events, progressed, decision.finished, observation)
 
 
-def new_records(task: EvaluationTask, collected: Collected, pending: set[str]) -> list[ArchiveRecord]:
-    """Records for the pending candidates that `collected` settles, in shard order: a shard's own
-    results (a result for a candidate of another shard is ignored), then a failure with the shard's
-    reason for each candidate of a shard that was given up without a result for it."""
-    records: dict[str, ArchiveRecord] = {}
-    members = {index: {c.candidate_id for c in task.shard(index)} for index in range(task.shard_count)}
-    for shard, result in collected.results:
-        candidate_id = result.candidate_id
-        if candidate_id in pending and candidate_id in members.get(shard, set()):
-            records.setdefault(candidate_id, ArchiveRecord(generation=task.generation, result=result))
-    for shard, reason in sorted(collected.failed_shards.items()):
-        for candidate in task.shard(shard) if shard in members else []:
-            if candidate.candidate_id in pending and candidate.candidate_id not in records:
-                failure = EvaluationResult.failed(candidate.candidate_id, reason[:REASON_LIMIT])
-                records[candidate.candidate_id] = ArchiveRecord(generation=task.generation, result=failure)
-    return list(records.values())
+RUNNING = Outcome(OutcomeState.RUNNING, OutcomeReason.RUNNING, "")
+
+
+@dataclass
+class Settlement:
+    """What the rounds of a generation settle: records to ingest, candidates for a follow-up round."""
+
+    records: list[ArchiveRecord] = field(default_factory=list)
+    retry: dict[str, int] = field(default_factory=dict)  # candidate id -> attempts used so far
+
+
+def settle(rounds: Sequence[tuple[EvaluationTask, Collected]], pending: set[str]) -> Settlement:
+    """Pure: the pending candidates the rounds (in order) settle. A shard's own results count (a
+    result for a candidate of another shard is ignored); a candidate whose latest round's shard
+    settled without a result for it is failed if its shard was given up or its attempts
+    (1 + the first round's retries) are spent, and otherwise retried in a follow-up round once
+    every shard of the last round has settled."""
+    settlement = Settlement()
+    recorded: dict[str, ArchiveRecord] = {}
+    attempts: dict[str, int] = {}
+    latest: dict[str, tuple[int, int]] = {}  # candidate -> (position of its latest round, its shard)
+    for position, (task, collected) in enumerate(rounds):
+        for index in range(task.shard_count):
+            members = task.members(index)
+            for candidate_id in members:
+                latest[candidate_id] = (position, index)
+            outcome = collected.shards.get(index)
+            if outcome is None:
+                continue
+            for result in outcome.results:
+                candidate_id = result.candidate_id
+                if candidate_id in pending and candidate_id in members and candidate_id not in recorded:
+                    recorded[candidate_id] = ArchiveRecord(generation=task.generation, result=result)
+            for candidate_id in members - {r.candidate_id for r in outcome.results}:
+                attempts[candidate_id] = attempts.get(candidate_id, 0) + outcome.attempts
+    last = len(rounds) - 1
+    last_settled = len(rounds[last][1].shards) == rounds[last][0].shard_count
+    budget = 1 + rounds[0][0].retries
+    for candidate_id, (position, index) in latest.items():
+        if candidate_id not in pending or candidate_id in recorded:
+            continue
+        task, collected = rounds[position]
+        outcome = collected.shards.get(index)
+        if outcome is None:
+            continue  # still running
+        used = attempts.get(candidate_id, 0)
+        if outcome.final or used >= budget or position != last:
+            reason = outcome.failure or f"shard {index}: the worker reported no result for this candidate"
+            failure = EvaluationResult.failed(candidate_id, reason[:REASON_LIMIT])
+            recorded[candidate_id] = ArchiveRecord(generation=task.generation, result=failure)
+        elif last_settled:
+            settlement.retry[candidate_id] = used
+    order = {c.candidate_id: (t.round, i) for t, _ in reversed(rounds) for i, c in enumerate(t.candidates)}
+    settlement.records = sorted(recorded.values(), key=lambda r: order[r.candidate_id])
+    return settlement
+
+
+def report_outcome(task: EvaluationTask, shard: int, message: str, attempts: int) -> ShardOutcome:
+    """What the report of a worker run that exited 0 settles for its shard: the results it holds for
+    the shard's own candidates, and why the others have none (an unusable or partial report, or a
+    fatal error the worker named although it exited 0). Both executors read reports here."""
+    members = task.members(shard)
+    try:
+        report = decode_report(message, generation=task.generation, shard=shard, members=members)
+    except ReportError as error:
+        return ShardOutcome(failure=f"shard {shard}: unusable worker report ({error})", attempts=attempts)
+    failure = None
+    if report.fatal:
+        failure = f"shard {shard}: {report.fatal}"
+    elif members - {r.candidate_id for r in report.results}:
+        failure = f"shard {shard}: the worker's report has no result for this candidate"
+    return ShardOutcome(results=report.results, failure=failure, attempts=attempts)
+
+
+def _task_mismatch(tasks: Sequence[EvaluationTask], engine: SearchEngine) -> str | None:
+    """Why the launched tasks do not hold the engine's current candidates, if they do not."""
+    expected = {c.candidate_id for c in engine.current_candidates()}
+    launched = {c.candidate_id for c in tasks[0].candidates}
+    if launched != expected:
+        return (
+            f"the running Job of generation {engine.generation} holds candidates "
+            f"{sorted(launched - expected)[:3]} that a replay of the archive does not ask for"
+        )
+    for task in tasks[1:]:
+        stray = {c.candidate_id for c in task.candidates} - expected
+        if stray:
+            unknown = sorted(stray)[:3]
+            return f"round {task.round} of generation {engine.generation} holds unknown candidates {unknown}"
+    return None
+
+
+def replay_advice(problem: str) -> str:
+    return (
+        f"the archive cannot be replayed as written: {problem}. It was written by another version of "
+        "the search engine or for another spec; run the operator version that wrote it (the archive "
+        "records name it), or delete and recreate the SustainSearch to start over"
+    )
