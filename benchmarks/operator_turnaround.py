@@ -38,6 +38,7 @@ from sustaindiffusion.kube import names  # noqa: E402
 from tests.support.controlplane import ControlPlane, locate_binaries  # noqa: E402
 from tests.support.kubelet import TestKubelet  # noqa: E402
 from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.searches import operator_command  # noqa: E402
 from tests.support.tiny import ensure_tiny_models  # noqa: E402
 
 NAMESPACE = "bench"
@@ -131,19 +132,7 @@ def main() -> None:
         )
         operator = ManagedProcess(
             "operator",
-            [
-                sys.executable,
-                "-m",
-                "sustaindiffusion.operator",
-                "--namespace",
-                NAMESPACE,
-                "--metrics-port",
-                str(free_port()),
-                "--metrics-address",
-                "127.0.0.1",
-                "--health-port",
-                "0",
-            ],
+            operator_command(NAMESPACE, free_port()),
             workdir / "operator.log",
             env=dict(os.environ, KUBECONFIG=str(plane.kubeconfig)),
         )

@@ -133,6 +133,8 @@ ALLOWED = [
     ("create", "configmaps"),
     ("patch", "configmaps"),
     ("create", "events"),
+    ("create", "leases.coordination.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
 ]
 DENIED = [
     ("delete", "sustainsearches.sustaindiffusion.io"),

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERS
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.searches import operator_command
 from tests.support.tiny import ensure_tiny_models
 
 DASHBOARD = REPO_ROOT / "charts" / "sustaindiffusion" / "dashboards" / "sustaindiffusion.json"
@@ -171,19 +171,7 @@ def observed_search(
         ),
         ManagedProcess(
             "operator",
-            [
-                sys.executable,
-                "-m",
-                "sustaindiffusion.operator",
-                "--namespace",
-                namespace,
-                "--metrics-port",
-                str(operator_port),
-                "--metrics-address",
-                "127.0.0.1",
-                "--health-port",
-                "0",
-            ],
+            operator_command(namespace, operator_port),
             workdir / "operator.log",
             env=dict(os.environ, KUBECONFIG=str(control_plane.kubeconfig)),
         ),

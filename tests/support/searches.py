@@ -27,34 +27,40 @@ SEARCH_TIMEOUT = 300
 class OperatorProcess:
     """The operator as its own process (python -m sustaindiffusion.operator), killable at will."""
 
-    def __init__(self, control_plane: ControlPlane, namespace: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        namespace: str,
+        workdir: Path,
+        identity: str | None = None,
+        kubeconfig: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.control_plane, self.namespace, self.workdir = control_plane, namespace, workdir
+        # One identity across restarts, as a pod keeps its name when its container restarts: the
+        # restarted operator renews its own Lease at once instead of waiting for it to expire.
+        self.identity = identity or f"operator-{namespace}"
+        self.kubeconfig = kubeconfig or control_plane.kubeconfig
+        self.extra_args = extra_args
         self.process: ManagedProcess | None = None
-        self.metrics_port = 0
+        self.metrics_port = self.health_port = 0
         self.starts = 0
 
     def start(self) -> None:
-        self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.control_plane.kubeconfig), PYTHONUNBUFFERED="1")
+        self.metrics_port, self.health_port = free_port(), free_port()
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
         self.starts += 1
         self.process = ManagedProcess(
-            f"operator-{self.starts}",
-            [
-                sys.executable,
-                "-m",
-                "sustaindiffusion.operator",
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--metrics-address",
-                "127.0.0.1",
-                "--health-port",
-                "0",
-            ],
-            self.workdir / f"operator-{self.starts}.log",
+            f"{self.identity}-{self.starts}",
+            operator_command(
+                self.namespace, self.metrics_port, self.health_port, self.identity, self.extra_args
+            ),
+            self.workdir / f"{self.identity}-{self.starts}.log",
             env=env,
         )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
 
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers, as a crashed or evicted operator."""
@@ -65,8 +71,34 @@ class OperatorProcess:
 
     def log(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("operator-*.log"))
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob(f"{self.identity}-*.log"))
         )
+
+
+def operator_command(
+    namespace: str, metrics_port: int, health_port: int = 0, identity: str = "", extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The operator watching `namespace`, its Lease in that namespace, on loopback ports."""
+    return [
+        sys.executable,
+        "-m",
+        "sustaindiffusion.operator",
+        "--namespace",
+        namespace,
+        "--metrics-port",
+        str(metrics_port),
+        "--metrics-address",
+        "127.0.0.1",
+        "--health-port",
+        str(health_port),
+        "--health-address",
+        "127.0.0.1",
+        "--lease-namespace",
+        namespace,
+        "--identity",
+        identity or f"operator-{namespace}",
+        *extra,
+    ]
 
 
 def search_spec(tiny_models: Path, **execution: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ under the same name starts afresh. Nothing here is pickled: a record is plain JS
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
@@ -34,49 +35,100 @@ def append_lines(
     return "".join(lines), []
 
 
-def read_chunks(core: client.CoreV1Api, search: SearchRef) -> list[tuple[str, str]]:
-    """The archive ConfigMaps of a search, as (name, text) in order, owned by its uid."""
+@dataclass
+class Chunk:
+    name: str
+    text: str
+    resource_version: str
+    keys: set[str] = field(default_factory=set)  # the keys of the records it holds
+
+
+def read_chunks(core: client.CoreV1Api, search: SearchRef) -> list[Chunk]:
+    """The archive ConfigMaps of a search, in order, owned by its uid."""
     selector = names.selector(search.name, names.COMPONENT_ARCHIVE)
     listing = core.list_namespaced_config_map(search.namespace, label_selector=selector)
     chunks = []
     for item in listing.items:
         config_map: dict[str, Any] = core.api_client.sanitize_for_serialization(item)
-        owners = config_map["metadata"].get("ownerReferences") or []
-        if any(owner.get("uid") == search.uid for owner in owners):
-            chunks.append(
-                (config_map["metadata"]["name"], (config_map.get("data") or {}).get(ARCHIVE_KEY, ""))
-            )
-    return sorted(chunks)
+        metadata = config_map["metadata"]
+        if any(owner.get("uid") == search.uid for owner in metadata.get("ownerReferences") or []):
+            text = (config_map.get("data") or {}).get(ARCHIVE_KEY, "")
+            chunks.append(Chunk(metadata["name"], text, metadata["resourceVersion"]))
+    return sorted(chunks, key=lambda chunk: chunk.name)
 
 
 def read_records(core: client.CoreV1Api, search: SearchRef) -> list[ArchiveRecord]:
-    return [record for _, text in read_chunks(core, search) for record in parse_lines(text)]
+    return [record for chunk in read_chunks(core, search) for record in parse_lines(chunk.text)]
 
 
 class ConfigMapArchive:
-    """The `Archive` of the generation loop, in ConfigMap chunks."""
+    """The `Archive` of the generation loop, in ConfigMap chunks, appended idempotently.
+
+    A record whose key the archive holds already is not appended again, so a retried append (after
+    a chunk was patched but the next could not be created, or a response was lost) adds only what is
+    missing. Every write carries the chunk's resourceVersion: a concurrent writer makes it fail
+    (409) instead of losing its records. After any failure the chunks are read again before the next
+    append. A full chunk is marked immutable when the next one is created.
+    """
 
     def __init__(self, core: client.CoreV1Api, search: SearchRef, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.core, self.search, self.chunk_bytes = core, search, chunk_bytes
-        self._chunks: list[tuple[str, str]] = []  # (ConfigMap name, text), in order
+        self._chunks: list[Chunk] | None = None  # None: read them before the next append
 
     def read(self) -> list[ArchiveRecord]:
-        self._chunks = read_chunks(self.core, self.search)
-        return [record for _, text in self._chunks for record in parse_lines(text)]
+        self._chunks = None
+        chunks = read_chunks(self.core, self.search)
+        records = []
+        for chunk in chunks:
+            parsed = parse_lines(chunk.text)
+            chunk.keys = {record.key for record in parsed}
+            records += parsed
+        self._chunks = chunks
+        return records
 
     def append(self, records: Sequence[ArchiveRecord]) -> None:
-        remaining = list(records)
+        try:
+            self._append(records)
+        except BaseException:
+            self._chunks = None  # what was written is unknown: read it again first
+            raise
+
+    def _append(self, records: Sequence[ArchiveRecord]) -> None:
+        if self._chunks is None:
+            self.read()
+        chunks = self._chunks
+        assert chunks is not None
+        known = set().union(*(chunk.keys for chunk in chunks))
+        remaining: list[ArchiveRecord] = []
+        for record in records:
+            if record.key not in known:
+                known.add(record.key)
+                remaining.append(record)
         while remaining:
-            if self._chunks:
-                name, text = self._chunks[-1]
-                updated, remaining = append_lines(text, remaining, self.chunk_bytes)
-                if updated != text:
-                    self.core.patch_namespaced_config_map(
-                        name, self.search.namespace, {"data": {ARCHIVE_KEY: updated}}
-                    )
-                    self._chunks[-1] = (name, updated)
+            if chunks:
+                last = chunks[-1]
+                updated, rest = append_lines(last.text, remaining, self.chunk_bytes)
+                if updated != last.text:
+                    body = {
+                        "metadata": {"resourceVersion": last.resource_version},
+                        "data": {ARCHIVE_KEY: updated},
+                    }
+                    patched = self.core.patch_namespaced_config_map(last.name, self.search.namespace, body)
+                    last.keys |= {r.key for r in remaining[: len(remaining) - len(rest)]}
+                    last.text, last.resource_version = updated, _resource_version(patched)
+                    remaining = rest
                     continue
-            text, remaining = append_lines("", remaining, self.chunk_bytes)
-            manifest: Any = archive_config_map(self.search, len(self._chunks), text)
-            self.core.create_namespaced_config_map(self.search.namespace, manifest)
-            self._chunks.append((manifest["metadata"]["name"], text))
+            text, rest = append_lines("", remaining, self.chunk_bytes)
+            manifest: Any = archive_config_map(self.search, len(chunks), text)
+            created = self.core.create_namespaced_config_map(self.search.namespace, manifest)
+            if chunks:  # the chunk before is full: nothing is ever appended to it again
+                full = chunks[-1]
+                immutable = {"metadata": {"resourceVersion": full.resource_version}, "immutable": True}
+                self.core.patch_namespaced_config_map(full.name, self.search.namespace, immutable)
+            keys = {r.key for r in remaining[: len(remaining) - len(rest)]}
+            chunks.append(Chunk(manifest["metadata"]["name"], text, _resource_version(created), keys))
+            remaining = rest
+
+
+def _resource_version(config_map: client.V1ConfigMap) -> str:
+    return str(config_map.metadata.resource_version if config_map.metadata else "")

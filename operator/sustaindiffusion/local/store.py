@@ -40,6 +40,7 @@ class RunStore:
         self.tasks = directory / "tasks"
         self.reports = directory / "reports"
         self.artifacts = directory / "artifacts"
+        self._keys: set[str] | None = None  # keys of the archived records, once read
 
     def exists(self) -> bool:
         return self.spec_path.exists()
@@ -86,12 +87,21 @@ class RunStore:
         return records
 
     def read(self) -> list[ArchiveRecord]:
-        return self.records()
+        records = self.records()
+        self._keys = {record.key for record in records}
+        return records
 
     def append(self, records: Sequence[ArchiveRecord]) -> None:
+        """Append the records whose key the archive does not hold yet, and fsync."""
+        if self._keys is None:
+            self.read()
+        assert self._keys is not None
         with self.archive_path.open("a") as handle:
             for record in records:
+                if record.key in self._keys:
+                    continue
                 handle.write(record.to_line() + "\n")
+                self._keys.add(record.key)
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -2,8 +2,10 @@
 
 Level-triggered and restart-safe: the archive and the cluster's objects are the state, so the loop
 (rebuilt from the archive whenever the search's uid or spec generation changes) continues exactly
-where an earlier life of the operator stopped. Everything the search decides lives in
-`sustaindiffusion.search`; this module only reads and writes.
+where an earlier life of the operator stopped. A search the engine finished at its current spec
+generation is left alone: no replay, no requests. Everything the search decides lives in
+`sustaindiffusion.search`; this module only reads and writes. A failure that keeps the search
+from going on is written into its status (`report`) with the API server's own message.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -20,12 +23,13 @@ from pydantic import ValidationError
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
+from sustaindiffusion.kube.api import ApiFailure, blocked_by
 from sustaindiffusion.kube.archive import ConfigMapArchive
 from sustaindiffusion.kube.builders import SearchRef
 from sustaindiffusion.kube.executor import KubernetesExecutor, config_map_prompts
 from sustaindiffusion.operator.metrics import SearchMetrics, SearchSnapshot
-from sustaindiffusion.search.decisions import Event, invalid_spec
-from sustaindiffusion.search.loop import GenerationLoop
+from sustaindiffusion.search.decisions import Event, invalid_spec, needs_reconciling
+from sustaindiffusion.search.loop import GenerationLoop, Step
 from sustaindiffusion.search.status import build_status
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,12 @@ class SearchGoneError(Exception):
     """The SustainSearch no longer exists."""
 
 
+@dataclass(frozen=True)
+class DriverStep:
+    progressed: bool  # another step may follow at once
+    finished: bool  # nothing to do until the search changes: the driver may be dropped
+
+
 class SearchDriver:
     def __init__(
         self, api: client.ApiClient, namespace: str, name: str, metrics: SearchMetrics, events: EventSink
@@ -50,26 +60,45 @@ class SearchDriver:
         self._loop: GenerationLoop | None = None
         self._loop_of: tuple[str, int] | None = None  # (uid, metadata.generation) the loop was built for
 
-    def step(self) -> bool:
-        """One reconciliation; True when it changed something and another step should follow at once."""
+    def step(self) -> DriverStep:
+        """One reconciliation."""
         body = self._read_search()
         previous = body.get("status") or {}
         generation = int(body["metadata"].get("generation", 0))
+        if not needs_reconciling(previous, generation):
+            return DriverStep(progressed=False, finished=True)
         try:
             spec = SustainSearchSpec.model_validate(body["spec"])
         except ValidationError as error:
             decision = invalid_spec(str(error), previous)
             self._write_status(body, build_status(None, decision, previous, generation))
             self._post(body, decision.events)
-            return False
+            return DriverStep(progressed=False, finished=True)
         loop = self._loop_for(body, spec, generation)
         step = loop.step(previous)
+        self._apply(body, step)
+        return DriverStep(step.progressed, step.finished)
+
+    def report(self, failure: ApiFailure) -> None:
+        """Write `failure` into the search's status and post it as an event (best effort: the API
+        may be what failed)."""
+        try:
+            body = self._read_search()
+            previous = body.get("status") or {}
+            loop = self._loop
+            if loop is None:
+                spec = SustainSearchSpec.model_validate(body["spec"])
+                loop = self._loop_for(body, spec, int(body["metadata"].get("generation", 0)))
+            self._apply(body, loop.blocked(blocked_by(failure), previous))
+        except Exception as error:
+            log.warning("%s/%s: could not report %s: %s", self.namespace, self.name, failure.kind, error)
+
+    def _apply(self, body: Body, step: Step) -> None:
         self._write_status(body, step.status)
         self._post(body, step.events)
-        self.metrics.update(
-            self.namespace, self.name, SearchSnapshot.of(loop.engine, step.observation.running)
-        )
-        return step.progressed
+        if self._loop is not None and self._loop.has_engine:
+            snapshot = SearchSnapshot.of(self._loop.engine, step.observation.running)
+            self.metrics.update(self.namespace, self.name, snapshot)
 
     def _loop_for(self, body: Body, spec: SustainSearchSpec, generation: int) -> GenerationLoop:
         uid = body["metadata"]["uid"]
@@ -85,12 +114,6 @@ class SearchDriver:
                 observed_generation=generation,
             )
             self._loop_of = (uid, generation)
-            log.info(
-                "%s/%s: engine rebuilt from %d archived results",
-                self.namespace,
-                self.name,
-                len(self._loop.engine.told),
-            )
         return self._loop
 
     def _read_search(self) -> Body:
@@ -115,9 +138,15 @@ class SearchDriver:
             return
         # A merge patch keeps fields it does not name: name the ones that went away (e.g. the
         # completionTime of a search resumed by a larger generation budget) as null to remove them.
+        # The resourceVersion makes the write conditional: if the search changed since it was read
+        # (a spec edit, another writer), the API server refuses it and the next step reads again.
         removed = {key: None for key in current if key not in status}
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": {**status, **removed},
+        }
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {**status, **removed}}
+            GROUP, VERSION, self.namespace, PLURAL, self.name, patch
         )
 
 

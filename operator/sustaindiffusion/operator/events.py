@@ -47,3 +47,5 @@ class EventPoster:
             self.core.create_namespaced_event(metadata["namespace"], event)
         except ApiException as error:  # events are best effort: never fail a reconciliation for one
             log.warning("event %s not posted: %s", reason, error.reason)
+        except Exception as error:  # a timeout or a lost connection is no reason either
+            log.warning("event %s not posted: %s", reason, error)

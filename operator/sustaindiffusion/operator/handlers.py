@@ -1,41 +1,80 @@
-"""kopf handlers: watch only. They start, wake and stop the per-search drivers; no finalizers."""
+"""kopf handlers: watch only. They queue searches for the supervisor's workers; no finalizers."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.kube.api import TimeoutApiClient
 from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_SEARCH
+from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
 from sustaindiffusion.operator.events import EventPoster
 from sustaindiffusion.operator.metrics import SearchMetrics
-from sustaindiffusion.operator.supervisor import Supervisor
+from sustaindiffusion.operator.supervisor import (
+    RESYNC_SECONDS,
+    STUCK_AFTER_SECONDS,
+    WORKERS,
+    Health,
+    Supervisor,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeSettings:
+    """What the command line sets before kopf starts."""
+
+    workers: int = WORKERS
+    resync: float = RESYNC_SECONDS
+    stuck_after: float = STUCK_AFTER_SECONDS
+    lease: leadership.LeaseSettings | None = field(default_factory=leadership.LeaseSettings)  # None: none
 
 
 class Runtime:
     """What the handlers share: the API client, the supervisor and the metrics collector."""
 
     def __init__(self) -> None:
+        self.settings = RuntimeSettings()
         self.metrics = SearchMetrics()
-        self.api: client.ApiClient | None = None
         self.supervisor: Supervisor | None = None
+        self.leading = False
 
     def start(self) -> Supervisor:
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config()  # type: ignore[no-untyped-call]
-        self.api = client.ApiClient()
-        events = EventPoster(self.api)
-        api = self.api
-        self.supervisor = Supervisor(lambda ns, name: SearchDriver(api, ns, name, self.metrics, events.post))
-        return self.supervisor
+        api = TimeoutApiClient(client.Configuration.get_default_copy())
+        events = EventPoster(api)
+        settings = self.settings
+        supervisor = Supervisor(
+            lambda ns, name: SearchDriver(api, ns, name, self.metrics, events.post),
+            workers=settings.workers,
+            resync=settings.resync,
+            stuck_after=settings.stuck_after,
+        )
+        self.supervisor = supervisor
+
+        def lead() -> None:
+            log.info("leading: stepping searches with %d workers", settings.workers)
+            self.leading = True
+            supervisor.start()
+
+        if settings.lease is None:
+            lead()
+        else:
+            leadership.lead(api, settings.lease, lead)
+        return supervisor
+
+    def health(self) -> Health | None:
+        return self.supervisor.health() if self.supervisor is not None and self.leading else None
 
 
 RUNTIME = Runtime()
@@ -48,7 +87,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False  # events come from the drivers, with our reasons
     settings.watching.server_timeout = 120
-    settings.peering.standalone = True  # one replica (the Deployment is Recreate): no peering objects
+    settings.watching.client_timeout = 150  # a watch connection that went silent is reopened
+    settings.watching.connect_timeout = 10
+    settings.peering.standalone = True  # one writer is chosen by our Lease, not by kopf's peering
     RUNTIME.start()
 
 

@@ -1,8 +1,14 @@
-"""One driver thread per SustainSearch, woken by cluster events, polling as a fallback.
+"""A bounded pool of workers that steps searches from a work queue, and a watchdog over them.
 
-kopf daemons would do this too, but kopf guards daemons with a finalizer, and a finalizer blocks
-the deletion of a search while the operator is down. Here kopf only watches (no finalizers);
-ownership references let the garbage collector remove a deleted search's Jobs and ConfigMaps.
+kopf only watches (no finalizers: a finalizer would block the deletion of a search while the
+operator is down); its events put search keys in the queue. A worker takes a key, steps the search's
+driver and schedules it again: at once when the step progressed, after `resync` seconds when it did
+not (watch events usually come sooner), after a backoff when it failed, and never when the search is
+finished, whose driver is dropped so its engine and archive are freed. A failure that keeps a search
+from going on is written into its status at once (permanent errors) or once it has repeated
+(transient ones). A step that runs longer than `stuck_after` is abandoned: its key goes to another
+worker with a fresh driver, a new worker replaces the stuck one, and `health()` reports it until the
+stuck step returns, so a liveness probe can restart an operator that is wedged for good.
 """
 
 from __future__ import annotations
@@ -11,102 +17,201 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from kubernetes.client.exceptions import ApiException
-
+from sustaindiffusion.kube.api import FailureKind, api_failure, retry_delay
 from sustaindiffusion.kube.names import search_label
 from sustaindiffusion.operator.driver import SearchDriver, SearchGoneError
+from sustaindiffusion.operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 5.0
-ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+Key = tuple[str, str]  # (namespace, name)
+
+WORKERS = 4
+RESYNC_SECONDS = 60.0
+STUCK_AFTER_SECONDS = 300.0
+REPORT_TRANSIENT_AFTER = 3  # failures in a row before a transient error is shown in the status
 
 
-class DriverThread:
-    def __init__(self, driver: SearchDriver, on_gone: Callable[[], None]) -> None:
-        self.driver = driver
-        self.wake = threading.Event()
-        self.stopped = threading.Event()
-        self._on_gone = on_gone
-        self.thread = threading.Thread(
-            target=self._run, name=f"search-{driver.namespace}-{driver.name}", daemon=True
-        )
+@dataclass
+class _Busy:
+    key: Key
+    since: float
+    abandoned: bool = False
 
-    def _run(self) -> None:
-        errors = 0
-        while not self.stopped.is_set():
-            try:
-                progressed = self.driver.step()
-                errors = 0
-            except SearchGoneError:
-                self._on_gone()
-                return
-            except ApiException as error:
-                log.warning(
-                    "%s/%s: API error %s %s; will retry",
-                    self.driver.namespace,
-                    self.driver.name,
-                    error.status,
-                    error.reason,
-                )
-                progressed, errors = False, errors + 1
-            except Exception:
-                log.exception(
-                    "%s/%s: reconciliation failed; will retry", self.driver.namespace, self.driver.name
-                )
-                progressed, errors = False, errors + 1
-            if progressed:
-                continue
-            delay = (
-                ERROR_BACKOFF_SECONDS[min(errors, len(ERROR_BACKOFF_SECONDS)) - 1] if errors else POLL_SECONDS
-            )
-            self.wake.wait(delay)
-            self.wake.clear()
+
+@dataclass
+class _State:
+    driver: SearchDriver | None = None
+    failures: int = 0  # in a row
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    searches: int
+    queued: int
+    stuck: list[str] = field(default_factory=list)  # "namespace/name: N s" of steps over the limit
 
 
 class Supervisor:
-    def __init__(self, make_driver: Callable[[str, str], SearchDriver]) -> None:
+    def __init__(
+        self,
+        make_driver: Callable[[str, str], SearchDriver],
+        workers: int = WORKERS,
+        resync: float = RESYNC_SECONDS,
+        stuck_after: float = STUCK_AFTER_SECONDS,
+    ) -> None:
         self._make_driver = make_driver
-        self._threads: dict[tuple[str, str], DriverThread] = {}
+        self._workers, self.resync, self.stuck_after = workers, resync, stuck_after
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self._states: dict[Key, _State] = {}
+        self._busy: dict[int, _Busy] = {}  # worker id -> what it steps
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._next_worker = 0
+        self._threads: list[threading.Thread] = []
 
-    def ensure(self, namespace: str, name: str) -> None:
-        """Start driving the search unless it is driven already; wake its driver either way."""
-        key = (namespace, name)
-        with self._lock:
-            current = self._threads.get(key)
-            if current is None or not current.thread.is_alive():
-                current = DriverThread(self._make_driver(namespace, name), lambda: self._forget(key))
-                self._threads[key] = current
-                current.thread.start()
-        current.wake.set()
+    # ----------------------------------------------------------------- lifecycle
 
-    def wake(self, namespace: str, label: str) -> None:
-        """Wake the driver of the search whose label value is `label` (from a Job or pod event)."""
-        with self._lock:
-            for (ns, name), driver in self._threads.items():
-                if ns == namespace and search_label(name) == label:
-                    driver.wake.set()
-
-    def stop(self, namespace: str, name: str) -> None:
-        with self._lock:
-            driver = self._threads.pop((namespace, name), None)
-        if driver is not None:
-            driver.stopped.set()
-            driver.wake.set()
+    def start(self) -> None:
+        for _ in range(self._workers):
+            self._spawn_worker()
+        watchdog = threading.Thread(target=self._watch, name="supervisor-watchdog", daemon=True)
+        watchdog.start()
+        self._threads.append(watchdog)
 
     def stop_all(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            drivers = list(self._threads.values())
-            self._threads.clear()
-        for driver in drivers:
-            driver.stopped.set()
-            driver.wake.set()
+        self._stopped.set()
+        self.queue.close()
         deadline = time.monotonic() + timeout
-        for driver in drivers:
-            driver.thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    # ----------------------------------------------------------------- events
+
+    def ensure(self, namespace: str, name: str) -> None:
+        """Step the search soon (its object changed, or the operator just saw it)."""
         with self._lock:
-            self._threads.pop(key, None)
+            self._states.setdefault((namespace, name), _State())
+        self.queue.add((namespace, name))
+
+    def wake(self, namespace: str, label: str) -> None:
+        """Step the search whose label value is `label` (from a Job or pod event)."""
+        with self._lock:
+            keys = [key for key in self._states if key[0] == namespace and search_label(key[1]) == label]
+        for key in keys:
+            self.queue.add(key)
+
+    def stop(self, namespace: str, name: str) -> None:
+        """The search was deleted: forget it (its objects are garbage-collected)."""
+        with self._lock:
+            self._states.pop((namespace, name), None)
+        self.queue.forget((namespace, name))
+
+    def health(self) -> Health:
+        now = time.monotonic()
+        with self._lock:
+            stuck = [
+                f"{busy.key[0]}/{busy.key[1]}: {now - busy.since:.0f} s"
+                for busy in self._busy.values()
+                if now - busy.since > self.stuck_after
+            ]
+            searches = len(self._states)
+        return Health(ok=not stuck, searches=searches, queued=len(self.queue), stuck=stuck)
+
+    def drivers(self) -> int:
+        """Drivers held in memory (finished searches hold none)."""
+        with self._lock:
+            return sum(1 for state in self._states.values() if state.driver is not None)
+
+    # ----------------------------------------------------------------- workers
+
+    def _spawn_worker(self) -> None:
+        with self._lock:
+            worker = self._next_worker
+            self._next_worker += 1
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name=f"search-worker-{worker}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self, worker: int) -> None:
+        while not self._stopped.is_set():
+            item = self.queue.get(timeout=1.0)
+            if item is None:
+                continue
+            key, token = item
+            with self._lock:
+                self._busy[worker] = _Busy(key, time.monotonic())
+            try:
+                delay = self._process(key)
+            finally:
+                with self._lock:
+                    busy = self._busy.pop(worker, None)
+            if busy is not None and busy.abandoned:
+                return  # the watchdog gave this key to another worker and replaced this one
+            self.queue.done(key, token)
+            if delay is not None:
+                self.queue.add(key, delay)
+
+    def _process(self, key: Key) -> float | None:
+        """Step the search; the delay before its next step, or None for none."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                return None  # deleted meanwhile
+            if state.driver is None:
+                state.driver = self._make_driver(*key)
+            driver = state.driver
+        try:
+            step = driver.step()
+        except SearchGoneError:
+            self.stop(*key)
+            return None
+        except Exception as error:
+            failure = api_failure(error)
+            with self._lock:
+                state.failures += 1
+                failures = state.failures
+            if failure.kind is FailureKind.INTERNAL:
+                log.exception("%s/%s: step failed", *key)
+            else:
+                log.warning("%s/%s: %s (%s): %s", *key, failure.kind, failure.status, failure.message)
+            if (
+                failure.permanent
+                or failure.kind is FailureKind.INTERNAL
+                or failures >= REPORT_TRANSIENT_AFTER
+            ):
+                driver.report(failure)
+            return retry_delay(failure, failures)
+        with self._lock:
+            state.failures = 0
+            if step.finished:
+                state.driver = None  # nothing to do until the search changes; free its engine
+        if step.finished:
+            return None
+        return 0.0 if step.progressed else self.resync
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(5.0, self.stuck_after / 4)):
+            now = time.monotonic()
+            abandoned = []
+            with self._lock:
+                for busy in self._busy.values():
+                    if not busy.abandoned and now - busy.since > self.stuck_after:
+                        busy.abandoned = True
+                        state = self._states.get(busy.key)
+                        if state is not None:
+                            state.driver = None  # the next step starts from a fresh driver
+                        abandoned.append(busy.key)
+            for key in abandoned:
+                log.error(
+                    "%s/%s: a step has run for over %.0f s; handing the search to another worker",
+                    *key,
+                    self.stuck_after,
+                )
+                self.queue.abandon(key)
+                self._spawn_worker()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sustaindiffusion.api.status import Phase
-from sustaindiffusion.search.engine import Outcome, OutcomeState
+from sustaindiffusion.search.engine import Outcome, OutcomeReason, OutcomeState
 from sustaindiffusion.search.records import ArchiveRecord
 
 # Condition types (positive polarity, Kubernetes conventions).
@@ -216,3 +216,22 @@ def _condition(status: Mapping[str, Any], kind: str, value: str, reason: str | N
         c.get("type") == kind and c.get("status") == value and (reason is None or c.get("reason") == reason)
         for c in status.get("conditions") or []
     )
+
+
+SETTLED_REASONS = {r.value for r in OutcomeReason} - {OutcomeReason.RUNNING.value}
+
+
+def needs_reconciling(status: Mapping[str, Any], generation: int) -> bool:
+    """Whether a search may still have something to do. One that the engine finished (succeeded, or
+    failed for a reason of its own) at the spec generation it has now does not: it needs no replay
+    of its archive and no polling until its spec changes (a larger budget, say)."""
+    if status.get("observedGeneration") != generation:
+        return True
+    if status.get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        return True
+    final = [
+        c
+        for c in status.get("conditions") or []
+        if c.get("type") in (COMPLETE, FAILED) and c.get("status") == "True"
+    ]
+    return not final or final[0].get("reason") not in SETTLED_REASONS

@@ -50,7 +50,7 @@ from sustaindiffusion.search.engine import (
     ReplayMismatchError,
     SearchEngine,
 )
-from sustaindiffusion.search.records import ArchiveRecord
+from sustaindiffusion.search.records import ArchiveRecord, RecordError
 from sustaindiffusion.search.status import build_status
 
 
@@ -139,10 +139,14 @@ class GenerationLoop:
             self._engine = SearchEngine.replay(self.spec, [r.result for r in self.archive.read()])
         return self._engine
 
+    @property
+    def has_engine(self) -> bool:
+        return self._engine is not None
+
     def step(self, previous: Mapping[str, Any]) -> Step:
         try:
             engine = self.engine
-        except ReplayMismatchError as error:
+        except (ReplayMismatchError, RecordError) as error:
             return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(str(error)), fatal=True), previous)
         generation = engine.generation
         if engine.outcome().finished:

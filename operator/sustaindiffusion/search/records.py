@@ -82,6 +82,11 @@ class ArchiveRecord(ApiModel):
     def candidate_id(self) -> str:
         return self.result.candidate_id
 
+    @property
+    def key(self) -> str:
+        """What makes a record unique in an archive: a candidate is evaluated once per search."""
+        return self.result.candidate_id
+
 
 def parse_lines(text: str) -> list[ArchiveRecord]:
     """Every record of a chunk of lines (blank lines skipped); RecordError names the bad line."""
