@@ -14,6 +14,7 @@ from sustaindiffusion.search.decisions import (
     Observation,
     decide,
     invalid_spec,
+    needs_reconciling,
 )
 from sustaindiffusion.search.engine import Outcome, OutcomeReason, OutcomeState
 from sustaindiffusion.search.records import ArchiveRecord
@@ -157,3 +158,30 @@ def test_a_generation_that_advanced_is_no_longer_queued_or_pending() -> None:
     assert conditions(decision)["WorkersPending"].status is False
     assert conditions(decision)["Progressing"].message == "generation 2"
     assert reasons(decision) == ["GenerationFinished"]
+
+
+def test_a_request_the_api_server_refuses_fails_the_search_until_the_spec_changes() -> None:
+    blocked = Blocked("RequestRejected", 'Job.batch "s-g0001" is invalid: affinity', fatal=True)
+    decision = decide(Observation(1, RUNNING, blocked=blocked), {"phase": "Running"})
+    assert decision.phase is Phase.FAILED
+    assert conditions(decision)["Failed"] == ConditionUpdate(
+        "Failed", True, "RequestRejected", blocked.message
+    )
+    assert conditions(decision)["Progressing"].status is False
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "RequestRejected")]
+    assert decide(Observation(1, RUNNING, blocked=blocked), stored(decision)).events == []
+
+
+def test_only_a_search_the_engine_finished_at_its_spec_generation_needs_no_reconciling() -> None:
+    outcome = Outcome(OutcomeState.SUCCEEDED, OutcomeReason.GENERATIONS_COMPLETED, "done")
+    finished = stored(decide(Observation(3, outcome), {}))
+    assert not needs_reconciling(finished | {"observedGeneration": 2}, 2)
+    assert needs_reconciling(finished | {"observedGeneration": 2}, 3)  # the spec changed
+    assert needs_reconciling({"phase": "Running", "observedGeneration": 2}, 2)
+    assert needs_reconciling({}, 1)
+    rejected = stored(
+        decide(Observation(1, RUNNING, blocked=Blocked("RequestRejected", "x", fatal=True)), {})
+    )
+    assert needs_reconciling(rejected | {"observedGeneration": 2}, 2)  # not the engine's end: try again
+    too_many = Outcome(OutcomeState.FAILED, OutcomeReason.TOO_MANY_FAILURES, "11 failed")
+    assert not needs_reconciling(stored(decide(Observation(1, too_many), {})) | {"observedGeneration": 2}, 2)

@@ -259,3 +259,23 @@ def test_a_report_lost_every_time_fails_its_candidates_with_the_reason() -> None
         "shard 0: unusable worker report (the termination message is empty)"
     }
     assert status["phase"] == "Succeeded"
+
+
+def test_a_running_job_that_a_replay_does_not_ask_for_fails_the_search_with_advice() -> None:
+    archive, executor = MemoryArchive(), FakeExecutor(held={0})
+    loop_of(make_spec(), archive, executor).step({})  # the baseline's task exists
+    other_seed = make_spec(baselines=[{"name": "fast", "inferenceSteps": 12}])  # asks other candidates
+    step = loop_of(other_seed, archive, executor).step({})
+    assert step.status.phase.value == "Failed"
+    failed = {c.type: c for c in step.status.conditions or []}["Failed"]
+    assert failed.reason == "ReplayMismatch"
+    assert "delete and recreate the SustainSearch" in failed.message
+    assert [e.reason for e in step.events] == ["ReplayMismatch"]
+
+
+def test_an_archive_of_another_search_fails_the_search_with_advice() -> None:
+    archive = MemoryArchive()
+    drive(loop_of(make_spec(), archive, FakeExecutor()))
+    step = loop_of(make_spec(algorithm={"seed": 99}), archive, FakeExecutor()).step({})
+    assert step.status.phase.value == "Failed"
+    assert {c.type: c.reason for c in step.status.conditions or []}["Failed"] == "ReplayMismatch"
