@@ -82,6 +82,27 @@ def test_server_defaults_equal_pydantic_defaults(custom: client.CustomObjectsApi
     assert created["spec"] == expected
 
 
+def test_a_pod_affinity_is_stored_whole(custom: client.CustomObjectsApi, namespace: str) -> None:
+    """Free-form pod fields keep every nested field (a schema that pruned them lost the user's
+    affinity silently)."""
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100", "h200"]}]}
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+            ]
+        },
+    }
+    created = _create(custom, namespace, _body(BASE_SPEC | {"execution": {"affinity": affinity}}))
+    assert created["spec"]["execution"]["affinity"] == affinity
+
+
 def test_kubectl_explain_shows_field_descriptions(control_plane: ControlPlane, crd_installed: None) -> None:
     def explained() -> str | None:
         result = control_plane.kubectl(

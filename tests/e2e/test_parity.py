@@ -20,28 +20,18 @@ from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.store import RunStore
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.kubelet import TestKubelet
-from tests.support.searches import OperatorProcess, archive_records, create_search, wait_phase
+from tests.support.searches import (
+    STANDIN_SPEC,
+    OperatorProcess,
+    archive_records,
+    create_search,
+    pod_key,
+    standin_workers,
+    wait_phase,
+)
 from tests.support.standin_worker import PROGRAM
 
-SPEC: dict[str, Any] = {
-    "model": {"id": "stand-in/model"},
-    "prompts": {"inline": ["Photo portrait of a Software Engineer that codes"], "imagesPerPrompt": 4},
-    "searchSpace": {
-        "inferenceSteps": {"min": 10, "max": 40},
-        "guidanceScale": {"min": 1.0, "max": 9.0, "step": 0.5},
-        "positiveKeywords": {"pool": ["photograph", "gentle", "honest", "film grain"]},
-        "negativeKeywords": {"pool": ["ambitious", "lowres", "assertive"]},
-        "promptWeight": {"min": 0, "max": 3},
-    },
-    "algorithm": {"populationSize": 6, "generations": 2, "seed": 5},
-    "execution": {
-        "candidatesPerPod": 2,
-        "parallelism": 3,
-        "retriesPerCandidate": 1,
-        "maxFailedCandidates": 100,
-        "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": 1}},
-    },
-}
+SPEC = STANDIN_SPEC
 ALWAYS_OOM = (1, 1)  # (generation, shard) whose every attempt is OOM-killed: recorded failed
 FLAKY = (2, 0)  # (generation, shard) whose first attempt fails transiently: retried, then fine
 
@@ -70,33 +60,22 @@ def test_the_operator_and_the_local_runner_reach_the_same_end(
 ) -> None:
     attempts: dict[tuple[int, int], int] = {}
 
-    def ours(pod: dict[str, Any]) -> tuple[int, int] | None:
-        metadata = pod["metadata"]
-        if metadata["namespace"] != namespace:
-            return None
-        labels = metadata.get("labels") or {}
-        index = (metadata.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
-        return int(labels["sustaindiffusion.io/generation"]), int(index or -1)
-
     def fault(pod: dict[str, Any]) -> tuple[int, str] | None:
-        key = ours(pod)
+        key = pod_key(pod, namespace)
         if key is None:
             return None
-        attempt = attempts.get(key, 0)
-        attempts[key] = attempt + 1
-        return injected(*key, attempt)
-
-    def standin(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
-        return [*PROGRAM, *argv[1:]] if ours(pod) is not None else None
+        generation, _, shard = key
+        attempt = attempts.get((generation, shard), 0)
+        attempts[(generation, shard)] = attempt + 1
+        return injected(generation, shard, attempt)
 
     test_kubelet.faults.append(fault)
-    test_kubelet.programs.append(standin)
     try:
-        create_search(api_client, namespace, "parity", SPEC)
-        cluster = wait_phase(api_client, namespace, "parity", operator)
+        with standin_workers(test_kubelet, namespace):
+            create_search(api_client, namespace, "parity", SPEC)
+            cluster = wait_phase(api_client, namespace, "parity", operator)
     finally:
         test_kubelet.faults.remove(fault)
-        test_kubelet.programs.remove(standin)
     cluster_records = archive_records(api_client, namespace, "parity")
 
     spec_file = tmp_path / "parity.yaml"

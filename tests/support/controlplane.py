@@ -37,6 +37,8 @@ CONTROLLERS = (
     "deployment-controller",
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
+    "resourcequota-controller",  # quota usage, which quota admission needs (a shared cluster has quotas)
+    "disruption-controller",  # evictions (the PodDisruptionBudget bookkeeping the eviction API reads)
 )
 
 READY_TIMEOUT_S = float(os.environ.get("SUSTAINDIFFUSION_CONTROL_PLANE_TIMEOUT", "180"))

@@ -33,9 +33,11 @@ the token from its absolute path, so such a pod runs in its own mount namespace 
 (the operator installed by Helm) then authenticates as its service account, as in a cluster.
 
 Fault injection, for tests of failure handling: a function in `faults` that returns
-`(exit code, reason)` for a pod makes that pod fail so, without running it, as a node would
-report an OOM-killed container. A function in `programs` may substitute the program a pod runs
-(a stand-in worker for tests that measure or compare the operator, not the worker).
+`(exit code, reason)` for a pod makes that pod end so, without running it, as a node would
+report an OOM-killed container; `(exit code, reason, message)` also leaves that termination message
+(at most 4096 bytes, as Kubernetes keeps), so a pod can "succeed" with any report at all. A
+function in `programs` may substitute the program a pod runs (a stand-in worker for tests that
+measure or compare the operator, not the worker).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 Pod = dict[str, Any]
+# What a fault makes of a pod instead of running it: (exit code, reason) or, to leave any termination
+# message (a malformed or forged report, say), (exit code, reason, message).
+Fault = tuple[int, str] | tuple[int, str, str]
 
 
 def _now() -> str:
@@ -203,7 +208,7 @@ class TestKubelet:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._watch: watch.Watch | None = None
-        self.faults: list[Callable[[Pod], tuple[int, str] | None]] = []
+        self.faults: list[Callable[[Pod], Fault | None]] = []
         # Program substitution, as an image would bring another program: a function that returns
         # a new argv for a pod (or None to leave it) runs that instead of the pod's command.
         self.programs: list[Callable[[Pod, list[str]], list[str] | None]] = []
@@ -407,9 +412,10 @@ class TestKubelet:
         for fault in list(self.faults):
             injected = fault(pod)
             if injected is not None:
-                exit_code, reason = injected
+                exit_code, reason, message = (*injected, "")[:3]
                 self._report_running(pod, running)
-                self._report_terminal(pod, running, exit_code=exit_code, reason=reason, message="")
+                message = message.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore")
+                self._report_terminal(pod, running, exit_code=exit_code, reason=reason, message=message)
                 return
         containers = pod["spec"].get("containers", [])
         if len(containers) != 1:

@@ -3,10 +3,13 @@ search spec on the tiny models, and reading a search, its archive and its worker
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import re
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from sustaindiffusion.search.records import ArchiveRecord, parse_lines
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.standin_worker import PROGRAM
 
 SEARCH_TIMEOUT = 300
 
@@ -178,3 +182,58 @@ def evaluated_candidates(kubelet: TestKubelet, namespace: str) -> list[str]:
             r"candidate ([0-9a-f]{16}): (?:Succeeded|Failed)", log.read_text(errors="replace")
         )
     return evaluated
+
+
+# A search for the stand-in worker (tests/support/standin_worker.py): deterministic synthetic
+# metrics in milliseconds, so what is measured or compared is the operator's behaviour.
+STANDIN_SPEC: dict[str, Any] = {
+    "model": {"id": "stand-in/model"},
+    "prompts": {"inline": ["Photo portrait of a Software Engineer that codes"], "imagesPerPrompt": 4},
+    "searchSpace": {
+        "inferenceSteps": {"min": 10, "max": 40},
+        "guidanceScale": {"min": 1.0, "max": 9.0, "step": 0.5},
+        "positiveKeywords": {"pool": ["photograph", "gentle", "honest", "film grain"]},
+        "negativeKeywords": {"pool": ["ambitious", "lowres", "assertive"]},
+        "promptWeight": {"min": 0, "max": 3},
+    },
+    "algorithm": {"populationSize": 6, "generations": 2, "seed": 5},
+    "execution": {
+        "candidatesPerPod": 2,
+        "parallelism": 3,
+        "retriesPerCandidate": 1,
+        "maxFailedCandidates": 100,
+        "resources": {"requests": {"cpu": "100m"}, "limits": {"nvidia.com/gpu": 1}},
+    },
+}
+
+
+def standin_spec(**sections: dict[str, Any]) -> dict[str, Any]:
+    """STANDIN_SPEC with `sections` (e.g. algorithm={...}) merged into its top-level sections."""
+    spec = copy.deepcopy(STANDIN_SPEC)
+    for name, values in sections.items():
+        spec[name] = {**spec.get(name, {}), **values}
+    return spec
+
+
+def pod_key(pod: dict[str, Any], namespace: str) -> tuple[int, int, int] | None:
+    """(generation, round, shard) of a worker pod of `namespace`, None for any other pod."""
+    metadata = pod["metadata"]
+    labels = metadata.get("labels") or {}
+    if metadata["namespace"] != namespace or names.LABEL_GENERATION not in labels:
+        return None
+    index = (metadata.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "-1")
+    return int(labels[names.LABEL_GENERATION]), int(labels.get(names.LABEL_ROUND, "0")), int(index)
+
+
+@contextlib.contextmanager
+def standin_workers(kubelet: TestKubelet, namespace: str) -> Iterator[None]:
+    """Worker pods of `namespace` run the stand-in worker instead of the real one."""
+
+    def standin(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
+        return [*PROGRAM, *argv[1:]] if pod_key(pod, namespace) is not None else None
+
+    kubelet.programs.append(standin)
+    try:
+        yield
+    finally:
+        kubelet.programs.remove(standin)

@@ -78,6 +78,11 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
             result[key] = _resolve(value, defs)
         else:
             result[key] = value
+    if result.get("x-kubernetes-preserve-unknown-fields") and result.get("additionalProperties") is True:
+        # `additionalProperties: true` gives every value an empty schema, under which the API
+        # server prunes nested fields (an affinity kept only its top-level keys): the object
+        # itself preserves what it holds.
+        del result["additionalProperties"]
     return result
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from sustaindiffusion.kube import names
 from sustaindiffusion.kube.builders import ARCHIVE_KEY, SearchRef, archive_config_map
@@ -120,7 +121,7 @@ class ConfigMapArchive:
                     continue
             text, rest = append_lines("", remaining, self.chunk_bytes)
             manifest: Any = archive_config_map(self.search, len(chunks), text)
-            created = self.core.create_namespaced_config_map(self.search.namespace, manifest)
+            created = self._create(manifest)
             if chunks:  # the chunk before is full: nothing is ever appended to it again
                 full = chunks[-1]
                 immutable = {"metadata": {"resourceVersion": full.resource_version}, "immutable": True}
@@ -128,6 +129,20 @@ class ConfigMapArchive:
             keys = {r.key for r in remaining[: len(remaining) - len(rest)]}
             chunks.append(Chunk(manifest["metadata"]["name"], text, _resource_version(created), keys))
             remaining = rest
+
+    def _create(self, manifest: Any) -> client.V1ConfigMap:
+        """Create a chunk. A ConfigMap of that name owned by another uid is garbage of an earlier
+        search of the same name: it is deleted, and the conflict raised so the step is retried."""
+        try:
+            return self.core.create_namespaced_config_map(self.search.namespace, manifest)
+        except ApiException as error:
+            if error.status == 409:
+                name = manifest["metadata"]["name"]
+                existing = self.core.read_namespaced_config_map(name, self.search.namespace)
+                owners = (existing.metadata.owner_references if existing.metadata else None) or []
+                if all(owner.uid != self.search.uid for owner in owners):
+                    self.core.delete_namespaced_config_map(name, self.search.namespace)
+            raise
 
 
 def _resource_version(config_map: client.V1ConfigMap) -> str:

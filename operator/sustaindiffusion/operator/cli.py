@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # else a line per watch event
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)  # else a line per renewal
     lease = None
     if not args.no_leader_election:
         duration = max(3, args.lease_duration)
