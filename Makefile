@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv binaries system-deps lint typecheck imports pytest crds constraints quickstart clean
+.PHONY: test venv binaries system-deps lint typecheck imports pytest chaos crds constraints quickstart clean
 
 test: venv binaries system-deps lint typecheck imports pytest
 
@@ -32,6 +32,12 @@ imports: venv
 pytest: venv binaries system-deps
 	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
 	  $(BIN)/pytest $(PYTEST_ARGS)
+	@bash hack/check-no-leftovers.sh
+
+# The chaos suite in full (20 operator kills, more pods and messages); `make test` runs it bounded.
+chaos: venv binaries system-deps
+	SUSTAINDIFFUSION_CHAOS=full SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
+	  $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
 
 # The quickstart: tiny offline models, a small local search, and its report (out/quickstart/report).

@@ -381,11 +381,15 @@ class TestKubelet:
             running.process.stop(grace_seconds=0.5)
 
     def _delete(self, pod: Pod, running: _RunningPod | None) -> None:
-        """Stop the pod's process, then confirm the graceful deletion as a kubelet does."""
+        """Stop the pod's process, report it terminated (a Job waits for that before it replaces
+        the pod), then confirm the graceful deletion, as a kubelet does."""
         if running is not None and running.process is not None and not running.stopping:
             running.stopping = True
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
             running.process.stop(grace_seconds=min(float(grace or 0), 5.0))
+        phase = (pod.get("status") or {}).get("phase")
+        if running is not None and not running.finished and phase not in ("Succeeded", "Failed"):
+            self._report_terminal(pod, running, exit_code=137, reason="Error", message="")
         with contextlib.suppress(ApiException):
             self.core.delete_namespaced_pod(
                 pod["metadata"]["name"],
@@ -685,7 +689,7 @@ class TestKubelet:
             "podIP": running.ip,
             "podIPs": [{"ip": running.ip}],
             "startTime": pod.get("status", {}).get("startTime") or now,
-            "conditions": _conditions(ready=True, now=now),
+            "conditions": _conditions(pod, ready=True, now=now),
             "containerStatuses": [
                 {
                     "name": container["name"],
@@ -720,7 +724,7 @@ class TestKubelet:
             "hostIP": "127.0.0.1",
             "podIP": running.ip,
             "startTime": pod.get("status", {}).get("startTime") or now,
-            "conditions": _conditions(ready=False, now=now),
+            "conditions": _conditions(pod, ready=False, now=now),
             "containerStatuses": [
                 {
                     "name": container["name"],
@@ -746,14 +750,25 @@ class TestKubelet:
                 log.warning("status of %s/%s not written: %s", running.namespace, running.name, error.reason)
 
 
-def _conditions(ready: bool, now: str) -> list[dict[str, str]]:
+KUBELET_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+
+
+def _conditions(pod: Pod, ready: bool, now: str) -> list[dict[str, str]]:
+    """The kubelet's own conditions, and the pod's others kept (a DisruptionTarget that an
+    eviction or preemption added must survive: a Job's pod-failure policy reads it)."""
     value = "True" if ready else "False"
-    return [
+    own = [
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
         {"type": "Initialized", "status": "True", "lastTransitionTime": now},
         {"type": "ContainersReady", "status": value, "lastTransitionTime": now},
         {"type": "Ready", "status": value, "lastTransitionTime": now},
     ]
+    others = [
+        c
+        for c in (pod.get("status") or {}).get("conditions") or []
+        if c.get("type") not in KUBELET_CONDITIONS
+    ]
+    return own + others
 
 
 def _in_mount_namespace(bind_mounts: list[tuple[Path, str]], argv: list[str]) -> list[str]:

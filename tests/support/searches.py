@@ -151,17 +151,44 @@ def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
 def wait_phase(
     api: client.ApiClient, namespace: str, name: str, operator: OperatorProcess, phase: str = "Succeeded"
 ) -> dict[str, Any]:
+    failed: list[str] = []
+
     def reached() -> bool:
         status = get_search(api, namespace, name).get("status") or {}
         if status.get("phase") == "Failed" and phase != "Failed":
-            raise AssertionError(f"search failed: {status.get('message')}")
+            failed.append(f"search failed: {status.get('message')}")
+            return True  # no use waiting longer
         return status.get("phase") == phase
 
     try:
         wait_until(reached, SEARCH_TIMEOUT, interval=1.0, what=f"search {name} to reach {phase}")
+        if failed:
+            raise AssertionError(failed[0])
     except (TimeoutError, AssertionError) as error:
-        raise AssertionError(f"{error}\n--- operator log ---\n{operator.log()}") from None
+        raise AssertionError(
+            f"{error}\n--- status ---\n{get_search(api, namespace, name).get('status')}\n"
+            f"--- jobs ---\n{_jobs(api, namespace)}\n--- operator log ---\n{operator.log()}"
+        ) from None
     return get_search(api, namespace, name)
+
+
+def _jobs(api: client.ApiClient, namespace: str) -> str:
+    """The Jobs of `namespace` and their pods, one line each, for a failure's message."""
+    lines = []
+    core = client.CoreV1Api(api)
+    for job in client.BatchV1Api(api).list_namespaced_job(namespace).items:
+        status = job.status
+        lines.append(
+            f"{job.metadata.name}: active {status.active} succeeded {status.succeeded} "
+            f"failed {status.failed} completed {status.completed_indexes!r} "
+            f"failedIndexes {status.failed_indexes!r}"
+        )
+        selector = f"batch.kubernetes.io/controller-uid={job.metadata.uid}"
+        for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+            conditions = [c.type for c in pod.status.conditions or [] if c.status == "True"]
+            deleting = bool(pod.metadata.deletion_timestamp)
+            lines.append(f"  {pod.metadata.name}: {pod.status.phase} {conditions} deleting={deleting}")
+    return "\n".join(lines) or "(none)"
 
 
 def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[ArchiveRecord]:

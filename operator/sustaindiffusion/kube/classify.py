@@ -56,7 +56,10 @@ def classify_round(job: Body | None, pods: Sequence[Body], task: EvaluationTask)
             failed = [p for p in terminal if (p.get("status") or {}).get("phase") == "Failed"]
             reason = failure_reason(index, failed[-1], worker_terminated(failed[-1])) if failed else None
             collected.shards[index] = ShardOutcome(
-                failure=reason or f"shard {index} failed", attempts=max(1, len(terminal)), final=True
+                failure=reason
+                or f"shard {index} failed; its pods were deleted before their failure was read",
+                attempts=max(1, len(terminal)),
+                final=True,
             )
         elif index in completed_indexes:
             collected.shards[index] = ShardOutcome(

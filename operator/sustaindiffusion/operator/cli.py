@@ -23,6 +23,7 @@ import sys
 import kopf
 
 import sustaindiffusion.operator.handlers  # noqa: F401 - registers the handlers
+from sustaindiffusion.kube.api import READ_TIMEOUT_S
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.handlers import RUNTIME, RuntimeSettings
 from sustaindiffusion.operator.health import serve_health
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-port", type=int, default=8081, help="0: no liveness endpoint")
     parser.add_argument("--health-address", default="0.0.0.0")
     parser.add_argument("--workers", type=int, default=WORKERS, help="searches stepped at once")
+    parser.add_argument(
+        "--api-timeout-seconds",
+        type=float,
+        default=READ_TIMEOUT_S,
+        help="read timeout of each API request (connecting: at most 5 s)",
+    )
     parser.add_argument(
         "--resync-seconds",
         type=float,
@@ -96,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             retry_period=max(1, duration // 7),
         )
     RUNTIME.settings = RuntimeSettings(
-        workers=args.workers, resync=args.resync_seconds, stuck_after=args.stuck_after_seconds, lease=lease
+        workers=args.workers,
+        resync=args.resync_seconds,
+        stuck_after=args.stuck_after_seconds,
+        lease=lease,
+        api_timeout=args.api_timeout_seconds,
     )
     if args.metrics_port:
         serve_metrics(args.metrics_port, RUNTIME.metrics, args.metrics_address)

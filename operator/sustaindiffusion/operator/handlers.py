@@ -10,7 +10,7 @@ import kopf
 from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
-from sustaindiffusion.kube.api import TimeoutApiClient
+from sustaindiffusion.kube.api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, TimeoutApiClient
 from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_SEARCH
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
@@ -35,6 +35,7 @@ class RuntimeSettings:
     resync: float = RESYNC_SECONDS
     stuck_after: float = STUCK_AFTER_SECONDS
     lease: leadership.LeaseSettings | None = field(default_factory=leadership.LeaseSettings)  # None: none
+    api_timeout: float = READ_TIMEOUT_S
 
 
 class Runtime:
@@ -51,7 +52,8 @@ class Runtime:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config()  # type: ignore[no-untyped-call]
-        api = TimeoutApiClient(client.Configuration.get_default_copy())
+        timeout = (min(CONNECT_TIMEOUT_S, self.settings.api_timeout), self.settings.api_timeout)
+        api = TimeoutApiClient(client.Configuration.get_default_copy(), timeout)
         events = EventPoster(api)
         settings = self.settings
         supervisor = Supervisor(
