@@ -121,6 +121,13 @@ def test_a_job_the_api_server_refuses_is_shown_and_fixing_the_spec_resumes(
         client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "refused", {"spec": {"execution": {"affinity": None}}}
         )
+        wait_until(
+            lambda: (
+                (get_search(api_client, namespace, "refused").get("status") or {}).get("phase") == "Running"
+            ),
+            60,
+            what="the fixed search to run again",
+        )
         fixed = wait_phase(api_client, namespace, "refused", operator)
     assert fixed["status"]["generationProgress"] == "2/2"
 
