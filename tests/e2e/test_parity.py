@@ -24,10 +24,8 @@ from tests.support.searches import (
     STANDIN_SPEC,
     OperatorProcess,
     archive_records,
-    create_search,
     pod_key,
-    standin_workers,
-    wait_phase,
+    run_standin_search,
 )
 from tests.support.standin_worker import PROGRAM
 
@@ -69,13 +67,7 @@ def test_the_operator_and_the_local_runner_reach_the_same_end(
         attempts[(generation, shard)] = attempt + 1
         return injected(generation, shard, attempt)
 
-    test_kubelet.faults.append(fault)
-    try:
-        with standin_workers(test_kubelet, namespace):
-            create_search(api_client, namespace, "parity", SPEC)
-            cluster = wait_phase(api_client, namespace, "parity", operator)
-    finally:
-        test_kubelet.faults.remove(fault)
+    cluster = run_standin_search(api_client, test_kubelet, operator, namespace, "parity", SPEC, [fault])
     cluster_records = archive_records(api_client, namespace, "parity")
 
     spec_file = tmp_path / "parity.yaml"

@@ -33,6 +33,7 @@ from tests.support.searches import (
     evaluated_candidates,
     get_search,
     pod_key,
+    run_standin_search,
     standin_spec,
     standin_workers,
     wait_phase,
@@ -284,13 +285,9 @@ def test_malformed_forged_and_lost_reports_are_retried_never_wedging(
         return 0, "Completed", UNUSABLE[key[2] % len(UNUSABLE)].replace("{id}", member)
 
     spec = standin_spec(algorithm={"populationSize": 12, "generations": 2}, execution={"candidatesPerPod": 1})
-    test_kubelet.faults.append(bad_first_report)
-    try:
-        with standin_workers(test_kubelet, namespace):
-            create_search(api_client, namespace, "hostile", spec)
-            search = wait_phase(api_client, namespace, "hostile", operator)
-    finally:
-        test_kubelet.faults.remove(bad_first_report)
+    search = run_standin_search(
+        api_client, test_kubelet, operator, namespace, "hostile", spec, [bad_first_report]
+    )
     records = archive_records(api_client, namespace, "hostile")
     ids = [r.candidate_id for r in records]
     assert len(ids) == len(set(ids))

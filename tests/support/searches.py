@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +264,23 @@ def standin_workers(kubelet: TestKubelet, namespace: str) -> Iterator[None]:
         yield
     finally:
         kubelet.programs.remove(standin)
+
+
+def run_standin_search(
+    api: client.ApiClient,
+    kubelet: TestKubelet,
+    operator: OperatorProcess,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    faults: Sequence[Callable[[dict[str, Any]], Any]] = (),
+) -> dict[str, Any]:
+    """Run `spec` to Succeeded with stand-in workers and the kubelet `faults` installed meanwhile."""
+    kubelet.faults.extend(faults)
+    try:
+        with standin_workers(kubelet, namespace):
+            create_search(api, namespace, name, spec)
+            return wait_phase(api, namespace, name, operator)
+    finally:
+        for fault in faults:
+            kubelet.faults.remove(fault)

@@ -55,6 +55,7 @@ from tests.support.searches import (
     create_search,
     get_search,
     pod_key,
+    run_standin_search,
     standin_spec,
     standin_workers,
     wait_phase,
@@ -438,13 +439,9 @@ def test_malformed_partial_forged_and_fatal_reports_never_wedge_a_search(
             refused.append(message)
         return 0, "Completed", message
 
-    test_kubelet.faults.append(hostile_first_round)
-    try:
-        with standin_workers(test_kubelet, namespace):
-            create_search(api_client, namespace, "hostile", spec)
-            search = wait_phase(api_client, namespace, "hostile", operator)
-    finally:
-        test_kubelet.faults.remove(hostile_first_round)
+    search = run_standin_search(
+        api_client, test_kubelet, operator, namespace, "hostile", spec, [hostile_first_round]
+    )
     records = archive_records(api_client, namespace, "hostile")
     assert comparable(records) == expected  # every candidate once, with the real worker's values
     assert search["status"]["phase"] == "Succeeded"
