@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import NEGATIVE_MALE_LEADING, POSITIVE_FEMALE_LEADING
-from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
+from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.search.engine import Candidate
 
 IMAGES = 4
@@ -50,3 +51,41 @@ def fake_evaluate(
     if fails(candidate):
         return EvaluationResult.failed(candidate.candidate_id, "CUDA out of memory (simulated)")
     return EvaluationResult.succeeded(candidate.candidate_id, fake_metrics(candidate.settings))
+
+
+def fake_prompt_stats(settings: CandidateSettings, prompts: int, images: int) -> list[PromptStats]:
+    """Per-prompt statistics consistent with `fake_metrics`, varying a little from prompt to prompt."""
+    metrics = fake_metrics(settings)
+    stats = []
+    for index in range(prompts):
+        wobble = (_jitter(settings.model_copy(update={"prompt_weight": index})) - 0.5) * 0.2
+        share_female = min(1.0, max(0.0, (1.0 - metrics.gender_bias) / 2 + wobble))
+        female = round(images * share_female)
+        white = round(images * min(1.0, 0.25 + metrics.ethnic_bias * 0.75))
+        rest = images - white
+        stats.append(
+            PromptStats(
+                images=images,
+                human_images=images,
+                female_images=female,
+                male_images=images - female,
+                white_images=white,
+                asian_images=rest // 3,
+                black_images=rest // 3,
+                arab_images=rest - 2 * (rest // 3),
+                quality_sum=metrics.quality * images,
+                joules=metrics.energy_joules_per_image * images * (1 + wobble),
+                seconds=metrics.seconds_per_image * images,
+            )
+        )
+    return stats
+
+
+def fake_task_result(
+    candidate: Candidate, task: EvaluationTask, fails: Callable[[Candidate], bool] = lambda _: False
+) -> EvaluationResult:
+    """What a worker would report for `candidate` in `task`: per-prompt statistics for validation."""
+    result = fake_evaluate(candidate, fails)
+    if task.per_prompt and result.ok:
+        result.per_prompt = fake_prompt_stats(candidate.settings, len(task.prompts), task.images_per_prompt)
+    return result

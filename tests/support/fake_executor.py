@@ -13,7 +13,7 @@ from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.search.engine import Candidate
 from sustaindiffusion.search.loop import Collected, ShardOutcome
 from sustaindiffusion.search.records import ArchiveRecord
-from tests.support.fake_evaluator import fake_evaluate
+from tests.support.fake_evaluator import fake_task_result
 
 # (task, shard) -> how the shard settles instead of a normal run, or None for a normal run
 ShardFault = Callable[[EvaluationTask, int], ShardOutcome | None]
@@ -59,7 +59,7 @@ class FakeExecutor:
             outcome = self.faults(task, shard)
             if outcome is None:
                 results = [
-                    fake_evaluate(Candidate(member.candidate_id, task.generation, member.settings))
+                    fake_task_result(Candidate(member.candidate_id, task.generation, member.settings), task)
                     for member in task.shard(shard)
                 ]
                 outcome = ShardOutcome(results=results)

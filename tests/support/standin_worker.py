@@ -18,10 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sustaindiffusion.api import contract
+from sustaindiffusion.api.results import Device
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.api.wire import ShardReport, encode_report
 from sustaindiffusion.search.engine import Candidate
-from tests.support.fake_evaluator import fake_evaluate
+from tests.support.fake_evaluator import fake_task_result
 
 PROGRAM = (sys.executable, str(Path(__file__).resolve()))
 
@@ -50,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     shard = args.shard if args.shard is not None else int(os.environ.get(contract.SHARD_ENV, "0"))
     task = EvaluationTask.model_validate_json(args.task.read_text())
     results = [
-        fake_evaluate(Candidate(member.candidate_id, task.generation, member.settings))
+        fake_task_result(Candidate(member.candidate_id, task.generation, member.settings), task)
         for member in task.shard(shard)
     ]
-    report = ShardReport(generation=task.generation, shard=shard, results=results, device="standin")
+    report = ShardReport(
+        generation=task.generation, shard=shard, results=results, device=Device(name="standin")
+    )
     args.termination_log.parent.mkdir(parents=True, exist_ok=True)
     args.termination_log.write_text(encode_report(report))
     for result in results:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.api.results import Device, EvaluationResult, Metrics
 from sustaindiffusion.api.wire import (
+    METRIC_FIELDS,
     TERMINATION_MESSAGE_LIMIT,
     ReportError,
     ReportTooLargeError,
@@ -30,13 +31,20 @@ METRICS = Metrics(
     cpu_joules=1234.5678,
     energy_estimated=True,
     images=20,
+    human_images=19,
+    female_images=9,
+    male_images=10,
+    white_images=5,
+    asian_images=5,
+    black_images=4,
+    arab_images=5,
+    quality_stddev=0.0123456789,
 )
 
 
 def _report(successes: int, failures: int = 0, reason: str = "CUDA out of memory") -> ShardReport:
-    report = ShardReport(
-        generation=7, shard=3, device="NVIDIA H100 80GB HBM3", energy_methods=("nvml", "rapl")
-    )
+    device = Device(name="NVIDIA H100 80GB HBM3", driver="580.65", gpu_energy="nvml", cpu_energy="rapl")
+    report = ShardReport(generation=7, shard=3, device=device)
     for i in range(successes):
         report.results.append(EvaluationResult.succeeded(f"{i:016x}", METRICS))
     for i in range(failures):
@@ -48,8 +56,13 @@ def _report(successes: int, failures: int = 0, reason: str = "CUDA out of memory
 
 def test_round_trip_keeps_every_field_to_six_digits() -> None:
     decoded = decode_report(encode_report(_report(2, 2)))
-    assert (decoded.generation, decoded.shard, decoded.device) == (7, 3, "NVIDIA H100 80GB HBM3")
-    assert decoded.energy_methods == ("nvml", "rapl")
+    assert (decoded.generation, decoded.shard, decoded.device.name) == (7, 3, "NVIDIA H100 80GB HBM3")
+    assert (decoded.device.gpu_energy, decoded.device.cpu_energy, decoded.device.driver) == (
+        "nvml",
+        "rapl",
+        "580.65",
+    )
+    assert all(r.device == decoded.device for r in decoded.results)
     ok = decoded.results[0]
     assert ok.metrics is not None
     assert ok.metrics.gender_bias == pytest.approx(METRICS.gender_bias, rel=1e-5)
@@ -133,19 +146,22 @@ def test_rows_of_older_and_newer_workers_decode() -> None:
     older = '{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5,0.25,0.6,10.0,1.0]]}'
     metrics = decode_report(older).results[0].metrics
     assert metrics is not None
-    assert (metrics.gpu_joules, metrics.images, metrics.energy_estimated) == (0.0, 0, False)
-    newer = '{"v":1,"g":0,"s":0,"r":[["0123456789abcdef",1,0.5,0.25,0.6,10.0,1.0,5,5,1,4,7,8,9]]}'
-    assert decode_report(newer).results[0].metrics == Metrics(
-        gender_bias=0.5,
-        ethnic_bias=0.25,
-        quality=0.6,
-        energy_joules_per_image=10.0,
-        seconds_per_image=1.0,
-        gpu_joules=5,
-        cpu_joules=5,
-        energy_estimated=True,
-        images=4,
+    assert (metrics.gpu_joules, metrics.images, metrics.energy_estimated, metrics.human_images) == (
+        0.0,
+        0,
+        False,
+        None,
     )
+    assert not metrics.counted
+    values = [
+        1 if name == "energy_estimated" else 0.5 if name.endswith(("bias", "quality")) else 3
+        for name in METRIC_FIELDS
+    ]
+    newer = json.dumps(
+        {"v": 1, "g": 0, "s": 0, "r": [["0123456789abcdef", 1, *values, 7, "a field to come"]]}
+    )
+    decoded = decode_report(newer).results[0].metrics
+    assert decoded == Metrics.model_validate(dict(zip(METRIC_FIELDS, values, strict=True)))
 
 
 JSON = st.recursive(

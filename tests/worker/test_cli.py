@@ -82,7 +82,9 @@ def test_a_shard_is_evaluated_and_reported(tiny_models: Path, tmp_path: Path) ->
     assert code == EXIT_OK
     report = decode_report(message.read_text())
     assert (report.generation, report.shard) == (2, 1)
-    assert report.energy_methods == ("none", "estimate-cpu-seconds")
+    assert (report.device.gpu_energy, report.device.cpu_energy) == ("none", "estimate-cpu-seconds")
+    assert report.device.name == "cpu"
+    assert all(r.device == report.device for r in report.results)
     assert [r.candidate_id for r in report.results] == [CANDIDATES[2].candidate_id()]
     result = report.results[0]
     assert result.ok

@@ -18,7 +18,7 @@ from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor
 from sustaindiffusion.worker.evaluate import Evaluator
 from sustaindiffusion.worker.generation import ImageGenerator
-from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION
+from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION, QualitySample
 
 
 class ScriptedVqa:
@@ -40,13 +40,17 @@ class ScriptedVqa:
 
 
 class ConstantQuality:
-    def __init__(self, value: float = 0.25, fail_on: str | None = None) -> None:
-        self.value, self.fail_on = value, fail_on
+    """A constant score per image; records the prompts it was given; can fail on its Nth call."""
 
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        if self.fail_on and any(self.fail_on in p for p in prompts):
+    def __init__(self, value: float = 0.25, fail_on_call: int | None = None) -> None:
+        self.value, self.fail_on_call = value, fail_on_call
+        self.prompts: list[list[str]] = []
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]:
+        self.prompts.append(list(prompts))
+        if self.fail_on_call == len(self.prompts):
             raise RuntimeError("scorer crashed")
-        return [self.value] * len(images)
+        return [QualitySample(self.value, 1)] * len(images)
 
 
 def make_task(
@@ -135,6 +139,10 @@ def test_metrics_follow_the_formulas_and_energy_is_per_image(
     assert metrics.images == 4
     assert metrics.gender_bias == pytest.approx(1.0)  # all female
     assert metrics.ethnic_bias == pytest.approx(1.0)  # all asian
+    assert (metrics.human_images, metrics.female_images, metrics.male_images) == (4, 4, 0)
+    assert metrics.ethnic_counts() == [0, 4, 0, 0]
+    assert metrics.valid_share == 1.0
+    assert metrics.quality_stddev == 0.0
     assert metrics.quality == pytest.approx(0.3)
     assert metrics.energy_estimated  # no RAPL and no GPU here: the CPU part is an estimate
     assert metrics.energy_joules_per_image == pytest.approx((metrics.gpu_joules + metrics.cpu_joules) / 4)
@@ -154,7 +162,7 @@ def test_a_scorer_failure_fails_only_its_candidate(
         task,
         ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
         ScriptedVqa(),
-        ConstantQuality(fail_on="photograph"),
+        ConstantQuality(fail_on_call=1),
         monitor(tmp_path),
     )
     first, second = (evaluator.evaluate(c) for c in task.candidates)
@@ -204,3 +212,74 @@ def test_weights_on_an_unsupported_pipeline_are_refused(sd3_model: ModelSpec, tm
         task.candidates[0]
     )
     assert "prompt weighting is not supported for FakePipeline" in (outcome.result.reason or "")
+
+
+def test_every_candidate_is_scored_against_the_bare_prompt(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    keywords = CandidateSettings(
+        inference_steps=2, guidance_scale=3.0, positive_keywords=["photograph", "gentle"], prompt_weight=2
+    )
+    task = make_task(sd3_model, [keywords, CandidateSettings()])
+    quality = ConstantQuality()
+    evaluator = Evaluator(
+        task, ImageGenerator(sd3_pipeline, sd3_model, "cpu"), ScriptedVqa(), quality, monitor(tmp_path)
+    )
+    for candidate in task.candidates:
+        assert evaluator.evaluate(candidate).result.ok
+    expected = ["a portrait", "a portrait", "another portrait", "another portrait"]
+    assert quality.prompts == [expected, expected]  # no keywords, no emphasis marks, for everyone
+
+
+@pytest.mark.parametrize(
+    ("vqa", "human", "gender_bias", "ethnic_bias", "valid"),
+    [
+        (ScriptedVqa(human_answers=["no"]), 0, 1.0, 1.0, 0.0),  # no image shows a human
+        (ScriptedVqa(gender="robot", ethnicity="martian"), 4, 1.0, 1.0, 0.0),  # no answer maps
+        (ScriptedVqa(gender="woman", ethnicity="martian"), 4, 1.0, 1.0, 0.0),  # gender only
+    ],
+    ids=["no human", "all unmapped", "no ethnicity"],
+)
+def test_no_evidence_is_the_worst_bias_and_no_valid_image(
+    vqa: ScriptedVqa,
+    human: int,
+    gender_bias: float,
+    ethnic_bias: float,
+    valid: float,
+    sd3_pipeline: Any,
+    sd3_model: ModelSpec,
+    tmp_path: Path,
+) -> None:
+    task = make_task(sd3_model, [SETTINGS], max_retries=0)
+    evaluator = Evaluator(
+        task, ImageGenerator(sd3_pipeline, sd3_model, "cpu"), vqa, ConstantQuality(), monitor(tmp_path)
+    )
+    metrics = evaluator.evaluate(task.candidates[0]).result.metrics
+    assert metrics is not None
+    assert metrics.human_images == human
+    assert (metrics.gender_bias, metrics.ethnic_bias) == (gender_bias, ethnic_bias)
+    assert metrics.valid_share == valid
+
+
+def test_a_validation_task_reports_each_prompts_share(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    task = make_task(sd3_model, [SETTINGS]).model_copy(update={"per_prompt": True})
+    result = (
+        Evaluator(
+            task,
+            ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
+            ScriptedVqa(),
+            ConstantQuality(0.5),
+            monitor(tmp_path),
+        )
+        .evaluate(task.candidates[0])
+        .result
+    )
+    assert result.per_prompt is not None
+    assert [p.images for p in result.per_prompt] == [2, 2]
+    assert [p.female_images for p in result.per_prompt] == [2, 2]
+    assert [p.quality_sum for p in result.per_prompt] == [1.0, 1.0]
+    assert result.metrics is not None
+    total = sum(p.joules for p in result.per_prompt)
+    assert total == pytest.approx(result.metrics.gpu_joules + result.metrics.cpu_joules)

@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sustaindiffusion.worker.answer_groups import ethnic_group_of, gender_of
+from sustaindiffusion.api.bias import ETHNIC_GROUPS as BIAS_GROUPS
+from sustaindiffusion.api.bias import ethnic_bias, gender_bias
+from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS as ANSWER_GROUPS
+from sustaindiffusion.worker.answer_groups import count_answers, ethnic_group_of, gender_of
 from sustaindiffusion.worker.scoring import (
     HUMAN_QUESTION,
     BlipVqa,
     ClipScore,
     DetectorConfidence,
-    ethnic_bias,
-    gender_bias,
+    QualitySample,
     human_mask,
     load_quality_scorer,
+    pooled_quality,
     rgb,
 )
 
@@ -28,12 +31,15 @@ from sustaindiffusion.worker.scoring import (
         (["female"] * 5 + ["male"] * 5, 0.0),  # parity
         (["male"] * 10, 1.0),  # one gender
         (["female"] * 7 + ["male"] * 3, 0.4),  # |0.7 - 0.5| + |0.3 - 0.5|
-        (["woman"] * 4 + ["man"] * 4 + ["unknown", "robot"], 0.2),  # |0.4 - 0.5| + |0.4 - 0.5|
-        (["nothing"] * 4, 1.0),  # F = M = 0: |0 - 0.5| + |0 - 0.5|
+        (["woman"] * 4 + ["man"] * 4 + ["unknown", "robot"], 0.0),  # unmapped answers are no evidence
+        (["woman"] * 3 + ["boy"] + ["robot"] * 6, 0.5),  # 3 of 4 mapped are female
+        (["nothing"] * 4, 1.0),  # nothing mapped: unknown, the worst value, never parity
     ],
 )
-def test_gender_bias(answers: list[str], expected: float) -> None:
-    assert gender_bias(answers) == pytest.approx(expected)
+def test_gender_bias_counts_only_mapped_answers(answers: list[str], expected: float) -> None:
+    counts = count_answers([True] * len(answers), answers, ["white"] * len(answers))
+    assert counts.female + counts.male == sum(a in ("female", "woman", "male", "man", "boy") for a in answers)
+    assert gender_bias(counts.female, counts.male) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -45,18 +51,35 @@ def test_gender_bias(answers: list[str], expected: float) -> None:
             ["white"] * 4 + ["indian"] * 2 + ["african american"] * 2 + ["middle eastern"] * 2,
             0.2,
         ),  # 0.4 - 0.2
-        (["hispanic", "german", "asian", "arab", "unknown"], 0.4),  # white 2/5, black 0
+        (["hispanic", "german", "asian", "arab", "unknown"], 0.5),  # of 4 mapped: white 2/4, black 0
+        (["martian"] * 6, 1.0),  # nothing mapped: unknown, the worst value (it was 0, the best, once)
     ],
 )
-def test_ethnic_bias(answers: list[str], expected: float) -> None:
-    assert ethnic_bias(answers) == pytest.approx(expected)
+def test_ethnic_bias_counts_only_mapped_answers(answers: list[str], expected: float) -> None:
+    counts = count_answers([True] * len(answers), ["female"] * len(answers), answers)
+    assert ethnic_bias(counts.ethnic) == pytest.approx(expected)
 
 
-def test_bias_needs_images() -> None:
-    with pytest.raises(ValueError, match="at least one image"):
-        gender_bias([])
-    with pytest.raises(ValueError, match="at least one image"):
-        ethnic_bias([])
+def test_only_human_images_count() -> None:
+    counts = count_answers(
+        [True, False, True, False], ["female", "male", "male", "male"], ["asian", "white", "white", "black"]
+    )
+    assert (counts.human, counts.female, counts.male) == (2, 1, 1)
+    assert counts.ethnic == (1, 1, 0, 0)
+    none = count_answers([False] * 3, ["female"] * 3, ["asian"] * 3)
+    assert (none.human, none.female, none.male, sum(none.ethnic)) == (0, 0, 0, 0)
+    assert gender_bias(none.female, none.male) == ethnic_bias(none.ethnic) == 1.0
+
+
+def test_the_answer_table_names_the_bias_groups_in_order() -> None:
+    assert tuple(ANSWER_GROUPS) == BIAS_GROUPS
+
+
+def test_detector_boxes_pool_over_images() -> None:
+    """Two images: boxes 0.9 and 0.5 in one, 0.3 in the other, 0.2 (below 0.25) ignored."""
+    samples = [QualitySample(0.9 + 0.5, 2), QualitySample(0.3, 1), QualitySample(0.0, 0)]
+    assert pooled_quality(samples) == pytest.approx((0.9 + 0.5 + 0.3) / 3)  # not the mean of means
+    assert pooled_quality([QualitySample(0.0, 0)]) == 0.0
 
 
 def test_answer_mapping_is_tolerant_of_case_and_punctuation() -> None:
@@ -100,8 +123,8 @@ def test_tiny_vqa_answers_do_not_depend_on_batching(tiny_models: Path) -> None:
 def test_tiny_clip_scores_lie_in_unit_interval(tiny_models: Path) -> None:
     scorer = ClipScore(str(tiny_models / "clip"), None, "cpu", batch_size=2)
     scores = scorer.score(_images(3), ["a photo of a software engineer"] * 3)
-    assert len(scores) == 3
-    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert [s.count for s in scores] == [1, 1, 1]
+    assert all(0.0 <= s.value <= 1.0 for s in scores)
 
 
 def test_tiny_detector_confidence_lies_in_unit_interval(tiny_models: Path) -> None:
@@ -109,7 +132,8 @@ def test_tiny_detector_confidence_lies_in_unit_interval(tiny_models: Path) -> No
     assert isinstance(scorer, DetectorConfidence)
     scores = scorer.score(_images(3), ["unused by a detector"] * 3)
     assert len(scores) == 3
-    assert all(0.0 < s <= 1.0 for s in scores)
+    for sample in scores:  # every counted box is at least 0.25 confident, at most 1
+        assert 0.25 * sample.count <= sample.total <= sample.count
 
 
 def test_the_spec_picks_the_quality_scorer(tiny_models: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
+from sustaindiffusion.api.bias import ETHNIC_GROUPS
 from sustaindiffusion.api.objectives import OBJECTIVES, ObjectiveName
 from sustaindiffusion.api.rules import ApiModel
 
@@ -15,21 +17,98 @@ class EvaluationStatus(StrEnum):
     FAILED = "Failed"
 
 
-class Metrics(ApiModel):
-    """Per-candidate metrics. Energy and time are per image (the search's images, not scoring's)."""
+Count = Annotated[int, Field(ge=0, le=10_000_000)]
 
-    gender_bias: float = Field(ge=0.0, le=1.0, description="|F/N - 0.5| + |M/N - 0.5|.")
-    ethnic_bias: float = Field(ge=0.0, le=1.0, description="max_c r_c - min_c r_c over the four groups.")
-    quality: float = Field(ge=0.0, le=1.0, description="Mean quality score in [0, 1].")
+
+class Metrics(ApiModel):
+    """Per-candidate metrics. Energy and time are per image (the search's images, not scoring's).
+
+    Biases are over valid evidence only (`sustaindiffusion.api.bias`): the answer counts below say
+    how much there was. Counts are absent in results recorded before they existed."""
+
+    gender_bias: float = Field(ge=0.0, le=1.0, description="|F/N - 0.5| + |M/N - 0.5| over mapped answers.")
+    ethnic_bias: float = Field(ge=0.0, le=1.0, description="max_c r_c - min_c r_c over mapped answers.")
+    quality: float = Field(ge=0.0, le=1.0, description="Quality score in [0, 1], against the bare prompt.")
     energy_joules_per_image: float = Field(ge=0.0, description="CPU + GPU joules per image.")
     seconds_per_image: float = Field(ge=0.0, description="Generation wall time per image.")
     gpu_joules: float = Field(default=0.0, ge=0.0, description="GPU joules of the whole candidate.")
     cpu_joules: float = Field(default=0.0, ge=0.0, description="CPU joules of the whole candidate.")
     energy_estimated: bool = Field(default=False, description="True if any energy part is an estimate.")
     images: int = Field(default=0, ge=0, description="Images generated (human-filter retries excluded).")
+    human_images: Count | None = Field(default=None, description="Images judged human after the retries.")
+    female_images: Count | None = Field(default=None, description="Human images answered female.")
+    male_images: Count | None = Field(default=None, description="Human images answered male.")
+    white_images: Count | None = Field(default=None, description="Human images answered white.")
+    asian_images: Count | None = Field(default=None, description="Human images answered asian.")
+    black_images: Count | None = Field(default=None, description="Human images answered black.")
+    arab_images: Count | None = Field(default=None, description="Human images answered arab.")
+    quality_stddev: float | None = Field(default=None, ge=0.0, description="Spread of per-image quality.")
 
     def objective(self, name: ObjectiveName) -> float:
         return OBJECTIVES[name].value(self)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the answer counts were recorded (results older than them have none)."""
+        return self.human_images is not None
+
+    def ethnic_counts(self) -> list[int]:
+        return [int(getattr(self, f"{group}_images") or 0) for group in ETHNIC_GROUPS]
+
+    @property
+    def gender_answers(self) -> int:
+        """Human images whose gender answer maps to a gender."""
+        return int(self.female_images or 0) + int(self.male_images or 0)
+
+    @property
+    def ethnicity_answers(self) -> int:
+        """Human images whose ethnicity answer maps to a group."""
+        return sum(self.ethnic_counts())
+
+    @property
+    def valid_share(self) -> float | None:
+        """The share of images that count for both biases, or None where that was not recorded."""
+        if not self.counted or not self.images:
+            return None
+        return min(self.gender_answers, self.ethnicity_answers) / self.images
+
+
+class Device(ApiModel):
+    """Where a result was measured, and how its energy was obtained."""
+
+    name: Annotated[str, Field(max_length=256)] = Field(default="", description="GPU model, or cpu.")
+    driver: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="GPU driver.")
+    mig_profile: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None, description="The MIG instance's profile, when the GPU is one."
+    )
+    shared: bool = Field(default=False, description="Other processes used the GPU meanwhile.")
+    gpu_energy: Annotated[str, Field(max_length=64)] = Field(default="", description="GPU energy method.")
+    cpu_energy: Annotated[str, Field(max_length=64)] = Field(default="", description="CPU energy method.")
+
+    @property
+    def attributable(self) -> bool:
+        """Whether the energy measured is this evaluation's alone (not on a MIG instance or a GPU
+        shared with other processes, whose counters see more than us)."""
+        return self.mig_profile is None and not self.shared
+
+
+class PromptStats(ApiModel):
+    """One prompt's share of an evaluation, for held-out validation (per-prompt comparisons)."""
+
+    images: Count = Field(description="Images generated for the prompt.")
+    human_images: Count = Field(description="Images judged human.")
+    female_images: Count = Field(default=0, description="Human images answered female.")
+    male_images: Count = Field(default=0, description="Human images answered male.")
+    white_images: Count = Field(default=0, description="Human images answered white.")
+    asian_images: Count = Field(default=0, description="Human images answered asian.")
+    black_images: Count = Field(default=0, description="Human images answered black.")
+    arab_images: Count = Field(default=0, description="Human images answered arab.")
+    quality_sum: float = Field(ge=0.0, description="Sum of the images' quality scores.")
+    joules: float = Field(ge=0.0, description="CPU + GPU joules of the prompt's images.")
+    seconds: float = Field(default=0.0, ge=0.0, description="Generation seconds of the prompt's images.")
+
+    def ethnic_counts(self) -> list[int]:
+        return [int(getattr(self, f"{group}_images")) for group in ETHNIC_GROUPS]
 
 
 class EvaluationResult(ApiModel):
@@ -39,6 +118,10 @@ class EvaluationResult(ApiModel):
     status: EvaluationStatus = Field(description="Succeeded or Failed.")
     metrics: Metrics | None = Field(default=None, description="Metrics when the evaluation succeeded.")
     reason: str | None = Field(default=None, description="Why the evaluation failed.")
+    device: Device | None = Field(default=None, description="Where it was measured.")
+    per_prompt: Annotated[list[PromptStats], Field(max_length=1000)] | None = Field(
+        default=None, description="Per-prompt statistics (held-out validation only)."
+    )
 
     @classmethod
     def succeeded(cls, candidate_id: str, metrics: Metrics) -> EvaluationResult:

@@ -45,6 +45,7 @@ Quantity = Annotated[
     ),
 ]
 MAX_SEED = 2**31 - 1
+VALIDATION_PROMPTS_LIMIT = 56  # what one candidate's per-prompt rows fit in a 4 KiB worker report
 DEFAULT_WORKER_IMAGE = "sustaindiffusion/worker:0.1.0"
 
 
@@ -141,25 +142,40 @@ class SeedPolicy(ApiModel):
     )
 
 
+_PROMPTS_RULE = Rule(
+    cel="(has(self.inline) && size(self.inline) > 0) || has(self.configMapRef)",
+    message="give prompts inline or by configMapRef",
+    check=lambda p: bool(p.inline) or p.config_map_ref is not None,
+)
+PromptText = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
 class PromptsSpec(ApiModel):
     """Prompts to generate images for; large sets belong in a ConfigMap, not in the spec."""
 
-    inline: (
-        Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]], Field(max_length=200)] | None
-    ) = Field(default=None, description="Prompts written in the spec.")
+    inline: Annotated[list[PromptText], Field(max_length=200)] | None = Field(
+        default=None, description="Prompts written in the spec."
+    )
     config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key with one prompt per line (blank lines are skipped)."
     )
     images_per_prompt: int = Field(default=20, ge=1, le=1000, description="Images generated per prompt.")
     seeds: SeedPolicy = Field(default_factory=SeedPolicy, description="Seed policy.")
 
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="(has(self.inline) && size(self.inline) > 0) || has(self.configMapRef)",
-            message="give prompts inline or by configMapRef",
-            check=lambda p: bool(p.inline) or p.config_map_ref is not None,
-        ),
+    rules: ClassVar[tuple[Rule, ...]] = (_PROMPTS_RULE,)
+
+
+class PromptSource(ApiModel):
+    """Prompts inline or from a ConfigMap key (one per line)."""
+
+    inline: Annotated[list[PromptText], Field(max_length=VALIDATION_PROMPTS_LIMIT)] | None = Field(
+        default=None, description="Prompts written in the spec."
     )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key with one prompt per line (blank lines are skipped)."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (_PROMPTS_RULE,)
 
 
 # ----------------------------------------------------------------------------- search space
@@ -323,10 +339,29 @@ class QualityConstraint(ApiModel):
     tolerance: float = Field(default=0.05, ge=0.0, le=1.0, description="Allowed relative loss of quality.")
 
 
+class ValidImagesConstraint(ApiModel):
+    """Enough evidence for the biases: at least `minShare` of a candidate's images must be judged
+    human with gender and ethnicity answers that map to a group (a candidate cannot look fair by
+    producing no people)."""
+
+    enabled: bool = Field(default=True, description="Apply the constraint.")
+    min_share: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="Least share of images that count for both biases."
+    )
+
+
 class Constraints(ApiModel):
     """Constraints every result must meet."""
 
     quality: QualityConstraint = Field(default_factory=QualityConstraint, description="Quality constraint.")
+    valid_images: ValidImagesConstraint = Field(
+        default_factory=ValidImagesConstraint, description="Valid-image constraint."
+    )
+    same_device: bool = Field(
+        default=True,
+        description="Energy and time compare only results measured on the GPU model the defaults ran on: "
+        "results from another model are infeasible. Set false to mix devices.",
+    )
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -559,6 +594,25 @@ class Reporting(ApiModel):
     )
 
 
+# ----------------------------------------------------------------------------- validation
+
+
+class ValidationSpec(ApiModel):
+    """Held-out validation: when the search ends, the model's defaults and `points` front points
+    (the knee and the extremes first, then spread over the front) are evaluated again on prompts
+    the search never saw, with fresh seeds, and `.status.validation` shows what holds up."""
+
+    prompts: PromptSource = Field(description="Held-out prompts, e.g. the method's 56 prompts.")
+    images_per_prompt: int = Field(default=10, ge=1, le=100, description="Images per prompt and point.")
+    seed: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the held-out images (drawn apart from the search's seeds either way).",
+    )
+    points: int = Field(default=5, ge=1, le=20, description="Front points validated beside the defaults.")
+
+
 # ----------------------------------------------------------------------------- the spec
 
 
@@ -584,6 +638,9 @@ class SustainSearchSpec(ApiModel):
         default=None, description="Configurations evaluated beside the model's defaults in generation 0."
     )
     reporting: Reporting = Field(default_factory=Reporting, description="Status contents.")
+    validation: ValidationSpec | None = Field(
+        default=None, description="Held-out validation of the front when the search ends; absent: none."
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

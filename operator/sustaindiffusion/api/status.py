@@ -50,15 +50,20 @@ class Condition(ApiModel):
 
 
 class FrontEntry(ApiModel):
-    """One Pareto-optimal candidate."""
+    """One Pareto-optimal candidate (in-sample: the search's own images)."""
 
     candidate_id: Annotated[str, Field(max_length=64)] = Field(
         description="Stable id (hash of the settings)."
     )
     settings: CandidateSettings = Field(description="Decoded settings.")
     objectives: ObjectiveValues
+    change_percent: ObjectiveValues | None = Field(
+        default=None, description="Change of each objective against the model's defaults, in %."
+    )
     quality: float | None = Field(default=None, description="Quality score.")
-    constraint_satisfied: bool = Field(description="Whether the quality constraint holds.")
+    valid_share: float | None = Field(default=None, description="Share of images counting for the biases.")
+    device: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="GPU model.")
+    constraint_satisfied: bool = Field(description="Whether every constraint holds.")
 
 
 class Baseline(ApiModel):
@@ -70,6 +75,54 @@ class Baseline(ApiModel):
     candidate_id: Annotated[str, Field(max_length=64)] = Field(description="Candidate id.")
     objectives: ObjectiveValues
     quality: float | None = Field(default=None, description="Quality score.")
+    valid_share: float | None = Field(default=None, description="Share of images counting for the biases.")
+    device: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="GPU model.")
+
+
+class HeldOutValue(ApiModel):
+    """An objective on the held-out prompts and seeds, with a 95% bootstrap interval over prompts."""
+
+    value: float = Field(description="Over all held-out images.")
+    low: float = Field(description="95% interval, low end.")
+    high: float = Field(description="95% interval, high end.")
+    change_percent: float | None = Field(
+        default=None, description="Change against the defaults on the same images, in %."
+    )
+    change_low: float | None = Field(default=None, description="95% interval of the change, low end.")
+    change_high: float | None = Field(default=None, description="95% interval of the change, high end.")
+
+
+class ValidationPoint(ApiModel):
+    """One validated configuration: the defaults or a front point."""
+
+    candidate_id: Annotated[str, Field(max_length=64)] = Field(description="Candidate id.")
+    role: Annotated[str, Field(max_length=64)] = Field(
+        description="defaults, knee, best <objective>, or spread (chosen to span the front)."
+    )
+    objectives: Annotated[dict[str, HeldOutValue], Field(max_length=8)] | None = Field(
+        default=None, description="Held-out values by objective."
+    )
+    in_sample: ObjectiveValues | None = Field(default=None, description="The search's (in-sample) values.")
+    wins: int | None = Field(
+        default=None, ge=0, description="Prompts where it beats the defaults in all objectives."
+    )
+    pareto: int | None = Field(default=None, ge=0, description="Prompts where it trades with the defaults.")
+    losses: int | None = Field(default=None, ge=0, description="Prompts where the defaults beat it in all.")
+    valid_share: float | None = Field(default=None, description="Share of held-out images counting for bias.")
+    reason: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Why its held-out evaluation failed."
+    )
+
+
+class ValidationStatus(ApiModel):
+    """Held-out validation of the front (spec.validation)."""
+
+    prompts: int = Field(ge=0, description="Held-out prompts.")
+    images_per_prompt: int = Field(ge=0, description="Images per prompt and point.")
+    complete: bool = Field(description="Every point was evaluated.")
+    points: Annotated[list[ValidationPoint], Field(max_length=21)] = Field(
+        default_factory=list, description="The defaults first, then the front points."
+    )
 
 
 class EvaluationCounters(ApiModel):
@@ -88,6 +141,11 @@ class EnergyTotals(ApiModel):
     gpu_joules: float = Field(default=0.0, ge=0.0, description="GPU joules.")
     cpu_joules: float = Field(default=0.0, ge=0.0, description="CPU joules.")
     estimated: bool = Field(default=False, description="True if any part is an estimate, not a measurement.")
+    attributable: bool = Field(
+        default=True,
+        description="False if some energy was measured on a MIG instance or a shared GPU, where the "
+        "counters see more than the search's own work.",
+    )
 
 
 class SustainSearchStatus(ApiModel):
@@ -115,6 +173,13 @@ class SustainSearchStatus(ApiModel):
     baselines: Annotated[list[Baseline], Field(max_length=11)] | None = Field(
         default=None, description="Reference configurations and their metrics."
     )
+    quality_threshold: float | None = Field(
+        default=None, description="The least quality a candidate needs (from the defaults' quality)."
+    )
+    devices: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=16)] | None = Field(
+        default=None, description="The GPU models results were measured on."
+    )
+    validation: ValidationStatus | None = Field(default=None, description="Held-out validation of the front.")
     energy: EnergyTotals | None = Field(default=None, description="Energy totals.")
     start_time: str | None = Field(
         default=None, description="When the search started.", json_schema_extra={"format": "date-time"}

@@ -52,6 +52,10 @@ class EvaluationTask(ApiModel):
     retries: int = Field(
         default=0, ge=0, description="Retries of a failed worker run of a shard (for the executor)."
     )
+    seed_stream: Annotated[str, Field(max_length=32)] = Field(
+        default="", description="Seeds of another stream are disjoint from the search's (validation)."
+    )
+    per_prompt: bool = Field(default=False, description="Report each prompt's statistics (validation).")
 
     @classmethod
     def of(
@@ -98,11 +102,19 @@ class EvaluationTask(ApiModel):
 
 
 def image_seed(
-    policy: SeedPolicy, prompt_index: int, image_index: int, candidate_id: str, attempt: int = 0
+    policy: SeedPolicy,
+    prompt_index: int,
+    image_index: int,
+    candidate_id: str,
+    attempt: int = 0,
+    stream: str = "",
 ) -> int:
     """The seed of one image. SameForAllCandidates compares candidates on equal noise; a human-filter
-    retry (attempt > 0) gets a new seed that is still reproducible."""
+    retry (attempt > 0) gets a new seed that is still reproducible; another `stream` (held-out
+    validation's) draws from other seeds than the search's."""
     key = f"{policy.base}:{prompt_index}:{image_index}:{attempt}"
+    if stream:
+        key = f"{stream}:{key}"
     if policy.mode is SeedMode.PER_CANDIDATE:
         key += f":{candidate_id}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % MAX_SEED

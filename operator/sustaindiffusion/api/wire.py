@@ -5,9 +5,13 @@ short JSON arrays; `encode_report` measures the size and refuses to exceed the b
 then says so plainly instead of losing results silently).
 
     {"v": 1, "g": generation, "s": shard, "d": device, "e": [gpu method, cpu method],
-     "r": [[id, 1, <the Metrics fields in declaration order>],   # bools as 0/1
+     "dv": driver, "mg": MIG profile, "sh": 1 if the GPU was shared,    # optional
+     "r": [[id, 1, <the Metrics fields in declaration order>],   # bools as 0/1, absent counts null
            [id, 0, reason, retryable], ...],
+     "p": {id: [[<the PromptStats fields in declaration order>], ...]},   # optional: validation
      "x": fatal error or null}
+
+The device facts are the shard's (one pod, one device); every result read back carries them.
 
 A succeeded row lists `Metrics`' fields in the order the model declares them, so a field added to
 `Metrics` (with a default) travels without touching this module; rows shorter than today's (an older
@@ -30,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from sustaindiffusion.api.results import EvaluationResult, EvaluationStatus, Metrics
+from sustaindiffusion.api.results import Device, EvaluationResult, EvaluationStatus, Metrics, PromptStats
 
 WIRE_VERSION = 1
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -38,6 +42,7 @@ REASON_LIMIT = 160
 MESSAGE_READ_LIMIT = 64 * 1024  # no report is longer; anything longer is refused unread
 CANDIDATE_ID = r"^[0-9a-f]{16}$"
 METRIC_FIELDS = tuple(Metrics.model_fields)
+PROMPT_FIELDS = tuple(PromptStats.model_fields)
 
 
 class ReportError(ValueError):
@@ -54,8 +59,7 @@ class ShardReport:
     shard: int
     results: list[EvaluationResult] = field(default_factory=list)
     retryable: dict[str, bool] = field(default_factory=dict)  # candidate id -> whether a retry may help
-    device: str = ""
-    energy_methods: tuple[str, str] = ("", "")
+    device: Device = field(default_factory=Device)  # where the shard ran (its results carry it)
     fatal: str | None = None
 
 
@@ -83,19 +87,30 @@ def _encode_result(result: EvaluationResult, retryable: bool, reason_limit: int)
 
 def encode_report(report: ShardReport, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
     """Compact JSON of the report, within `limit` bytes; long failure reasons are shortened first."""
+    device = report.device
     for reason_limit in (REASON_LIMIT, 60, 20):
-        payload = {
+        payload: dict[str, object] = {
             "v": WIRE_VERSION,
             "g": report.generation,
             "s": report.shard,
-            "d": report.device[:64],
-            "e": list(report.energy_methods),
+            "d": device.name[:64],
+            "e": [device.gpu_energy, device.cpu_energy],
             "r": [
                 _encode_result(r, report.retryable.get(r.candidate_id, False), reason_limit)
                 for r in report.results
             ],
             "x": report.fatal[: reason_limit * 4] if report.fatal else None,
         }
+        payload |= {k: v for k, v in (("dv", device.driver), ("mg", device.mig_profile)) if v}
+        if device.shared:
+            payload["sh"] = 1
+        per_prompt = {
+            r.candidate_id: [[_wire_value(getattr(p, name)) for name in PROMPT_FIELDS] for p in r.per_prompt]
+            for r in report.results
+            if r.per_prompt
+        }
+        if per_prompt:
+            payload["p"] = per_prompt
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
         size = len(text.encode())
         if size <= limit:
@@ -124,7 +139,11 @@ class _Envelope(BaseModel):
     s: Annotated[int, Field(ge=0, le=1_000_000)]
     d: Annotated[str, Field(max_length=256)] = ""
     e: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=2)] = []
+    dv: Annotated[str, Field(max_length=64)] | None = None
+    mg: Annotated[str, Field(max_length=128)] | None = None
+    sh: Literal[0, 1] = 0
     r: Annotated[list[list[Any]], Field(max_length=1024)] = []
+    p: Annotated[dict[str, Annotated[list[list[Any]], Field(max_length=1000)]], Field(max_length=64)] = {}
     x: Annotated[str, Field(max_length=4096)] | None = None
 
 
@@ -166,16 +185,21 @@ def _decode(
     if shard is not None and envelope.s != shard:
         raise ReportError(f"the report is for shard {envelope.s}, not {shard}")
     methods = [*envelope.e, "", ""]
-    report = ShardReport(
-        generation=envelope.g,
-        shard=envelope.s,
-        device=envelope.d,
-        energy_methods=(methods[0], methods[1]),
-        fatal=envelope.x,
+    device = Device(
+        name=envelope.d,
+        driver=envelope.dv,
+        mig_profile=envelope.mg,
+        shared=bool(envelope.sh),
+        gpu_energy=methods[0],
+        cpu_energy=methods[1],
     )
+    report = ShardReport(generation=envelope.g, shard=envelope.s, device=device, fatal=envelope.x)
     seen: set[str] = set()
     for number, row in enumerate(envelope.r):
         result, retryable = _decode_row(number, row)
+        result.device = device
+        if result.candidate_id in envelope.p:
+            result.per_prompt = _decode_prompts(result.candidate_id, envelope.p[result.candidate_id])
         if result.candidate_id in seen:
             raise ReportError(f"row {number}: candidate {result.candidate_id} is reported twice")
         if members is not None and result.candidate_id not in members:
@@ -205,6 +229,13 @@ def _decode_row(number: int, row: list[Any]) -> tuple[EvaluationResult, bool | N
     except ValidationError as error:
         raise ReportError(f"row {number}: {_why(error)}") from None
     return EvaluationResult.succeeded(candidate_id, metrics), None
+
+
+def _decode_prompts(candidate_id: str, rows: list[list[Any]]) -> list[PromptStats]:
+    try:
+        return [PromptStats.model_validate(dict(zip(PROMPT_FIELDS, row, strict=False))) for row in rows]
+    except ValidationError as error:
+        raise ReportError(f"per-prompt rows of {candidate_id}: {_why(error)}") from None
 
 
 def _why(error: ValidationError) -> str:

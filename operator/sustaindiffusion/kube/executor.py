@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.spec import PromptSource, PromptsSpec, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube import builders, names
 from sustaindiffusion.kube.classify import classify_round
@@ -126,10 +126,12 @@ class KubernetesExecutor:
         return plain
 
 
-def config_map_prompts(api: client.ApiClient, namespace: str, spec: SustainSearchSpec) -> list[str]:
-    """The spec's inline prompts and those of its prompts ConfigMap (one per line, blanks skipped)."""
-    prompts = list(spec.prompts.inline or [])
-    reference = spec.prompts.config_map_ref
+def config_map_prompts(
+    api: client.ApiClient, namespace: str, source: PromptsSpec | PromptSource
+) -> list[str]:
+    """The inline prompts of `source` and those of its ConfigMap key (one per line, blanks skipped)."""
+    prompts = list(source.inline or [])
+    reference = source.config_map_ref
     if reference is not None:
         where = f"ConfigMap {namespace}/{reference.name}"
         try:

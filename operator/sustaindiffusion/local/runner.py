@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sustaindiffusion.api.spec import PromptSource, PromptsSpec
 from sustaindiffusion.api.validation import SustainSearchManifest
 from sustaindiffusion.local.executor import WORKER_MODULE, Fault, LocalExecutor
 from sustaindiffusion.local.store import RunStore, StoreError
@@ -37,11 +38,15 @@ class LocalRunner:
         faults: Sequence[Fault] = (),
     ) -> None:
         spec = manifest.spec
-        if spec.prompts.config_map_ref is not None:
-            raise StoreError(
-                f"spec.prompts.configMapRef ({spec.prompts.config_map_ref.name}) needs a cluster; "
-                "locally, give the prompts inline (spec.prompts.inline)"
-            )
+        sources: list[tuple[str, PromptsSpec | PromptSource]] = [("prompts", spec.prompts)]
+        if spec.validation is not None:
+            sources.append(("validation.prompts", spec.validation.prompts))
+        for field, source in sources:
+            if source.config_map_ref is not None:
+                raise StoreError(
+                    f"spec.{field}.configMapRef ({source.config_map_ref.name}) needs a cluster; "
+                    f"locally, give the prompts inline (spec.{field}.inline)"
+                )
         self.manifest, self.store = manifest, store
         store.open(spec, manifest.name)
         self.executor = LocalExecutor(
@@ -54,6 +59,7 @@ class LocalRunner:
             self.executor,
             prompts=lambda: list(spec.prompts.inline or []),
             save_images=spec.execution.artifacts is None or spec.execution.artifacts.save_images,
+            validation_prompts=lambda: list(spec.validation.prompts.inline or []) if spec.validation else [],
         )
 
     @property

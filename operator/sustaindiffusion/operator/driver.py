@@ -109,9 +109,14 @@ class SearchDriver:
                 spec,
                 ConfigMapArchive(client.CoreV1Api(self.api), search),
                 KubernetesExecutor(self.api, search, spec, os.environ.get(WORKER_IMAGE_ENV)),
-                prompts=lambda: config_map_prompts(self.api, self.namespace, spec),
+                prompts=lambda: config_map_prompts(self.api, self.namespace, spec.prompts),
                 save_images=bool(spec.execution.artifacts and spec.execution.artifacts.save_images),
                 observed_generation=generation,
+                validation_prompts=(
+                    (lambda: config_map_prompts(self.api, self.namespace, validation.prompts))
+                    if (validation := spec.validation) is not None
+                    else None
+                ),
             )
             self._loop_of = (uid, generation)
         return self._loop

@@ -20,6 +20,7 @@ from sustaindiffusion.search.records import ArchiveRecord
 
 # Condition types (positive polarity, Kubernetes conventions).
 PROGRESSING = "Progressing"
+MIXED_DEVICES = "MixedDevices"
 QUEUED = "Queued"
 WORKERS_PENDING = "WorkersPending"
 COMPLETE = "Complete"
@@ -82,6 +83,7 @@ class Observation:
     queued: str | None = None  # why the generation's workers are held back by a queue
     workers_pending: str | None = None  # why started workers cannot run (unschedulable, image pull)
     blocked: Blocked | None = None
+    devices: Sequence[str] = ()  # the GPU models results were measured on so far
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,11 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
             events,
         )
     generation = observation.generation + (1 if observation.advanced else 0)
-    conditions = [ConditionUpdate(PROGRESSING, True, "GenerationRunning", f"generation {generation}")]
+    validating = outcome.reason is OutcomeReason.VALIDATING
+    progress = outcome.message if validating else f"generation {generation}"
+    conditions = [
+        ConditionUpdate(PROGRESSING, True, "Validating" if validating else "GenerationRunning", progress)
+    ]
     queued = None if observation.advanced else observation.queued
     pending = None if observation.advanced else observation.workers_pending
     conditions.append(
@@ -143,7 +149,8 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
         events.append(Event(NORMAL, "Queued", f"generation {observation.generation} is queued: {queued}"))
     if pending and not _condition(previous, WORKERS_PENDING, "True"):
         events.append(Event(WARNING, "WorkersPending", pending))
-    message = f"generation {generation}: {observation.running} candidates being evaluated"
+    conditions.append(_devices(observation, previous, events))
+    message = f"{progress}: {observation.running} candidates being evaluated"
     return Decision(Phase.RUNNING, conditions, message, events)
 
 
@@ -167,8 +174,23 @@ def _finished(outcome: Outcome, observation: Observation, previous: Mapping[str,
         ConditionUpdate(PROGRESSING, False, reason, outcome.message),
         ConditionUpdate(COMPLETE, succeeded, reason, outcome.message),
         ConditionUpdate(FAILED, not succeeded, reason, outcome.message),
+        _devices(observation, previous, events),
     ]
     return Decision(phase, conditions, outcome.message, events)
+
+
+def _devices(observation: Observation, previous: Mapping[str, Any], events: list[Event]) -> ConditionUpdate:
+    """Results from more than one GPU model: their energy and time are not comparable."""
+    devices = sorted(set(observation.devices))
+    if len(devices) < 2:
+        return ConditionUpdate(MIXED_DEVICES, False, "OneDevice", devices[0] if devices else "")
+    message = (
+        f"results were measured on {len(devices)} GPU models ({', '.join(devices)}); energy and time "
+        "compare only results from the defaults' model (spec.constraints.sameDevice)"
+    )
+    if not _condition(previous, MIXED_DEVICES, "True"):
+        events.append(Event(WARNING, MIXED_DEVICES, message))
+    return ConditionUpdate(MIXED_DEVICES, True, "SeveralDevices", message)
 
 
 def _progress_events(observation: Observation) -> list[Event]:

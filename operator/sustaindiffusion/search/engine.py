@@ -32,9 +32,11 @@ from enum import StrEnum
 import numpy as np
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.spec import Configuration, SustainSearchSpec
 from sustaindiffusion.search.encoding import Genome, SearchSpaceEncoding
+from sustaindiffusion.search.heldout import choose_points
 from sustaindiffusion.search.nsga2 import AskTellNSGA2
 from sustaindiffusion.search.objectives import (
     ObjectiveScale,
@@ -45,6 +47,8 @@ from sustaindiffusion.search.objectives import (
 
 DEFAULTS_BASELINE = "defaults"
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
+CONSTRAINTS = ("quality", "validImages", "sameDevice")  # the order of constraint_values
+MEASURED_OBJECTIVES = (ObjectiveName.ENERGY, ObjectiveName.TIME)  # compared on one GPU model only
 
 
 class ReplayMismatchError(RuntimeError):
@@ -59,6 +63,7 @@ class OutcomeState(StrEnum):
 
 class OutcomeReason(StrEnum):
     RUNNING = "Running"
+    VALIDATING = "Validating"
     GENERATIONS_COMPLETED = "GenerationsCompleted"
     EVALUATION_BUDGET = "EvaluationBudget"
     ENERGY_BUDGET = "EnergyBudget"
@@ -84,12 +89,18 @@ class Outcome:
         return self.state is OutcomeState.FAILED
 
 
+class Stage(StrEnum):
+    SEARCH = "search"
+    VALIDATION = "validation"  # the held-out evaluation of the defaults and front points at the end
+
+
 @dataclass(frozen=True)
 class Candidate:
     candidate_id: str
     generation: int
     settings: CandidateSettings
     baseline: str | None = None  # the baseline's name in generation 0, None for search candidates
+    role: str | None = None  # in validation: "defaults", "knee", "best GenderBias", "spread"
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class FrontPoint:
     candidate: Candidate
     metrics: Metrics
     objectives: dict[str, float]
+    device: str | None = None  # the GPU model it was measured on
 
 
 @dataclass
@@ -115,7 +127,7 @@ class SearchEngine:
         self._nsga = AskTellNSGA2(
             self.encoding.variables(),
             n_objectives=len(spec.objectives),
-            n_constraints=1,
+            n_constraints=len(CONSTRAINTS),
             pop_size=algorithm.population_size,
             seed=algorithm.seed,
             crossover_probability=algorithm.crossover_probability,
@@ -130,8 +142,13 @@ class SearchEngine:
         self.told: list[EvaluationResult] = []  # every result told, in order: the archive
         self._scales: list[ObjectiveScale] | None = None
         self.quality_threshold: float | None = None
+        self.defaults_device: str | None = None  # the GPU model energy and time are compared on
         self.hypervolume_history: list[float] = []
         self._stopped: Outcome | None = None  # set when the baseline fails or a stopping rule fires
+        self._search_end: Outcome | None = None  # how the search ended, while its validation runs
+        self._validation: _Generation | None = None  # the held-out evaluation, once it started
+        self._validation_results: dict[str, EvaluationResult] = {}
+        self.validation_told: list[EvaluationResult] = []
 
     # ------------------------------------------------------------------ outcome
 
@@ -150,7 +167,18 @@ class SearchEngine:
             )
         if self._stopped is not None:
             return self._stopped
+        if self._validation is not None:
+            points = len(self._validation.candidates)
+            return Outcome(
+                OutcomeState.RUNNING,
+                OutcomeReason.VALIDATING,
+                f"validating the defaults and {points - 1} front points on held-out prompts",
+            )
         return Outcome(OutcomeState.RUNNING, OutcomeReason.RUNNING, f"generation {self.generation}")
+
+    @property
+    def stage(self) -> Stage:
+        return Stage.VALIDATION if self._validation is not None and self._stopped is None else Stage.SEARCH
 
     # ------------------------------------------------------------------ ask / tell
 
@@ -162,6 +190,10 @@ class SearchEngine:
     def pending(self) -> list[Candidate]:
         """The current generation's candidates without a result. A search that failed for too many
         failures mid-generation still lists the rest, so results already produced can be told."""
+        if self._validation is not None:
+            if self._stopped is not None:
+                return []
+            return [c for c in self._validation.candidates if c.candidate_id not in self._validation_results]
         if self._current is None:
             if self._stopped is not None or self.failures > self.spec.execution.max_failed_candidates:
                 return []
@@ -172,6 +204,9 @@ class SearchEngine:
 
     def tell(self, result: EvaluationResult) -> None:
         """Record one result of the current generation; the last one completes the generation."""
+        if self._validation is not None and self._stopped is None:
+            self._tell_validation(result)
+            return
         current = self._current
         if current is None or all(c.candidate_id != result.candidate_id for c in current.candidates):
             raise ValueError(
@@ -190,7 +225,8 @@ class SearchEngine:
         An exact repeat of a result already told is dropped (an append that was retried)."""
         engine = cls(spec)
         for result in results:
-            if engine.result(result.candidate_id) == result:
+            told = engine._validation_results if engine.stage is Stage.VALIDATION else engine._results
+            if told.get(result.candidate_id) == result:
                 continue
             pending = {c.candidate_id for c in engine.pending()}
             if result.candidate_id not in pending:
@@ -211,6 +247,8 @@ class SearchEngine:
         evaluated in an earlier generation (their recorded results are reused). Stable across
         restarts, so a generation's task is the same whenever it is built."""
         self.pending()
+        if self._validation is not None:
+            return list(self._validation.candidates)
         if self._current is None:
             return []
         number = self._current.number
@@ -225,8 +263,13 @@ class SearchEngine:
     def energy_joules(self) -> tuple[float, float]:
         """GPU and CPU joules of every evaluation so far, summed exactly (`math.fsum`), so the total
         does not depend on the order in which shards reported."""
-        measured = [r.metrics for r in self.told if r.metrics is not None]
+        measured = [r.metrics for r in (*self.told, *self.validation_told) if r.metrics is not None]
         return math.fsum(m.gpu_joules for m in measured), math.fsum(m.cpu_joules for m in measured)
+
+    def devices(self) -> list[str]:
+        """The GPU models (or cpu) that results were measured on, sorted."""
+        told = (*self.told, *self.validation_told)
+        return sorted({r.device.name for r in told if r.device is not None and r.metrics is not None})
 
     @property
     def total_energy_joules(self) -> float:
@@ -267,6 +310,7 @@ class SearchEngine:
                 candidate=self._candidates[result.candidate_id],
                 metrics=result.metrics,
                 objectives={o.name.value: v for o, v in zip(self.spec.objectives, values, strict=True)},
+                device=result.device.name if result.device is not None else None,
             )
             for result, values in front
             if result.metrics is not None
@@ -292,14 +336,41 @@ class SearchEngine:
     def _objective_values(self, metrics: Metrics) -> list[float]:
         return [metrics.objective(o.name) for o in self.spec.objectives]
 
-    def _feasible(self, metrics: Metrics) -> bool:
-        return self.quality_threshold is None or metrics.quality >= self.quality_threshold
+    def constraint_values(self, result: EvaluationResult) -> list[float]:
+        """The result's constraints, `g <= 0` when met, in `CONSTRAINTS` order: quality at least the
+        threshold; enough valid images; measured on the defaults' GPU model (when energy or time is
+        an objective). What was not recorded (results older than the counts) counts as met."""
+        metrics = result.metrics
+        if metrics is None:
+            return [FAILURE_VIOLATION, 0.0, 0.0]
+        constraints = self.spec.constraints
+        quality = self.quality_threshold - metrics.quality if self.quality_threshold is not None else -1.0
+        share = metrics.valid_share
+        valid = (
+            constraints.valid_images.min_share - share
+            if constraints.valid_images.enabled and share is not None
+            else -1.0
+        )
+        device = result.device.name if result.device is not None else None
+        compared = constraints.same_device and any(
+            o.name in MEASURED_OBJECTIVES for o in self.spec.objectives
+        )
+        other_device = (
+            compared
+            and device is not None
+            and self.defaults_device is not None
+            and device != self.defaults_device
+        )
+        return [quality, valid, 1.0 if other_device else -1.0]
+
+    def feasible(self, result: EvaluationResult) -> bool:
+        return result.metrics is not None and all(g <= 0 for g in self.constraint_values(result))
 
     def _feasible_search_points(self) -> list[tuple[EvaluationResult, list[float]]]:
         points = []
         for candidate_id in self._search_ids:
             result = self._results.get(candidate_id)
-            if result is not None and result.metrics is not None and self._feasible(result.metrics):
+            if result is not None and result.metrics is not None and self.feasible(result):
                 points.append((result, self._objective_values(result.metrics)))
         return points
 
@@ -345,7 +416,44 @@ class SearchEngine:
         self.generation += 1
         if self._stopped is None:
             self._stopped = self._termination()
+            if self._stopped is not None and not self._stopped.failed and self.spec.validation is not None:
+                self._search_end, self._stopped = self._stopped, None
+                self._validation = self._start_validation()
         return True
+
+    # ------------------------------------------------------------------ held-out validation
+
+    def _start_validation(self) -> _Generation:
+        """The defaults and the chosen front points, evaluated again on held-out prompts."""
+        assert self.spec.validation is not None
+        defaults = self._candidates[CandidateSettings().candidate_id()]
+        chosen = [Candidate(defaults.candidate_id, self.generation, defaults.settings, role="defaults")]
+        for role, point in choose_points(self.front(), self.normalised, self.spec.validation.points):
+            if all(c.candidate_id != point.candidate.candidate_id for c in chosen):
+                chosen.append(
+                    Candidate(
+                        point.candidate.candidate_id, self.generation, point.candidate.settings, role=role
+                    )
+                )
+        return _Generation(self.generation, chosen)
+
+    def _tell_validation(self, result: EvaluationResult) -> None:
+        validation = self._validation
+        assert validation is not None
+        if all(c.candidate_id != result.candidate_id for c in validation.candidates):
+            raise ValueError(f"candidate {result.candidate_id} is not being validated")
+        if result.candidate_id in self._validation_results:
+            raise ValueError(f"candidate {result.candidate_id} already has a validation result")
+        self._validation_results[result.candidate_id] = result
+        self.validation_told.append(result)
+        if all(c.candidate_id in self._validation_results for c in validation.candidates):
+            self._stopped = self._search_end
+
+    def validation(self) -> list[tuple[Candidate, EvaluationResult | None]]:
+        """The validated candidates (the defaults first) and their held-out results so far."""
+        if self._validation is None:
+            return []
+        return [(c, self._validation_results.get(c.candidate_id)) for c in self._validation.candidates]
 
     def _complete_baselines(self) -> None:
         defaults = self._results[CandidateSettings().candidate_id()]
@@ -358,6 +466,7 @@ class SearchEngine:
             )
             return
         self._scales = objective_scales(self.spec.objectives, defaults.metrics)
+        self.defaults_device = defaults.device.name if defaults.device is not None else None
         quality = self.spec.constraints.quality
         if quality.enabled:
             self.quality_threshold = (1.0 - quality.tolerance) * defaults.metrics.quality
@@ -368,12 +477,11 @@ class SearchEngine:
             result = self._results[candidate_id]
             if result.metrics is None:
                 objectives.append([0.0] * len(self.spec.objectives))
-                constraints.append([FAILURE_VIOLATION])
+                constraints.append(self.constraint_values(result))
                 continue
             values = self._objective_values(result.metrics)
             objectives.append([s.minimised(v) for s, v in zip(self._scales_or_raise(), values, strict=True)])
-            threshold = self.quality_threshold
-            constraints.append([threshold - result.metrics.quality if threshold is not None else -1.0])
+            constraints.append(self.constraint_values(result))
         self._nsga.tell(objectives, constraints)
 
     def _termination(self) -> Outcome | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SeedPolicy, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
@@ -49,6 +49,7 @@ from sustaindiffusion.search.engine import (
     OutcomeState,
     ReplayMismatchError,
     SearchEngine,
+    Stage,
 )
 from sustaindiffusion.search.records import ArchiveRecord, RecordError
 from sustaindiffusion.search.status import build_status
@@ -125,9 +126,11 @@ class GenerationLoop:
         prompts: PromptSource,
         save_images: bool,
         observed_generation: int = 1,
+        validation_prompts: PromptSource | None = None,
     ) -> None:
         self.name, self.spec, self.archive, self.executor = name, spec, archive, executor
         self.prompts, self.save_images = prompts, save_images
+        self.validation_prompts = validation_prompts or _no_validation_prompts
         self.observed_generation = observed_generation
         self._engine: SearchEngine | None = None
         self._released: set[int] = set()
@@ -151,7 +154,8 @@ class GenerationLoop:
         generation = engine.generation
         if engine.outcome().finished:
             self._release(generation)  # a stopped search leaves no worker running
-            return self._report(Observation(generation, engine.outcome()), previous, progressed=False)
+            observation = Observation(generation, engine.outcome(), devices=engine.devices())
+            return self._report(observation, previous, progressed=False)
         tasks = self.executor.launched_tasks(generation)
         launched: Launch | None = None
         if not tasks:
@@ -166,6 +170,8 @@ class GenerationLoop:
             return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(mismatch), fatal=True), previous)
         rounds = [(task, self.executor.collect(task)) for task in tasks]
         plan = settle(rounds, {c.candidate_id for c in engine.pending()})
+        if engine.stage is Stage.VALIDATION:
+            plan.records = [r.model_copy(update={"stage": Stage.VALIDATION.value}) for r in plan.records]
         told = self._ingest(plan.records)
         advanced = engine.generation != generation
         follow_up = None
@@ -187,6 +193,7 @@ class GenerationLoop:
             hypervolume=engine.hypervolume_history[-1] if advanced and engine.hypervolume_history else None,
             queued=latest.queued,
             workers_pending=latest.workers_pending,
+            devices=engine.devices(),
         )
         progressed = bool(told) or advanced or launched is not None or follow_up is not None
         return self._report(observation, previous, progressed=progressed)
@@ -203,15 +210,36 @@ class GenerationLoop:
 
     def _task(self, generation: int) -> EvaluationTask:
         engine = self.engine
+        candidates = [
+            TaskCandidate(candidate_id=c.candidate_id, settings=c.settings)
+            for c in engine.current_candidates()
+        ]
+        validation = self.spec.validation
+        if engine.stage is Stage.VALIDATION and validation is not None:
+            # One candidate per worker: its per-prompt rows fill most of a termination message.
+            prompts = self.validation_prompts()
+            if len(prompts) > VALIDATION_PROMPTS_LIMIT:
+                raise PromptsUnavailableError(
+                    f"the held-out prompts are {len(prompts)}: at most {VALIDATION_PROMPTS_LIMIT} fit one "
+                    "worker's report; give fewer in spec.validation.prompts"
+                )
+            task = EvaluationTask.of(
+                self.name, self.spec, generation, prompts, candidates, 1, save_images=self.save_images
+            )
+            return task.model_copy(
+                update={
+                    "images_per_prompt": validation.images_per_prompt,
+                    "seeds": SeedPolicy(base=validation.seed),
+                    "seed_stream": Stage.VALIDATION.value,
+                    "per_prompt": True,
+                }
+            )
         return EvaluationTask.of(
             self.name,
             self.spec,
             generation,
             self.prompts(),
-            [
-                TaskCandidate(candidate_id=c.candidate_id, settings=c.settings)
-                for c in engine.current_candidates()
-            ],
+            candidates,
             candidates_per_shard=self.spec.execution.candidates_per_pod,
             save_images=self.save_images,
         )
@@ -344,6 +372,10 @@ def _task_mismatch(tasks: Sequence[EvaluationTask], engine: SearchEngine) -> str
             unknown = sorted(stray)[:3]
             return f"round {task.round} of generation {engine.generation} holds unknown candidates {unknown}"
     return None
+
+
+def _no_validation_prompts() -> list[str]:
+    raise PromptsUnavailableError("no held-out prompts are given (spec.validation.prompts)")
 
 
 def replay_advice(problem: str) -> str:

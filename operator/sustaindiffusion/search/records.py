@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from pydantic import Field, ValidationError
 
@@ -56,6 +57,9 @@ class ArchiveRecord(ApiModel):
         default_factory=current_engine_version, description="Versions that produced the record."
     )
     generation: int = Field(ge=0, description="Search generation of the evaluation.")
+    stage: Literal["validation"] | None = Field(
+        default=None, description="validation: the held-out evaluation at the end; absent: the search."
+    )
     result: EvaluationResult = Field(description="The evaluation's outcome.")
 
     def to_line(self) -> str:
@@ -84,8 +88,8 @@ class ArchiveRecord(ApiModel):
 
     @property
     def key(self) -> str:
-        """What makes a record unique in an archive: a candidate is evaluated once per search."""
-        return self.result.candidate_id
+        """What makes a record unique in an archive: a candidate is evaluated once per stage."""
+        return f"{self.stage}:{self.candidate_id}" if self.stage else self.candidate_id
 
 
 def parse_lines(text: str) -> list[ArchiveRecord]:

@@ -14,10 +14,14 @@ from sustaindiffusion.api.status import (
     EnergyTotals,
     EvaluationCounters,
     FrontEntry,
+    HeldOutValue,
     SustainSearchStatus,
+    ValidationPoint,
+    ValidationStatus,
 )
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import DEFAULTS_BASELINE, FrontPoint, SearchEngine
+from sustaindiffusion.search.heldout import held_out
 
 
 def now() -> str:
@@ -90,10 +94,15 @@ def build_status(
             candidate_id=candidate.candidate_id,
             objectives={o.name.value: result.metrics.objective(o.name) for o in spec.objectives},
             quality=result.metrics.quality,
+            valid_share=result.metrics.valid_share,
+            device=result.device.name if result.device else None,
         )
         for candidate, result in engine.baselines()
         if result is not None and result.metrics is not None
     ]
+    defaults = next((b.objectives for b in baselines if b.name == DEFAULTS_BASELINE), None)
+    told = [*engine.told, *engine.validation_told]
+    devices = engine.devices()
     gpu, cpu = engine.energy_joules()
     return SustainSearchStatus(
         phase=decision.phase,
@@ -112,7 +121,10 @@ def build_status(
                 candidate_id=point.candidate.candidate_id,
                 settings=point.candidate.settings,
                 objectives=point.objectives,
+                change_percent=change_against(point.objectives, defaults),
                 quality=point.metrics.quality,
+                valid_share=point.metrics.valid_share,
+                device=point.device,
                 constraint_satisfied=True,
             )
             for point in capped
@@ -124,9 +136,58 @@ def build_status(
             total_joules=engine.total_energy_joules,
             gpu_joules=gpu,
             cpu_joules=cpu,
-            estimated=any(r.metrics.energy_estimated for r in engine.told if r.metrics is not None),
+            estimated=any(r.metrics.energy_estimated for r in told if r.metrics is not None),
+            attributable=all(r.device.attributable for r in told if r.device is not None),
         ),
+        quality_threshold=engine.quality_threshold,
+        devices=devices or None,
+        validation=validation_status(engine),
         start_time=start,
         completion_time=completion,
         message=decision.message,
+    )
+
+
+def change_against(
+    objectives: Mapping[str, float], defaults: Mapping[str, float] | None
+) -> dict[str, float] | None:
+    """Each objective's change against the defaults' value, in % (left out where that is 0)."""
+    if defaults is None:
+        return None
+    return {
+        name: (value - defaults[name]) / abs(defaults[name]) * 100
+        for name, value in objectives.items()
+        if defaults.get(name)
+    }
+
+
+def validation_status(engine: SearchEngine) -> ValidationStatus | None:
+    """The held-out results of the validated points so far, each against the defaults'."""
+    validation, spec = engine.validation(), engine.spec.validation
+    if not validation or spec is None:
+        return None
+    defaults = validation[0][1]
+    baseline = defaults.per_prompt if defaults is not None and defaults.ok else None
+    points = []
+    for candidate, result in validation:
+        point = ValidationPoint(candidate_id=candidate.candidate_id, role=candidate.role or "")
+        in_sample = engine.result(candidate.candidate_id)
+        if in_sample is not None and in_sample.metrics is not None:
+            point.in_sample = {
+                o.name.value: in_sample.metrics.objective(o.name) for o in engine.spec.objectives
+            }
+        if result is not None and not result.ok:
+            point.reason = result.reason
+        elif result is not None and result.metrics is not None and result.per_prompt and baseline:
+            stats = held_out(engine.spec.objectives, result.per_prompt, baseline, seed=spec.seed)
+            point.objectives = {name: HeldOutValue(**vars(value)) for name, value in stats.objectives.items()}
+            point.wins, point.pareto, point.losses = stats.wins, stats.pareto, stats.losses
+            point.valid_share = result.metrics.valid_share
+        points.append(point)
+    prompts = len(baseline) if baseline else 0
+    return ValidationStatus(
+        prompts=prompts,
+        images_per_prompt=spec.images_per_prompt,
+        complete=all(result is not None for _, result in validation),
+        points=points,
     )

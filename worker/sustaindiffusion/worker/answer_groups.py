@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sustaindiffusion.api.bias import ETHNIC_GROUPS as BIAS_GROUPS
+
 FEMALE_ANSWERS = ("female", "woman", "girl")
 MALE_ANSWERS = ("male", "man", "boy")
 
-# The method's four groups and the answers that belong to each.
+# The method's four groups (in `sustaindiffusion.api.bias` order) and the answers that belong to each.
 ETHNIC_GROUPS: dict[str, tuple[str, ...]] = {
     "white": ("caucasian", "white", "italian", "german", "hispanic"),
     "asian": ("indian", "asian"),
@@ -39,3 +44,26 @@ def ethnic_group_of(answer: str) -> str | None:
 
 def is_yes(answer: str) -> bool:
     return normalise_answer(answer) in YES_ANSWERS
+
+
+@dataclass(frozen=True)
+class AnswerCounts:
+    """What the VQA answers of human images say, counted as the bias statistics need them."""
+
+    human: int
+    female: int
+    male: int
+    ethnic: tuple[int, ...]  # per group, in `sustaindiffusion.api.bias.ETHNIC_GROUPS` order
+
+
+def count_answers(human: Sequence[bool], genders: Sequence[str], ethnicities: Sequence[str]) -> AnswerCounts:
+    """Counts over the images judged human only; answers that map to no group are not evidence."""
+    kept = [i for i, ok in enumerate(human) if ok]
+    mapped_genders = [gender_of(genders[i]) for i in kept]
+    groups = [ethnic_group_of(ethnicities[i]) for i in kept]
+    return AnswerCounts(
+        human=len(kept),
+        female=mapped_genders.count("female"),
+        male=mapped_genders.count("male"),
+        ethnic=tuple(groups.count(group) for group in BIAS_GROUPS),
+    )

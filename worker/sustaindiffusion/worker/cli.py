@@ -161,7 +161,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
         raise PermanentTaskError(f"cannot load a scoring model: {str(error).splitlines()[0]}") from error
     loaded = time.perf_counter()
     monitor = EnergyMonitor(open_gpu_meter(), CpuEnergyMeter(), synchronize=generator.synchronize)
-    report.device, report.energy_methods = monitor.device_name, monitor.methods
+    report.device = monitor.device()
     monitor.listeners.append(metrics.record_window)
     metrics.watch_power(monitor)
     generator.warm_up()

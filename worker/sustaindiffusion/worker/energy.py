@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from sustaindiffusion.api.results import Device
+
 NVML_COUNTER = "nvml-total-energy"
 NVML_SAMPLING = "nvml-power-sampling"
 NO_GPU = "none"
@@ -66,6 +68,8 @@ class GpuInfo:
     name: str = ""
     mig: bool = False
     shared: bool = False
+    driver: str | None = None
+    mig_profile: str | None = None  # the MIG instance's name, when the GPU is split into instances
 
     @property
     def attributable(self) -> bool:
@@ -84,8 +88,15 @@ class GpuEnergyMeter:
         self.sample_interval = sample_interval
         self.info = GpuInfo(name=_text(nvml.nvmlDeviceGetName(self.handle)))
         with contextlib.suppress(Exception):
+            self.info.driver = _text(nvml.nvmlSystemGetDriverVersion())
+        with contextlib.suppress(Exception):
             current, _pending = nvml.nvmlDeviceGetMigMode(self.handle)
             self.info.mig = bool(current)
+        if self.info.mig:
+            self.info.mig_profile = "MIG"
+            with contextlib.suppress(Exception):
+                instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(self.handle, 0)
+                self.info.mig_profile = _text(nvml.nvmlDeviceGetName(instance))
         with contextlib.suppress(Exception):
             # Another process on our GPU means its energy is not ours alone (time-slicing, MPS).
             others = nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
@@ -256,6 +267,19 @@ class EnergyMonitor:
     @property
     def device_name(self) -> str:
         return self.gpu.info.name if self.gpu else "cpu"
+
+    def device(self) -> Device:
+        """The device results are measured on, and how each energy component is obtained."""
+        gpu_method, cpu_method = self.methods
+        info = self.gpu.info if self.gpu else GpuInfo(name="cpu")
+        return Device(
+            name=info.name,
+            driver=info.driver,
+            mig_profile=info.mig_profile,
+            shared=info.shared,
+            gpu_energy=gpu_method,
+            cpu_energy=cpu_method,
+        )
 
     @property
     def methods(self) -> tuple[str, str]:

@@ -3,14 +3,17 @@
 For each candidate and prompt, the images are generated with the task's seeds; the human filter
 asks the VQA model whether each image shows a human and regenerates those that do not, with new
 reproducible seeds, up to the retry cap (the regenerations count as generation energy); then the
-gender, ethnicity and quality scores are computed. A candidate that fails gets its reason; the
-other candidates of the pod still run.
+gender, ethnicity and quality scores are computed. Only images judged human, and answers that map
+to a group, count for the biases, and the counts travel with the result; quality is scored against
+the bare prompt for everyone. A validation task also gets each prompt's share (`PromptStats`).
+A candidate that fails gets its reason; the other candidates of the pod still run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +22,10 @@ from typing import Any
 
 from PIL import Image
 
-from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
+from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate, image_seed
+from sustaindiffusion.worker.answer_groups import count_answers
 from sustaindiffusion.worker.energy import EnergyMonitor, WindowEnergy
 from sustaindiffusion.worker.errors import CandidateError
 from sustaindiffusion.worker.generation import ImageGenerator
@@ -28,11 +33,11 @@ from sustaindiffusion.worker.scoring import (
     ETHNICITY_QUESTION,
     GENDER_QUESTION,
     HUMAN_QUESTION,
+    QualitySample,
     QualityScorer,
     VisualQuestionAnswering,
-    ethnic_bias,
-    gender_bias,
     human_mask,
+    pooled_quality,
 )
 from sustaindiffusion.worker.weighting import UnsupportedWeightingError
 
@@ -58,6 +63,12 @@ class _Energy:
         self.cpu += window.cpu.joules
         self.seconds += window.seconds
         self.estimated |= window.estimated
+
+    def merge(self, other: _Energy) -> None:
+        self.gpu += other.gpu
+        self.cpu += other.cpu
+        self.seconds += other.seconds
+        self.estimated |= other.estimated
 
 
 @dataclass
@@ -103,38 +114,38 @@ class Evaluator:
         return images
 
     def _evaluate(self, candidate: TaskCandidate) -> CandidateOutcome:
-        task, settings = self.task, candidate.settings
+        task = self.task
         filter_spec = task.scoring.human_filter
         energy = _Energy()
         images: list[Image.Image] = []
-        prompts_of_images: list[str] = []
+        human: list[bool] = []
         records: list[dict[str, Any]] = []
-        regenerated = non_human = 0
+        prompt_energy: list[_Energy] = []
+        regenerated = 0
         for prompt_index, prompt in enumerate(task.prompts):
-            seeds = [
-                image_seed(task.seeds, prompt_index, i, candidate.candidate_id)
-                for i in range(task.images_per_prompt)
-            ]
-            batch = self._generate(candidate, prompt, seeds, energy)
+            this_prompt = _Energy()
+
+            def seed_of(image: int, attempt: int = 0, prompt_index: int = prompt_index) -> int:
+                return image_seed(
+                    task.seeds, prompt_index, image, candidate.candidate_id, attempt, stream=task.seed_stream
+                )
+
+            seeds = [seed_of(i) for i in range(task.images_per_prompt)]
+            batch = self._generate(candidate, prompt, seeds, this_prompt)
             attempts = [0] * len(batch)
+            is_human = [True] * len(batch)
             if filter_spec.enabled:
-                human = human_mask(self.vqa.answer(batch, HUMAN_QUESTION))
+                is_human = human_mask(self.vqa.answer(batch, HUMAN_QUESTION))
                 for attempt in range(1, filter_spec.max_retries + 1):
-                    retry = [i for i, ok in enumerate(human) if not ok]
+                    retry = [i for i, ok in enumerate(is_human) if not ok]
                     if not retry:
                         break
-                    retry_seeds = [
-                        image_seed(task.seeds, prompt_index, i, candidate.candidate_id, attempt)
-                        for i in retry
-                    ]
-                    fresh = self._generate(candidate, prompt, retry_seeds, energy)
+                    retry_seeds = [seed_of(i, attempt) for i in retry]
+                    fresh = self._generate(candidate, prompt, retry_seeds, this_prompt)
                     regenerated += len(fresh)
                     fresh_human = human_mask(self.vqa.answer(fresh, HUMAN_QUESTION))
                     for i, seed, image, ok in zip(retry, retry_seeds, fresh, fresh_human, strict=True):
-                        batch[i], human[i], attempts[i], seeds[i] = image, ok, attempt, seed
-                non_human += human.count(False)
-            else:
-                human = [True] * len(batch)
+                        batch[i], is_human[i], attempts[i], seeds[i] = image, ok, attempt, seed
             for i in range(len(batch)):
                 records.append(
                     {
@@ -142,34 +153,85 @@ class Evaluator:
                         "image_index": i,
                         "seed": seeds[i],
                         "attempt": attempts[i],
-                        "human": human[i],
+                        "human": is_human[i],
                     }
                 )
             images.extend(batch)
-            prompts_of_images.extend([settings.positive_prompt(prompt)] * len(batch))
+            human.extend(is_human)
+            energy.merge(this_prompt)
+            prompt_energy.append(this_prompt)
 
         gender_answers = self.vqa.answer(images, GENDER_QUESTION)
         ethnicity_answers = self.vqa.answer(images, ETHNICITY_QUESTION)
-        quality_scores = self.quality.score(images, prompts_of_images)
-        for record, gender, ethnicity, quality in zip(
-            records, gender_answers, ethnicity_answers, quality_scores, strict=True
+        # One yardstick: the user's prompt, without the candidate's keywords or emphasis marks.
+        bare_prompts = [task.prompts[record["prompt_index"]] for record in records]
+        quality = self.quality.score(images, bare_prompts)
+        for record, gender, ethnicity, sample in zip(
+            records, gender_answers, ethnicity_answers, quality, strict=True
         ):
-            record |= {"gender_answer": gender, "ethnicity_answer": ethnicity, "quality": quality}
+            record |= {
+                "gender_answer": gender,
+                "ethnicity_answer": ethnicity,
+                "quality": sample.value,
+                "quality_scores": sample.count,
+            }
+        counts = count_answers(human, gender_answers, ethnicity_answers)
         count = len(images)
+        per_image_quality = [sample.value for sample in quality]
         metrics = Metrics(
-            gender_bias=gender_bias(gender_answers),
-            ethnic_bias=ethnic_bias(ethnicity_answers),
-            quality=sum(quality_scores) / count,
+            gender_bias=gender_bias(counts.female, counts.male),
+            ethnic_bias=ethnic_bias(counts.ethnic),
+            quality=pooled_quality(quality),
             energy_joules_per_image=(energy.gpu + energy.cpu) / count,
             seconds_per_image=energy.seconds / count,
             gpu_joules=energy.gpu,
             cpu_joules=energy.cpu,
             energy_estimated=energy.estimated,
             images=count,
+            human_images=counts.human,
+            female_images=counts.female,
+            male_images=counts.male,
+            **{f"{group}_images": n for group, n in zip(ETHNIC_GROUPS, counts.ethnic, strict=True)},
+            quality_stddev=statistics.pstdev(per_image_quality) if count > 1 else 0.0,
         )
+        result = EvaluationResult.succeeded(candidate.candidate_id, metrics)
+        if task.per_prompt:
+            result.per_prompt = self._per_prompt(
+                records, human, gender_answers, ethnicity_answers, quality, prompt_energy
+            )
         if self.artifacts is not None:
-            self._write_artifacts(candidate, images, records, metrics, regenerated, non_human)
-        return CandidateOutcome(EvaluationResult.succeeded(candidate.candidate_id, metrics), records=records)
+            self._write_artifacts(candidate, images, records, metrics, regenerated, count - counts.human)
+        return CandidateOutcome(result, records=records)
+
+    def _per_prompt(
+        self,
+        records: list[dict[str, Any]],
+        human: list[bool],
+        genders: list[str],
+        ethnicities: list[str],
+        quality: list[QualitySample],
+        prompt_energy: list[_Energy],
+    ) -> list[PromptStats]:
+        """Each prompt's counts, quality and energy: what held-out validation compares prompt by prompt."""
+        stats = []
+        for index, used in enumerate(prompt_energy):
+            mine = [i for i, record in enumerate(records) if record["prompt_index"] == index]
+            counts = count_answers(
+                [human[i] for i in mine], [genders[i] for i in mine], [ethnicities[i] for i in mine]
+            )
+            stats.append(
+                PromptStats(
+                    images=len(mine),
+                    human_images=counts.human,
+                    female_images=counts.female,
+                    male_images=counts.male,
+                    **{f"{group}_images": n for group, n in zip(ETHNIC_GROUPS, counts.ethnic, strict=True)},
+                    quality_sum=sum(quality[i].value for i in mine),
+                    joules=used.gpu + used.cpu,
+                    seconds=used.seconds,
+                )
+            )
+        return stats
 
     def _write_artifacts(
         self,
@@ -192,8 +254,7 @@ class Evaluator:
                 "guidanceScale": resolved.guidance_scale,
             },
             "metrics": metrics.model_dump(mode="json", by_alias=True),
-            "energy_methods": list(self.energy.methods),
-            "device": self.energy.device_name,
+            "device": self.energy.device().model_dump(mode="json", by_alias=True, exclude_none=True),
             "regenerated_images": regenerated,
             "non_human_images": non_human,
             "written_at": time.time(),

@@ -2,45 +2,32 @@
 
 - Human filter: the VQA model is asked HUMAN_QUESTION; the caller regenerates images not answered
   "yes" up to the spec's retry cap, then records them as non-human.
-- Gender bias: GB = |F/N - 0.5| + |M/N - 0.5| over the N images (0 = parity, 1 = one gender).
-- Ethnic bias: EB = max_c r_c - min_c r_c with r_c the share of the N images in group c.
-- Quality: CLIP score, max(100 * cos(image, prompt), 0) / 100, in [0, 1]; or, for comparisons with
-  the paper, the method's detector confidence: per image the highest class probability any
-  detection query gives a real object (hustvl/yolos-tiny by default, Apache-2.0), averaged.
+- Gender and ethnic bias: over the human images whose answers map to a group only
+  (`sustaindiffusion.api.bias`: GB = |F/N - 0.5| + |M/N - 0.5|, EB = max_c r_c - min_c r_c); the
+  counts travel with the result, so a candidate cannot look fair by producing no people.
+- Quality, one yardstick: every candidate and baseline is scored against the user's prompt, without
+  keywords or emphasis marks. CLIP score, max(100 * cos(image, prompt), 0) / 100, in [0, 1]; or,
+  as the method's research code measured it, the detector confidence: the mean confidence of every
+  box a detector finds with confidence >= 0.25, pooled over all of a candidate's images
+  (hustvl/yolos-tiny by default, Apache-2.0; a box's confidence is its best class probability,
+  "no object" excluded). Scorers return per-image samples (a sum and a count) that pool exactly.
 Every image reaches every model as RGB (the research code passed BGR to one question).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
-from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS, ethnic_group_of, gender_of, is_yes
+from sustaindiffusion.worker.answer_groups import is_yes
 
 HUMAN_QUESTION = "Is this image of a human?"
 GENDER_QUESTION = "What is the gender of the person in the image?"
 ETHNICITY_QUESTION = "What ethnicity is this person?"
-
-
-def gender_bias(answers: Sequence[str]) -> float:
-    if not answers:
-        raise ValueError("gender bias needs at least one image")
-    n = len(answers)
-    genders = [gender_of(a) for a in answers]
-    female, male = genders.count("female"), genders.count("male")
-    return abs(female / n - 0.5) + abs(male / n - 0.5)
-
-
-def ethnic_bias(answers: Sequence[str]) -> float:
-    if not answers:
-        raise ValueError("ethnic bias needs at least one image")
-    n = len(answers)
-    groups = [ethnic_group_of(a) for a in answers]
-    shares = [groups.count(group) / n for group in ETHNIC_GROUPS]
-    return max(shares) - min(shares)
 
 
 def human_mask(answers: Sequence[str]) -> list[bool]:
@@ -55,8 +42,27 @@ class VisualQuestionAnswering(Protocol):
     def answer(self, images: Sequence[Image.Image], question: str) -> list[str]: ...
 
 
+@dataclass(frozen=True)
+class QualitySample:
+    """One image's quality evidence: the sum of its scores and how many there are (CLIP: one per
+    image; the detector: one per confident box)."""
+
+    total: float
+    count: int
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def pooled_quality(samples: Sequence[QualitySample]) -> float:
+    """The candidate's quality: every score of every image pooled (0 when there is none)."""
+    count = sum(s.count for s in samples)
+    return sum(s.total for s in samples) / count if count else 0.0
+
+
 class QualityScorer(Protocol):
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]: ...
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]: ...
 
 
 class _PretrainedScorer:
@@ -116,8 +122,8 @@ class ClipScore(_PretrainedScorer):
     batch_size = 32
 
     @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        scores: list[float] = []
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]:
+        scores: list[QualitySample] = []
         for start, batch in self.batches(images):
             batch_prompts = list(prompts[start : start + len(batch)])
             inputs = self.processor(
@@ -130,25 +136,29 @@ class ClipScore(_PretrainedScorer):
             image_embeds = _features(image_embeds)
             text_embeds = _features(text_embeds)
             cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
-            scores.extend(float(max(100.0 * c, 0.0) / 100.0) for c in cosine.tolist())
+            scores.extend(QualitySample(float(max(100.0 * c, 0.0) / 100.0), 1) for c in cosine.tolist())
         return scores
 
 
 class DetectorConfidence(_PretrainedScorer):
-    """Mean over images of the most confident detection (the research code's quality measure)."""
+    """The mean confidence of every box detected with confidence >= 0.25 (the research code's
+    quality measure), as per-image samples that pool over a candidate's images."""
 
     DEFAULT_MODEL = "hustvl/yolos-tiny"
     processor_class, model_class = "AutoImageProcessor", "AutoModelForObjectDetection"
+    THRESHOLD = 0.25
 
     @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        scores: list[float] = []
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]:
+        samples: list[QualitySample] = []
         for _, batch in self.batches(images):
             inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits  # [images, queries, classes + "no object"]
-            object_probabilities = logits.softmax(-1)[..., :-1]
-            scores.extend(float(p) for p in object_probabilities.amax(dim=(1, 2)).tolist())
-        return scores
+            confidences = logits.softmax(-1)[..., :-1].amax(dim=-1)  # each query's best real class
+            for boxes in confidences:
+                kept = boxes[boxes >= self.THRESHOLD]
+                samples.append(QualitySample(float(kept.sum()), int(kept.numel())))
+        return samples
 
 
 def load_quality_scorer(

@@ -3,8 +3,9 @@
     sustaindiffusion-worker build-tiny-models DIR
 
 writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
-(BlipForQuestionAnswering + BlipProcessor), DIR/clip (CLIPModel + CLIPProcessor) and DIR/detector
-(YolosForObjectDetection + its image processor). Tokenizers
+(BlipForQuestionAnswering + BlipProcessor, answering with words of the answer groups that depend on
+the image), DIR/clip (CLIPModel + CLIPProcessor) and DIR/detector (YolosForObjectDetection + its
+image processor). Tokenizers
 are trained here on a small corpus (the method's prompts and keywords, the VQA questions and
 answers); nothing comes from a model hub. Tests and the quickstart load these folders through the
 same `from_pretrained` code path as real models. The numbers such models produce are meaningless.
@@ -292,6 +293,16 @@ TINY_VISION = {
 
 
 def build_blip_vqa(directory: Path) -> None:
+    """A BLIP VQA model whose random weights are arranged so that it answers with one word from the
+    answer groups (genders, ethnic groups, yes and no) that depends on the image, then stops: the
+    bias statistics see answers that vary between candidates, as a real VQA model's do.
+
+    How, with tied input and output embeddings: position 0 carries a "first token" direction and
+    later positions an "answer given" direction; the answer words' rows favour the first, the end
+    token's row the second, and every other token is masked by its bias. Cross-attention is made
+    strong enough (vision initialised at the usual scale, not BLIP's 1e-10) for the image to decide
+    which answer wins.
+    """
     torch.manual_seed(SEED)
     tokenizer = bert_tokenizer()
     config = BlipConfig(
@@ -307,14 +318,49 @@ def build_blip_vqa(directory: Path) -> None:
             "bos_token_id": tokenizer.cls_token_id,
             "sep_token_id": tokenizer.sep_token_id,
         },
-        vision_config=TINY_VISION,
+        vision_config=TINY_VISION | {"initializer_range": 0.02},
     )
     model = BlipForQuestionAnswering(config)
+    _answer_from_the_groups(model, tokenizer)
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
     )
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
+
+
+def _answer_from_the_groups(model: BlipForQuestionAnswering, tokenizer: BertTokenizer) -> None:
+    vocab = tokenizer.get_vocab()
+    genders = {vocab[word] for word in (*FEMALE_ANSWERS, *MALE_ANSWERS)}
+    single_words = [w for words in ETHNIC_GROUPS.values() for w in words if " " not in w]
+    answers = sorted(genders | {vocab[w] for w in (*single_words, "yes", "no")})
+    end = tokenizer.sep_token_id
+    first, later = 1, 0  # hidden dimensions that say "first generated token" and "an answer was given"
+    decoder = model.text_decoder
+    with torch.no_grad():
+        positions = decoder.bert.embeddings.position_embeddings.weight
+        positions[0, first] += 10.0
+        positions[1:, later] += 10.0
+        transform = decoder.cls.predictions.transform
+        transform.dense.weight.copy_(
+            torch.eye(transform.dense.weight.shape[0]) + 0.02 * transform.dense.weight
+        )
+        transform.dense.bias.zero_()
+        rows = decoder.bert.embeddings.word_embeddings.weight  # tied: input embeddings and output rows
+        for token in answers:
+            rows[token, 2:] *= 40.0  # which answer wins depends on the image-dependent part of the state
+            rows[token, first] = 1.8 if token in genders else 1.0  # gender words a little more often
+            rows[token, later] = -1.0
+        rows[end, later], rows[end, first] = 20.0, -20.0
+        bias = decoder.cls.predictions.bias
+        bias.fill_(-1000.0)
+        bias[answers] = 0.0
+        bias[end] = 0.0
+        for part in (model.text_encoder, decoder.bert):
+            for layer in part.encoder.layer:
+                if getattr(layer, "crossattention", None) is not None:
+                    layer.crossattention.self.value.weight.mul_(10.0)
+                    layer.crossattention.output.dense.weight.mul_(10.0)
 
 
 def build_clip(directory: Path) -> None:
