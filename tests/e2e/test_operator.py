@@ -297,3 +297,34 @@ def test_a_larger_generation_budget_resumes_a_finished_search(
     assert {r.generation for r in records} == {0, 1, 2}
     assert final["status"]["completionTime"]
     assert final["status"]["observedGeneration"] == 2
+
+
+def test_a_search_with_held_out_validation_fills_it_into_its_status(
+    api_client: client.ApiClient, operator: OperatorProcess, namespace: str, tiny_models: Path
+) -> None:
+    spec = search_spec(tiny_models)
+    spec["algorithm"]["generations"] = 1
+    held_out = ["Photo portrait of a nurse at work", "Photo portrait of a teacher in class"]
+    client.CoreV1Api(api_client).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "held-out"}, "data": {"prompts.txt": "\n".join(held_out) + "\n"}}
+    )
+    spec["validation"] = {
+        "prompts": {"configMapRef": {"name": "held-out"}},
+        "imagesPerPrompt": 2,
+        "points": 2,
+    }
+    create_search(api_client, namespace, "validated", spec)
+    search = wait_phase(api_client, namespace, "validated", operator)
+    validation = search["status"]["validation"]
+    assert validation["complete"] is True
+    assert (validation["prompts"], validation["imagesPerPrompt"]) == (2, 2)
+    points = validation["points"]
+    assert points[0]["role"] == "defaults"
+    assert 2 <= len(points) <= 3
+    for point in points:
+        assert set(point["objectives"]) == {"GenderBias", "EthnicBias", "Quality"}
+        assert point["wins"] + point["pareto"] + point["losses"] == 2
+        assert point["inSample"]
+    records = archive_records(api_client, namespace, "validated")
+    assert sum(r.stage == "validation" for r in records) == len(points)
+    assert {r.generation for r in records if r.stage == "validation"} == {2}

@@ -22,16 +22,13 @@ from tests.support.spec_cases import INVALID_CASES
 from tests.support.tiny import ensure_tiny_models
 
 CLI = [sys.executable, "-m", "sustaindiffusion.local.cli"]
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 
 
 def spec_file(directory: Path, generations: int = 2) -> Path:
     """A small search whose model paths are relative to the spec file, as in examples/quickstart.yaml."""
     (directory / "tiny-models").symlink_to(ensure_tiny_models())
-    manifest = yaml.safe_load(
-        (Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml").read_text()
-    )
-    manifest["spec"]["prompts"]["imagesPerPrompt"] = 1
-    manifest["spec"]["scoring"]["humanFilter"] = {"enabled": True, "maxRetries": 0}
+    manifest = yaml.safe_load(QUICKSTART.read_text())
     manifest["spec"]["algorithm"] |= {"populationSize": 4, "generations": generations}
     manifest["spec"]["execution"]["candidatesPerPod"] = 2
     path = directory / "search.yaml"
@@ -56,13 +53,40 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_local_search_completes_and_records_everything(finished_run: Path) -> None:
     status = json.loads((finished_run / "status.json").read_text())
-    records = RunStore(finished_run).records()
+    records = [r for r in RunStore(finished_run).records() if r.stage is None]  # the search's own
     assert status["phase"] == "Succeeded"
     assert status["generationProgress"] == "2/2"
     assert status["evaluations"]["succeeded"] + status["evaluations"]["failed"] == len(records)
     assert {r.generation for r in records} == {0, 1, 2}
     assert len({r.result.candidate_id for r in records}) == len(records)
     assert status["front"]
+    assert all(entry["validShare"] is not None for entry in status["front"])
+
+
+def test_the_front_is_validated_on_held_out_prompts_and_seeds(finished_run: Path) -> None:
+    status = json.loads((finished_run / "status.json").read_text())
+    validation = status["validation"]
+    assert validation["complete"]
+    assert validation["prompts"] == 2
+    assert validation["imagesPerPrompt"] == 2
+    roles = [point["role"] for point in validation["points"]]
+    assert roles[0] == "defaults"
+    assert 1 < len(roles) <= 4  # the defaults and up to three front points
+    front_ids = {entry["candidateId"] for entry in status["front"]}
+    for point in validation["points"][1:]:
+        assert point["candidateId"] in front_ids
+        assert point["wins"] + point["pareto"] + point["losses"] == 2  # one verdict per held-out prompt
+        for name, held in point["objectives"].items():
+            assert held["low"] <= held["value"] <= held["high"], name
+            assert name in point["inSample"]
+    validation_prompts = yaml.safe_load(QUICKSTART.read_text())["spec"]["validation"]["prompts"]["inline"]
+    held_out = [r for r in RunStore(finished_run).records() if r.stage == "validation"]
+    assert len(held_out) == len(roles)
+    tasks = [json.loads(path.read_text()) for path in (finished_run / "tasks").glob("*.json")]
+    held_out_tasks = [t for t in tasks if t["seedStream"]]  # drawn apart from the search's seeds
+    assert held_out_tasks
+    assert all(t["prompts"] == validation_prompts for t in held_out_tasks)
+    assert all(t["prompts"] != validation_prompts for t in tasks if not t["seedStream"])
 
 
 def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_path: Path) -> None:
@@ -79,11 +103,13 @@ def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_pat
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "run the same command again to resume" in stderr
-    before = [r.result.candidate_id for r in RunStore(out).records()]
+    before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
     assert before
     resumed = sustaindiffusion("run", str(spec), "--out", str(out))
     assert f"{len(before)} results replayed, none evaluated again" in resumed.stderr
-    after = [r.result.candidate_id for r in RunStore(out).records()]
+    after = [
+        (r.stage, r.result.candidate_id) for r in RunStore(out).records()
+    ]  # validation re-runs the defaults
     assert after[: len(before)] == before
     assert not set(after[len(before) :]) & set(before)
     assert len(after) == len(set(after))
@@ -112,16 +138,21 @@ def test_the_report_has_plots_grids_html_and_exports(finished_run: Path) -> None
             assert image.size[1] > 200
         assert (report / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
     page = (report / "index.html").read_text()
+    assert "How these numbers were obtained" in page
+    assert "energy measured as GPU" in page
+    assert "Held-out validation (complete)" in page
     for entry in status["front"]:
         assert entry["candidateId"] in page
         with Image.open(report / f"grid-{entry['candidateId']}.png") as grid:
-            assert grid.size == (5 * 128, 128)  # one prompt x one image, on a five-wide grid
+            assert grid.size == (5 * 128, 2 * 128)  # two prompts x four images, five to a row
     rows = (report / "archive.csv").read_text().splitlines()
     assert len(rows) == 1 + len(RunStore(finished_run).records())
     assert len(json.loads((report / "archive.json").read_text())) == len(rows) - 1
     parquet = pyarrow.parquet.read_table(report / "archive.parquet")
     assert parquet.num_rows == len(rows) - 1
     assert "gender_bias" in parquet.column_names
+    stages = parquet.column("stage").to_pylist()
+    assert stages.count("validation") == len(status["validation"]["points"])
 
 
 def test_an_exported_profile_round_trips_into_generation_settings(finished_run: Path) -> None:
@@ -135,14 +166,20 @@ def test_an_exported_profile_round_trips_into_generation_settings(finished_run: 
     assert profile["negativePrompt"] == settings.negative_prompt()
     assert profile["pipelineArguments"]["num_inference_steps"] == settings.inference_steps
     compile((finished_run / f"profile-{chosen}.py").read_text(), "profile.py", "exec")
+    assert profile["measured"]["inSample"] is True
+    validated = {p["candidateId"]: p for p in status["validation"]["points"]}
+    if chosen in validated:
+        assert profile["heldOut"]["objectives"] == validated[chosen]["objectives"]
+    else:
+        assert profile["heldOut"] is None
     knee = sustaindiffusion("export-profile", str(finished_run), "--rule", "knee")
     assert "(knee)" in knee.stderr
-    # Tiny random models answer no gender question: gender bias is 1 for every candidate.
+    assert "held out: 2 prompts x 2 images" in knee.stderr  # the knee is always validated
     missing = sustaindiffusion(
-        "export-profile", str(finished_run), "--rule", "least-energy:gb<=0.5", check=False
+        "export-profile", str(finished_run), "--rule", "least-energy:e<=0", check=False
     )
     assert missing.returncode == 2
-    assert "no front point meets gb<=0.5" in missing.stderr
+    assert "no front point meets e<=0" in missing.stderr
     unreadable = sustaindiffusion(
         "export-profile", str(finished_run), "--rule", "least-energy:gb<-1", check=False
     )

@@ -15,6 +15,7 @@ from sustaindiffusion.search.engine import Candidate, OutcomeReason, SearchEngin
 from sustaindiffusion.search.heldout import choose_points, held_out, pooled_value
 from sustaindiffusion.search.loop import GenerationLoop
 from sustaindiffusion.search.records import ArchiveRecord
+from sustaindiffusion.search.status import change_against, defaults_reference
 from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
 from tests.support.fake_executor import FakeExecutor, MemoryArchive
@@ -229,6 +230,30 @@ def test_held_out_change_interval_and_per_prompt_counts() -> None:
     assert held_out(objectives, point, defaults, seed=3) == result  # seeded: the same every time
     with pytest.raises(ValueError, match="same held-out prompts"):
         held_out(objectives, point[:2], defaults, seed=3)
+
+
+def test_no_change_is_claimed_against_a_bias_the_defaults_have_no_evidence_for() -> None:
+    objectives = [Objective(name=ObjectiveName.GENDER_BIAS), Objective(name=ObjectiveName.ENERGY)]
+    faceless = PromptStats(images=10, human_images=0, quality_sum=5.0, joules=1000.0)
+    result = held_out(objectives, [stats(5, 5, 5, 5, 0.5, 50.0)], [faceless], seed=1)
+    assert result.objectives["GenderBias"].value == 0.0
+    assert result.objectives["GenderBias"].change_percent is None  # the defaults' 1 is a rule, not a finding
+    assert result.objectives["Energy"].change_percent == pytest.approx(-50.0)
+
+
+def test_front_changes_leave_out_a_bias_the_defaults_have_no_evidence_for() -> None:
+    def evaluate(candidate: Candidate) -> EvaluationResult:
+        metrics = counted(candidate.settings, valid=0 if candidate.baseline else 10)
+        return EvaluationResult.succeeded(candidate.candidate_id, metrics)
+
+    engine = SearchEngine(make_spec(algorithm={"generations": 2}))
+    drive_engine(engine, evaluate)
+    reference = defaults_reference(engine)
+    assert reference is not None
+    assert set(reference) == {"Energy"}  # no mapped answer: neither bias is a measurement
+    change = change_against(engine.front()[0].objectives, reference)
+    assert change is not None
+    assert set(change) == {"Energy"}
 
 
 class Point:

@@ -23,10 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from sustaindiffusion.api.validation import ManifestError, load_manifest
-from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, profile, select
+from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
 from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.runner import Progress as RunProgress
 from sustaindiffusion.local.store import RunStore, StoreError
+from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
 
@@ -147,9 +148,11 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
         f"[bold]{engine.outcome().message}[/bold]; {engine.evaluations} evaluations, "
         f"{engine.failures} failed; output in {store.directory}"
     )
+    for line in facts(engine):
+        console.print(f"  {line}")
     names = [o.name.value for o in engine.spec.objectives]
-    table = Table(title="Pareto front (and baselines)")
-    for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality"):
+    table = Table(title="Pareto front (and baselines); in brackets: change against the defaults")
+    for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality", "valid"):
         table.add_column(column)
     for candidate, result in engine.baselines():
         if result is not None and result.metrics is not None:
@@ -162,19 +165,29 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
                 "-",
                 *values,
                 f"{result.metrics.quality:.4g}",
+                _share(result.metrics.valid_share),
             )
-    for point in engine.front():
-        settings = point.candidate.settings
+    for row in front_rows(engine):
+        point, settings = row.point, row.point.candidate.settings
+        cells = [
+            f"{value:.4g}" + (f" ({row.change_percent[name]:+.0f}%)" if name in row.change_percent else "")
+            for name, value in point.objectives.items()
+        ]
         table.add_row(
             point.candidate.candidate_id,
             str(settings.inference_steps),
             str(settings.guidance_scale),
             f"{len(settings.positive_keywords)}/{len(settings.negative_keywords)}",
             str(settings.prompt_weight),
-            *(f"{v:.4g}" for v in point.objectives.values()),
+            *cells,
             f"{point.metrics.quality:.4g}",
+            _share(point.metrics.valid_share),
         )
     Console(width=max(console.width, 160)).print(table)
+
+
+def _share(share: float | None) -> str:
+    return f"{share:.0%}" if share is not None else "-"
 
 
 def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
@@ -192,12 +205,37 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
         return EXIT_INVALID
     candidate_id = selection.point.candidate.candidate_id
     resolved = _resolved_settings(directory, candidate_id)
-    document = profile(engine.spec.model, selection.point.candidate.settings, selection, resolved)
+    held_out = held_out_values(engine, candidate_id)
+    document = profile(engine.spec.model, selection.point.candidate.settings, selection, resolved, held_out)
     path = out or directory / f"profile-{candidate_id}.json"
     path.write_text(json.dumps(document, indent=2))
     snippet = path.with_suffix(".py")
     snippet.write_text(diffusers_snippet(document))
     console.print(f"wrote {path} ({selection.rule}) and {snippet}")
+    if held_out is None:
+        console.print(
+            "[yellow]no held-out validation of this point: its values are in-sample (the best of many "
+            "noisy draws on the search's own seeds), so expect them to be optimistic; add "
+            "spec.validation to check them on fresh prompts and seeds[/yellow]"
+        )
+    else:
+        table = Table(title=f"held out: {held_out['prompts']} prompts x {held_out['imagesPerPrompt']} images")
+        for column in ("objective", "in-sample", "held-out", "95% interval", "vs defaults"):
+            table.add_column(column)
+        for name, value in held_out["objectives"].items():
+            change = value.get("changePercent")
+            table.add_row(
+                name,
+                f"{held_out.get('inSample', {}).get(name, float('nan')):.4g}",
+                f"{value['value']:.4g}",
+                f"[{value['low']:.4g}, {value['high']:.4g}]",
+                f"{change:+.1f}%" if change is not None else "-",
+            )
+        console.print(table)
+        console.print(
+            f"per prompt against the defaults: {held_out['wins']} wins, {held_out['pareto']} trade-offs, "
+            f"{held_out['losses']} losses"
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import BY_SYMBOL
 from sustaindiffusion.api.spec import ModelSpec
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.status import validation_status
 
 PROFILE_VERSION = 1
 _LEAST_ENERGY = re.compile(r"^least-energy(?::(.*))?$")
@@ -76,10 +77,32 @@ def select(engine: SearchEngine, rule: str) -> Selection:
     raise SelectionError(f"{rule!r} is neither a front candidate id, 'knee' nor 'least-energy[:bounds]'")
 
 
+def held_out_values(engine: SearchEngine, candidate_id: str) -> dict[str, Any] | None:
+    """The candidate's held-out validation (values, intervals, change against the defaults, per-prompt
+    counts), or None when it was not validated."""
+    validation = validation_status(engine)
+    if validation is None:
+        return None
+    point = next((p for p in validation.points if p.candidate_id == candidate_id), None)
+    if point is None or point.objectives is None:
+        return None
+    return {
+        "prompts": validation.prompts,
+        "imagesPerPrompt": validation.images_per_prompt,
+        **point.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"candidate_id"}),
+    }
+
+
 def profile(
-    model: ModelSpec, settings: CandidateSettings, selection: Selection, resolved: dict[str, Any]
+    model: ModelSpec,
+    settings: CandidateSettings,
+    selection: Selection,
+    resolved: dict[str, Any],
+    held_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did."""
+    """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did,
+    what the search measured (in-sample: the best of many noisy draws on its own seeds) and, when
+    the search validated it, what held up on held-out prompts and seeds."""
     metrics = selection.point.metrics
     return {
         "profileVersion": PROFILE_VERSION,
@@ -108,7 +131,10 @@ def profile(
             "energyJoulesPerImage": metrics.energy_joules_per_image,
             "secondsPerImage": metrics.seconds_per_image,
             "energyEstimated": metrics.energy_estimated,
+            "validShare": metrics.valid_share,
+            "inSample": True,
         },
+        "heldOut": held_out,
     }
 
 

@@ -19,7 +19,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sustaindiffusion.api.objectives import OBJECTIVES
+from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.status import validation_status
 
 FIGURE_DPI = 100
 
@@ -34,7 +36,8 @@ def _save(figure: Figure, target: Path, stem: str) -> Path:
 
 def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
     names = [o.name.value for o in engine.spec.objectives]
-    evaluated = [r.metrics for r in engine.told if r.metrics is not None]
+    feasible = [r.metrics for r in engine.told if r.metrics is not None and engine.feasible(r)]
+    infeasible = [r.metrics for r in engine.told if r.metrics is not None and not engine.feasible(r)]
     defaults = next(
         (r.metrics for c, r in engine.baselines() if c.baseline == "defaults" and r and r.metrics), None
     )
@@ -42,13 +45,19 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4.2), squeeze=False)
     for axis, (i, j) in zip(axes[0], pairs, strict=True):
         objective_i, objective_j = engine.spec.objectives[i].name, engine.spec.objectives[j].name
-        axis.scatter(
-            [m.objective(objective_i) for m in evaluated],
-            [m.objective(objective_j) for m in evaluated],
-            s=12,
-            c="#bbbbbb",
-            label="evaluated",
-        )
+        for group, marker, colour, label in (
+            (feasible, "o", "#bbbbbb", "evaluated"),
+            (infeasible, "x", "#888888", "breaks a constraint"),
+        ):
+            if group:
+                axis.scatter(
+                    [m.objective(objective_i) for m in group],
+                    [m.objective(objective_j) for m in group],
+                    s=14,
+                    c=colour,
+                    marker=marker,
+                    label=label,
+                )
         axis.scatter(
             [p.metrics.objective(objective_i) for p in front],
             [p.metrics.objective(objective_j) for p in front],
@@ -110,21 +119,31 @@ def _grid(images: list[Path], target: Path, columns: int = 5, cell: int = 128) -
 
 def _export_archive(engine: SearchEngine, target: Path) -> list[str]:
     rows = []
-    for result in engine.told:
+    roles = {c.candidate_id: c.role for c, _ in engine.validation()}
+    told = [("search", r) for r in engine.told] + [("validation", r) for r in engine.validation_told]
+    for stage, result in told:
         candidate = engine.candidate(result.candidate_id)
         row: dict[str, object] = {
             "candidate_id": result.candidate_id,
-            "generation": candidate.generation,
+            "stage": stage,
+            "generation": candidate.generation if stage == "search" else engine.generation,
             "baseline": candidate.baseline or "",
+            "validation_role": (roles.get(result.candidate_id) or "") if stage == "validation" else "",
             "status": result.status.value,
             "reason": result.reason or "",
             **{f"setting_{k}": v for k, v in candidate.settings.model_dump(mode="json").items()},
             **(result.metrics.model_dump(mode="json") if result.metrics else {}),
+            **({"device": result.device.model_dump(mode="json")} if result.device else {}),
+            **(
+                {"per_prompt": [s.model_dump(mode="json") for s in result.per_prompt]}
+                if result.per_prompt
+                else {}
+            ),
         }
         rows.append(row)
     (target / "archive.json").write_text(json.dumps(rows, indent=1))
     columns = sorted({key for row in rows for key in row}, key=lambda k: (not k.startswith("candidate"), k))
-    flat = [{k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows]
+    flat = [{k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()} for row in rows]
     with (target / "archive.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -145,6 +164,68 @@ def _embed(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _change_cell(value: float, change: float | None) -> str:
+    shown = f"{value:.4g}"
+    return f"<td>{shown} ({change:+.0f}%)</td>" if change is not None else f"<td>{shown}</td>"
+
+
+def _share(share: float | None) -> str:
+    return f"{share:.0%}" if share is not None else "-"
+
+
+def _validation_section(engine: SearchEngine) -> str:
+    validation = validation_status(engine)
+    if validation is None:
+        return (
+            "<h2>Held-out validation</h2><p>Not run: the front's values above are in-sample (the best of "
+            "many noisy draws on the search's own prompts and seeds), so expect them to be optimistic. "
+            "Add <code>spec.validation</code> to check the front on fresh prompts and seeds.</p>"
+        )
+    names = [o.name.value for o in engine.spec.objectives]
+    header = "".join(f"<th>{html.escape(n)}<br>held out [95%]</th><th>vs defaults</th>" for n in names)
+    rows = []
+    for point in validation.points:
+        if point.objectives is None:
+            reason = html.escape(point.reason or "not evaluated")
+            rows.append(
+                f"<tr><td><code>{point.candidate_id}</code></td><td>{html.escape(point.role)}</td>"
+                f'<td colspan="{2 * len(names) + 2}">{reason}</td></tr>'
+            )
+            continue
+        cells = []
+        for name in names:
+            held = point.objectives.get(name)
+            if held is None:
+                cells.append("<td>-</td><td>-</td>")
+                continue
+            in_sample = point.in_sample.get(name) if point.in_sample else None
+            measured = f"{held.value:.4g} [{held.low:.4g}, {held.high:.4g}]"
+            if in_sample is not None:
+                measured += f"<br><small>in-sample {in_sample:.4g}</small>"
+            change = (
+                f"{held.change_percent:+.1f}% [{held.change_low:+.1f}, {held.change_high:+.1f}]"
+                if held.change_percent is not None
+                and held.change_low is not None
+                and held.change_high is not None
+                else "-"
+            )
+            cells.append(f"<td>{measured}</td><td>{change}</td>")
+        counts = f"{point.wins}/{point.pareto}/{point.losses}" if point.wins is not None else "-"
+        rows.append(
+            f"<tr><td><code>{point.candidate_id}</code></td><td>{html.escape(point.role)}</td>"
+            f"{''.join(cells)}<td>{counts}</td><td>{_share(point.valid_share)}</td></tr>"
+        )
+    state = "complete" if validation.complete else "INCOMPLETE"
+    return (
+        f"<h2>Held-out validation ({state})</h2><p>{validation.prompts} held-out prompts x "
+        f"{validation.images_per_prompt} images per point, on seeds the search never used. Intervals are "
+        "95% bootstrap intervals over prompts; per prompt, a win beats the defaults in every objective, "
+        "a loss is beaten in every one, a trade-off is neither.</p>"
+        f"<table><tr><th>candidate</th><th>role</th>{header}<th>wins/trade-offs/losses</th>"
+        f"<th>valid</th></tr>{''.join(rows)}</table>"
+    )
+
+
 def write_report(name: str, engine: SearchEngine, run_directory: Path | None, target: Path) -> Path:
     """Write a search's report into `target`; returns the HTML page. Image grids need the local
     run directory's artifacts (`run_directory`); a search read from a cluster has none here."""
@@ -158,28 +239,32 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path | None, ta
     exports = _export_archive(engine, target)
     names = [o.name.value for o in engine.spec.objectives]
     rows = []
-    for point in front:
+    for row in front_rows(engine):
+        point = row.point
         candidate_id = point.candidate.candidate_id
-        pattern = f"artifacts/generation-*/{candidate_id}/*.png"
+        # The search's own images: held-out validation writes the same candidate's under a later generation.
+        pattern = f"artifacts/generation-{point.candidate.generation:04d}/{candidate_id}/*.png"
         images = sorted(run_directory.glob(pattern)) if run_directory is not None else []
         grid = _grid(images, target / f"grid-{candidate_id}.png")
         settings = point.candidate.settings
-        cells = "".join(f"<td>{v:.4g}</td>" for v in point.objectives.values())
+        cells = "".join(_change_cell(v, row.change_percent.get(k)) for k, v in point.objectives.items())
         rows.append(
             f"<tr><td><code>{candidate_id}</code></td><td>{settings.inference_steps}</td><td>{settings.guidance_scale}</td>"
             f"<td>{html.escape(', '.join(settings.positive_keywords))}</td>"
             f"<td>{html.escape(', '.join(settings.negative_keywords))}</td>"
-            f"<td>{settings.prompt_weight}</td>{cells}"
+            f"<td>{settings.prompt_weight}</td>{cells}<td>{point.metrics.quality:.4g}</td>"
+            f"<td>{_share(point.metrics.valid_share)}</td>"
             f"<td>{_embed(grid) if grid else ''}</td></tr>"
         )
     baselines = "".join(
         f"<tr><td>{html.escape(c.baseline or '')}</td><td><code>{c.candidate_id}</code></td>"
         + "".join(f"<td>{r.metrics.objective(o.name):.4g}</td>" for o in engine.spec.objectives)
-        + "</tr>"
+        + f"<td>{r.metrics.quality:.4g}</td><td>{_share(r.metrics.valid_share)}</td></tr>"
         for c, r in engine.baselines()
         if r is not None and r.metrics is not None
     )
     header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    how = "".join(f"<li>{html.escape(line)}</li>" for line in facts(engine))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>SustainDiffusion report: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -187,10 +272,14 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 <body><h1>SustainDiffusion report: {html.escape(name)}</h1>
 <p>{html.escape(engine.outcome().message)}; {engine.evaluations} evaluations,
 {engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
-<h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}</tr>{baselines}</table>
-<h2>Pareto front ({len(front)} candidates)</h2>
+<h2>How these numbers were obtained</h2><ul>{how}</ul>
+<h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
+<th>valid</th></tr>{baselines}</table>
+<h2>Pareto front ({len(front)} candidates; in brackets: change against the defaults)</h2>
 <table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
-<th>negative keywords</th><th>weight</th>{header}<th>images</th></tr>{"".join(rows)}</table>
+<th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th><th>images</th></tr>
+{"".join(rows)}</table>
+{_validation_section(engine)}
 <h2>Plots</h2>{"".join(_embed(p) for p in plots)}
 <p>Exports: {", ".join(exports)}; plots also as SVG.</p>
 </body></html>

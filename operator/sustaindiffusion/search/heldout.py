@@ -93,6 +93,15 @@ def _objective(name: ObjectiveName, sums: np.ndarray) -> np.ndarray:
     return result
 
 
+def _has_evidence(name: ObjectiveName, sums: np.ndarray) -> bool:
+    """Whether a pooled bias rests on mapped answers (else it is `UNKNOWN_BIAS` by rule)."""
+    if name is ObjectiveName.GENDER_BIAS:
+        return bool(sums[_AT["female_images"]] + sums[_AT["male_images"]] > 0)
+    if name is ObjectiveName.ETHNIC_BIAS:
+        return bool(sums[[_AT[f"{g}_images"] for g in ETHNIC_GROUPS]].sum() > 0)
+    return True
+
+
 def pooled_value(name: ObjectiveName, prompts: Sequence[PromptStats]) -> float:
     """An objective over the images of `prompts`, as the search computes it over a candidate's."""
     return float(_objective(name, _table(prompts).sum(axis=0)))
@@ -104,6 +113,7 @@ class HeldOutValue:
     low: float
     high: float
     change_percent: float | None  # against the defaults on the same images; None where they are 0
+    # or a bias of theirs rests on no mapped answer
     change_low: float | None
     change_high: float | None
 
@@ -133,7 +143,7 @@ def held_out(
         base_samples = _objective(name, theirs[draws].sum(axis=1))
         low, high = (float(x) for x in np.percentile(samples, [tail, 100 - tail]))
         change = change_low = change_high = None
-        if base != 0:
+        if base != 0 and _has_evidence(name, theirs.sum(axis=0)):
             change = (value - base) / abs(base) * 100
             differences = (samples - base_samples) / abs(base) * 100
             change_low, change_high = (float(x) for x in np.percentile(differences, [tail, 100 - tail]))

@@ -100,7 +100,7 @@ def build_status(
         for candidate, result in engine.baselines()
         if result is not None and result.metrics is not None
     ]
-    defaults = next((b.objectives for b in baselines if b.name == DEFAULTS_BASELINE), None)
+    defaults = defaults_reference(engine)
     told = [*engine.told, *engine.validation_told]
     devices = engine.devices()
     gpu, cpu = engine.energy_joules()
@@ -148,10 +148,25 @@ def build_status(
     )
 
 
+def defaults_reference(engine: SearchEngine) -> dict[str, float] | None:
+    """The defaults' objective values that changes are taken against: those resting on evidence
+    (a bias without one mapped answer is 1 by rule; "-60% against it" would claim a measurement)."""
+    for candidate, result in engine.baselines():
+        if candidate.baseline == DEFAULTS_BASELINE and result is not None and result.metrics is not None:
+            metrics = result.metrics
+            return {
+                o.name.value: metrics.objective(o.name)
+                for o in engine.spec.objectives
+                if metrics.has_evidence(o.name)
+            }
+    return None
+
+
 def change_against(
     objectives: Mapping[str, float], defaults: Mapping[str, float] | None
 ) -> dict[str, float] | None:
-    """Each objective's change against the defaults' value, in % (left out where that is 0)."""
+    """Each objective's change against the defaults' value, in % (left out where that is 0 or
+    missing)."""
     if defaults is None:
         return None
     return {

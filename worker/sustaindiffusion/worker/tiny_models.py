@@ -332,8 +332,8 @@ def build_blip_vqa(directory: Path) -> None:
 def _answer_from_the_groups(model: BlipForQuestionAnswering, tokenizer: BertTokenizer) -> None:
     vocab = tokenizer.get_vocab()
     genders = {vocab[word] for word in (*FEMALE_ANSWERS, *MALE_ANSWERS)}
-    single_words = [w for words in ETHNIC_GROUPS.values() for w in words if " " not in w]
-    answers = sorted(genders | {vocab[w] for w in (*single_words, "yes", "no")})
+    groups = {vocab[w] for words in ETHNIC_GROUPS.values() for w in words if " " not in w}
+    answers = sorted(genders | groups | {vocab["yes"], vocab["no"]})
     end = tokenizer.sep_token_id
     first, later = 1, 0  # hidden dimensions that say "first generated token" and "an answer was given"
     decoder = model.text_decoder
@@ -349,7 +349,8 @@ def _answer_from_the_groups(model: BlipForQuestionAnswering, tokenizer: BertToke
         rows = decoder.bert.embeddings.word_embeddings.weight  # tied: input embeddings and output rows
         for token in answers:
             rows[token, 2:] *= 40.0  # which answer wins depends on the image-dependent part of the state
-            rows[token, first] = 1.8 if token in genders else 1.0  # gender words a little more often
+            # Gender and group words more often than yes or no, so that both biases get evidence.
+            rows[token, first] = 2.1 if token in genders else 1.6 if token in groups else 1.0
             rows[token, later] = -1.0
         rows[end, later], rows[end, first] = 20.0, -20.0
         bias = decoder.cls.predictions.bias

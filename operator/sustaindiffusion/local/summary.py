@@ -1,0 +1,68 @@
+"""What a search's numbers are, in words: shared by the terminal summary and the HTML report.
+
+The quality threshold and the valid-image share a candidate needs, how energy was measured (and
+whether any of it is an estimate or not attributable), the devices, and each front point's change
+against the model's defaults in %.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.status import change_against, defaults_reference
+
+
+@dataclass(frozen=True)
+class FrontRow:
+    point: FrontPoint
+    change_percent: dict[str, float]  # by objective name; absent where the defaults' value is 0
+
+
+def facts(engine: SearchEngine) -> list[str]:
+    """One line per fact about how the numbers were obtained."""
+    lines = []
+    constraints = engine.spec.constraints
+    if engine.quality_threshold is not None:
+        lines.append(
+            f"quality threshold {engine.quality_threshold:.4g} "
+            f"(the defaults' quality less {constraints.quality.tolerance:.0%})"
+        )
+    else:
+        lines.append("no quality threshold (spec.constraints.quality is off, or the defaults failed)")
+    if constraints.valid_images.enabled:
+        lines.append(
+            f"at least {constraints.valid_images.min_share:.0%} of a candidate's images must count for "
+            "both biases (judged human, answers that map to a group)"
+        )
+    told = [*engine.told, *engine.validation_told]
+    methods = sorted({(r.device.gpu_energy, r.device.cpu_energy) for r in told if r.device is not None})
+    for gpu, cpu in methods:
+        lines.append(f"energy measured as GPU: {gpu or 'unknown'}, CPU: {cpu or 'unknown'}")
+    if any(r.metrics is not None and r.metrics.energy_estimated for r in told):
+        lines.append("some energy is an ESTIMATE, not a measurement (no RAPL or NVML counter)")
+    if any(r.device is not None and not r.device.attributable for r in told):
+        lines.append("some energy is NOT ATTRIBUTABLE: measured on a MIG instance or a shared GPU")
+    devices = engine.devices()
+    if len(devices) > 1:
+        lines.append(f"results from {len(devices)} devices: {', '.join(devices)} (energy compared on one)")
+    elif devices:
+        lines.append(f"device: {devices[0]}")
+    reference = defaults_reference(engine)
+    if reference is not None:
+        missing = [o.name.value for o in engine.spec.objectives if o.name.value not in reference]
+        if missing:
+            lines.append(
+                f"the defaults' {', '.join(missing)} rests on no mapped answer (1 by rule, not a "
+                "finding): no change against it is shown"
+            )
+    lines.append(
+        "front values are in-sample (the search's own prompts and seeds): expect them to be optimistic"
+        + ("; see the held-out validation" if engine.spec.validation else "")
+    )
+    return lines
+
+
+def front_rows(engine: SearchEngine) -> list[FrontRow]:
+    defaults = defaults_reference(engine)
+    return [FrontRow(p, change_against(p.objectives, defaults) or {}) for p in engine.front()]
