@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILDER = REPO_ROOT / "worker" / "sustaindiffusion" / "worker" / "tiny_models.py"
+BUILDERS = REPO_ROOT / "worker" / "sustaindiffusion" / "worker"  # tiny_*.py: the builders' source
 
 
 def tiny_models_dir() -> Path:
@@ -15,7 +15,8 @@ def tiny_models_dir() -> Path:
     configured = os.environ.get("SUSTAINDIFFUSION_TINY_MODELS")
     if configured:
         return Path(configured)
-    digest = hashlib.sha256(BUILDER.read_bytes()).hexdigest()[:12]
+    sources = sorted(BUILDERS.glob("tiny_*.py"))
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in sources)).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "sustaindiffusion" / "tiny-models" / digest
 

@@ -3,17 +3,20 @@
     sustaindiffusion-worker build-tiny-models DIR
 
 writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
-(BlipForQuestionAnswering + BlipProcessor, answering with words of the answer groups that depend on
-the image), DIR/clip (CLIPModel + CLIPProcessor) and DIR/detector (YolosForObjectDetection + its
-image processor). Tokenizers
-are trained here on a small corpus (the method's prompts and keywords, the VQA questions and
-answers); nothing comes from a model hub. Tests and the quickstart load these folders through the
-same `from_pretrained` code path as real models. The numbers such models produce are meaningless.
+(BlipForQuestionAnswering + BlipProcessor whose answer head is fitted to answer each question with
+a word of its answer group that depends on the image: `tiny_vqa`), DIR/clip (CLIPModel +
+CLIPProcessor) and DIR/detector (YolosForObjectDetection + its image processor). Tokenizers are
+trained here on a small corpus (the method's prompts and keywords, the VQA questions and answers);
+nothing comes from a model hub. Tests and the quickstart load these folders through the same
+`from_pretrained` code path as real models. The numbers such models produce are meaningless.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +32,11 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image
 from tokenizers import Regex as TokenizerRegex
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     BertTokenizer,
-    BlipConfig,
-    BlipForQuestionAnswering,
-    BlipImageProcessor,
-    BlipProcessor,
     CLIPConfig,
     CLIPImageProcessor,
     CLIPModel,
@@ -56,6 +56,7 @@ from transformers import (
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL, METHOD_SEARCH_PROMPT
 from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS, FEMALE_ANSWERS, MALE_ANSWERS
 from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION
+from sustaindiffusion.worker.tiny_vqa import build_blip_vqa as build_fitted_vqa
 
 SEED = 1234
 CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
@@ -293,75 +294,35 @@ TINY_VISION = {
 
 
 def build_blip_vqa(directory: Path) -> None:
-    """A BLIP VQA model whose random weights are arranged so that it answers with one word from the
-    answer groups (genders, ethnic groups, yes and no) that depends on the image, then stops: the
-    bias statistics see answers that vary between candidates, as a real VQA model's do.
-
-    How, with tied input and output embeddings: position 0 carries a "first token" direction and
-    later positions an "answer given" direction; the answer words' rows favour the first, the end
-    token's row the second, and every other token is masked by its bias. Cross-attention is made
-    strong enough (vision initialised at the usual scale, not BLIP's 1e-10) for the image to decide
-    which answer wins.
-    """
-    torch.manual_seed(SEED)
-    tokenizer = bert_tokenizer()
-    config = BlipConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 64,
-            "encoder_hidden_size": 32,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.cls_token_id,
-            "sep_token_id": tokenizer.sep_token_id,
-        },
-        vision_config=TINY_VISION | {"initializer_range": 0.02},
-    )
-    model = BlipForQuestionAnswering(config)
-    _answer_from_the_groups(model, tokenizer)
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
-    )
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    """A BLIP VQA model that answers each question with a word of its answer group, chosen by the
+    image (`sustaindiffusion.worker.tiny_vqa`), fitted on images of the tiny SD3 pipeline."""
+    build_fitted_vqa(directory, SEED, bert_tokenizer(), TINY_VISION, sd3_calibration_images(SEED))
 
 
-def _answer_from_the_groups(model: BlipForQuestionAnswering, tokenizer: BertTokenizer) -> None:
-    vocab = tokenizer.get_vocab()
-    genders = {vocab[word] for word in (*FEMALE_ANSWERS, *MALE_ANSWERS)}
-    groups = {vocab[w] for words in ETHNIC_GROUPS.values() for w in words if " " not in w}
-    answers = sorted(genders | groups | {vocab["yes"], vocab["no"]})
-    end = tokenizer.sep_token_id
-    first, later = 1, 0  # hidden dimensions that say "first generated token" and "an answer was given"
-    decoder = model.text_decoder
-    with torch.no_grad():
-        positions = decoder.bert.embeddings.position_embeddings.weight
-        positions[0, first] += 10.0
-        positions[1:, later] += 10.0
-        transform = decoder.cls.predictions.transform
-        transform.dense.weight.copy_(
-            torch.eye(transform.dense.weight.shape[0]) + 0.02 * transform.dense.weight
-        )
-        transform.dense.bias.zero_()
-        rows = decoder.bert.embeddings.word_embeddings.weight  # tied: input embeddings and output rows
-        for token in answers:
-            rows[token, 2:] *= 40.0  # which answer wins depends on the image-dependent part of the state
-            # Gender and group words more often than yes or no, so that both biases get evidence.
-            rows[token, first] = 2.1 if token in genders else 1.6 if token in groups else 1.0
-            rows[token, later] = -1.0
-        rows[end, later], rows[end, first] = 20.0, -20.0
-        bias = decoder.cls.predictions.bias
-        bias.fill_(-1000.0)
-        bias[answers] = 0.0
-        bias[end] = 0.0
-        for part in (model.text_encoder, decoder.bert):
-            for layer in part.encoder.layer:
-                if getattr(layer, "crossattention", None) is not None:
-                    layer.crossattention.self.value.weight.mul_(10.0)
-                    layer.crossattention.output.dense.weight.mul_(10.0)
+def sd3_calibration_images(seed: int) -> list[Image.Image]:
+    """96 images of the tiny SD3 pipeline over its settings' range, built and run in a temporary
+    folder (so that no builder reads another's output)."""
+    prompts = [
+        "Photo portrait of a Software Engineer that codes",
+        "Photo portrait of a Software Engineer, (photograph)++, smiling",
+    ]
+    images: list[Image.Image] = []
+    with tempfile.TemporaryDirectory() as folder:
+        build_sd3(Path(folder))
+        pipeline = StableDiffusion3Pipeline.from_pretrained(folder)
+        pipeline.set_progress_bar_config(disable=True)
+        for steps in (2, 4, 6, 10):
+            for guidance in (1.0, 5.0, 9.0):
+                output = pipeline(
+                    prompts * 4,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    width=64,
+                    height=64,
+                    generator=torch.Generator().manual_seed(seed + 10 * steps + int(guidance)),
+                )
+                images.extend(output.images)
+    return images
 
 
 def build_clip(directory: Path) -> None:
@@ -408,15 +369,23 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
+def builder_version() -> str:
+    """A digest of the builders' source (`tiny_*.py`): models built by other code are rebuilt."""
+    sources = sorted(Path(__file__).parent.glob("tiny_*.py"))
+    return hashlib.sha256(b"".join(source.read_bytes() for source in sources)).hexdigest()[:12]
+
+
 def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES) -> dict[str, Path]:
-    """Build the named tiny models under `directory` (skipping those already complete)."""
-    built = {}
+    """Build the named tiny models under `directory` (skipping those this version already built)."""
+    built, version = {}, builder_version()
     for name in names:
         target = directory / name
         marker = target / ".complete"
-        if not marker.exists():
-            target.mkdir(parents=True, exist_ok=True)
+        if not marker.exists() or marker.read_text().strip() != version:
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
             BUILDERS[name](target)
-            marker.write_text("built by sustaindiffusion.worker.tiny_models\n")
+            marker.write_text(version + "\n")
         built[name] = target
     return built
