@@ -29,6 +29,7 @@ from tests.support.searches import (
     evaluated_candidates,
     get_search,
     search_spec,
+    wait_event,
     wait_phase,
 )
 
@@ -267,8 +268,12 @@ def test_an_unschedulable_worker_pod_is_a_visible_condition(
     assert condition is not None
     assert "unschedulable" in condition["message"]
     assert "node(s) didn't match Pod's node affinity/selector" in condition["message"]
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    assert any(e.reason == "WorkersPending" and e.involved_object.name == "stuck" for e in events)
+    wait_event(
+        api_client,
+        namespace,
+        lambda e: e.reason == "WorkersPending" and e.involved_object.name == "stuck",
+        "the WorkersPending event",
+    )
     assert get_search(api_client, namespace, "stuck")["status"]["phase"] == "Running"  # pending, not failed
 
 

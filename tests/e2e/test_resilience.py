@@ -36,6 +36,7 @@ from tests.support.searches import (
     run_standin_search,
     standin_spec,
     standin_workers,
+    wait_event,
     wait_phase,
 )
 
@@ -117,8 +118,12 @@ def test_a_job_the_api_server_refuses_is_shown_and_fixing_the_spec_resumes(
         assert search["status"]["phase"] == "Failed"
         assert "nodeSelectorTerms" in conditions(search)["Failed"]["message"]
         assert shown_after < 30
-        events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-        assert any(e.reason == "RequestRejected" and "nodeSelectorTerms" in e.message for e in events)
+        wait_event(
+            api_client,
+            namespace,
+            lambda e: e.reason == "RequestRejected" and "nodeSelectorTerms" in e.message,
+            "the RequestRejected event",
+        )
         client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "refused", {"spec": {"execution": {"affinity": None}}}
         )

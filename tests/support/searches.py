@@ -193,6 +193,18 @@ def _jobs(api: client.ApiClient, namespace: str) -> str:
     return "\n".join(lines) or "(none)"
 
 
+def wait_event(
+    api: client.ApiClient, namespace: str, matches: Callable[[Any], bool], what: str, timeout: float = 30
+) -> None:
+    """Wait for an Event of the namespace that `matches`: the operator posts events after the status
+    write they accompany, so a test that saw the status may list the events a moment too early."""
+
+    def posted() -> bool:
+        return any(matches(event) for event in client.CoreV1Api(api).list_namespaced_event(namespace).items)
+
+    wait_until(posted, timeout, what=what)
+
+
 def archive_records(api: client.ApiClient, namespace: str, name: str) -> list[ArchiveRecord]:
     config_maps = (
         client.CoreV1Api(api)

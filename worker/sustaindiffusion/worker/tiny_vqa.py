@@ -6,10 +6,13 @@ ones no group holds, so a search's biases never move. Here only the last layer (
 output rows and biases, untied from the input embeddings) is fitted, by logistic regression on the
 decoder's own first-step states for images from the tiny SD3 pipeline:
 
-- the human question is answered "yes", "no" for the tenth of images lowest along a random direction;
+- answers are read along the directions in which images started from the same noise differ most
+  (against how much images from different noises differ): so that they change with the settings,
+  not only with the seed, and a search's biases move;
+- the human question is answered "yes", "no" for the tenth of images lowest along one direction;
 - the gender question "female" or "male", the ethnicity question one of the method's four groups,
-  each by which of the group's random directions the (standardised) state lies furthest along, so
-  that answers split about evenly over the calibration images and vary with every image;
+  by which of the group's directions the (standardised) state lies furthest along, so that answers
+  split about evenly over the calibration images;
 - after the first word, the end token (states of every answer word fed back, on noise images too).
 
 The answers mean nothing about the image; they exercise the answer mapping, the counts and the
@@ -51,8 +54,10 @@ def build_blip_vqa(
     tokenizer: BertTokenizer,
     vision: dict[str, int],
     calibration: list[Image.Image],
+    noises: list[int],
 ) -> None:
-    """Build and save the model; `calibration`: images like those it will be asked about."""
+    """Build and save the model. `calibration`: images like those it will be asked about, each
+    initial noise under several settings; `noises`: which noise each image started from."""
     torch.manual_seed(seed)
     config = BlipConfig(
         text_config={
@@ -82,7 +87,7 @@ def build_blip_vqa(
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
     )
-    _fit_answer_head(model, processor, tokenizer, calibration, seed)
+    _fit_answer_head(model, processor, tokenizer, calibration, noises, seed)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
 
@@ -126,13 +131,28 @@ class _DecoderStates:
         return self.captured[-1]
 
 
-def _choices(states: torch.Tensor, question: str, generator: np.random.Generator) -> torch.Tensor:
+def _setting_directions(states: torch.Tensor, noises: list[int], count: int) -> torch.Tensor:
+    """[count, hidden]: the directions with the most variance between images of the same noise per
+    variance between noises (a generalised eigenproblem, regularised: the noises are a sample)."""
+    labels = sorted(set(noises))
+    ids, inverse = torch.tensor(noises), torch.tensor([labels.index(noise) for noise in noises])
+    means = torch.stack([states[ids == label].mean(dim=0) for label in labels])
+    within = states - means[inverse]
+    between = means - means.mean(dim=0)
+    within_cov = within.T @ within / len(states)
+    between_cov = between.T @ between / len(labels)
+    hidden = states.shape[1]
+    between_cov = between_cov + 0.1 * between_cov.trace() / hidden * torch.eye(hidden)
+    whitening = torch.linalg.inv(torch.linalg.cholesky(between_cov))
+    _, vectors = torch.linalg.eigh(whitening @ within_cov @ whitening.T)  # ascending
+    directions: torch.Tensor = (whitening.T @ vectors[:, -count:].flip(1)).T
+    return directions
+
+
+def _choices(states: torch.Tensor, directions: torch.Tensor, question: str) -> torch.Tensor:
     """Per image, the index of its answer in the question's group."""
-    count = len(ANSWERS[question])
-    centred = states - states.mean(dim=0)
-    directions = torch.tensor(generator.normal(size=(count, states.shape[1])), dtype=torch.float32)
-    along = centred @ directions.T
-    if question == HUMAN_QUESTION:  # "no" (index 1) for the lowest tenth along the first direction
+    along = (states - states.mean(dim=0)) @ directions.T
+    if question == HUMAN_QUESTION:  # "no" (index 1) for the lowest tenth along its direction
         return (along[:, 0] < torch.quantile(along[:, 0], NOT_HUMAN_SHARE)).long()
     along = (along - along.mean(dim=0)) / along.std(dim=0)
     return along.argmax(dim=1)
@@ -143,6 +163,7 @@ def _fit_answer_head(
     processor: BlipProcessor,
     tokenizer: BertTokenizer,
     images: list[Image.Image],
+    noises: list[int],
     seed: int,
 ) -> None:
     vocab = tokenizer.get_vocab()
@@ -153,9 +174,13 @@ def _fit_answer_head(
     states = _DecoderStates(model, processor, tokenizer.cls_token_id)
     noise = _noise_images(len(images) // 2, seed)
     inputs, labels = [], []
-    for question, group in ANSWERS.items():
+    offset = 0  # each question reads its own directions: gender, ethnicity, then human
+    for question, group in sorted(ANSWERS.items(), key=lambda item: item[0] == HUMAN_QUESTION):
         first = states(question, images, None)[:, 0]
-        chosen = _choices(first, question, generator)
+        wanted = 1 if question == HUMAN_QUESTION else len(group)
+        directions = _setting_directions(first, noises, offset + wanted)[offset:]
+        offset += wanted
+        chosen = _choices(first, directions, question)
         inputs.append(first)
         labels.append(torch.tensor([words.index(group[c]) for c in chosen.tolist()]))
         for batch in (images, noise):  # after any answer word, on any image: the end
