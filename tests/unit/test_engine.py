@@ -52,8 +52,10 @@ def test_encoding_has_one_bit_per_keyword_and_excludes_fixed_variables() -> None
 
 
 def test_encoding_round_trips() -> None:
+    """To the canonical form; the legacy form (archives begun before it) to the settings as given."""
     spec = make_spec()
     encoding = SearchSpaceEncoding(spec.search_space)
+    legacy = SearchSpaceEncoding(spec.search_space, canonical=False)
     pool_pos = spec.search_space.positive_keywords.pool or []
     pool_neg = spec.search_space.negative_keywords.pool or []
     rng = np.random.default_rng(0)
@@ -66,8 +68,8 @@ def test_encoding_round_trips() -> None:
             prompt_weight=int(rng.integers(1, 6)),
         )
         decoded = encoding.decode(encoding.encode(settings))
-        assert decoded == settings
-        assert decoded.candidate_id() == settings.candidate_id()
+        assert decoded == settings.canonical()
+        assert legacy.decode(legacy.encode(settings)) == settings
 
 
 def test_guidance_grid_covers_both_ends_without_float_drift() -> None:
@@ -115,6 +117,47 @@ def test_weight_is_irrelevant_without_keywords() -> None:
     genome = encoding.encode(CandidateSettings(inference_steps=30, guidance_scale=2.0, prompt_weight=4))
     genome["weight"] = 4
     assert encoding.decode(genome).prompt_weight == 0
+
+
+def test_canonical_settings_drop_what_cannot_change_the_images() -> None:
+    keywords = {"positive_keywords": ["photograph"], "negative_keywords": ["lowres", "sketch"]}
+    for guidance in (0.0, 0.5, 1.0):  # classifier-free guidance off: no negative prompt is used
+        canonical = CandidateSettings(guidance_scale=guidance, prompt_weight=3, **keywords).canonical()
+        assert canonical.negative_keywords == []
+        assert canonical.positive_keywords == ["photograph"]
+        assert canonical.prompt_weight == 3
+    for guided in (1.1, 7.0, None):  # on (absent: the pipeline's default, above 1)
+        settings = CandidateSettings(guidance_scale=guided, prompt_weight=3, **keywords)
+        assert settings.canonical() == settings
+    only_negative = CandidateSettings(guidance_scale=0.5, negative_keywords=["lowres"], prompt_weight=4)
+    assert only_negative.canonical() == CandidateSettings(guidance_scale=0.5)  # no keyword left to weigh
+    assert CandidateSettings(prompt_weight=2).canonical().prompt_weight == 0
+
+
+def test_equivalent_settings_share_one_id_and_the_canonical_form_is_stable() -> None:
+    rng = np.random.default_rng(3)
+    pool = ["photograph", "lowres", "sketch", "gentle"]
+    for _ in range(300):
+        settings = CandidateSettings(
+            inference_steps=int(rng.integers(1, 50)),
+            guidance_scale=[None, 0.0, 1.0, 1.5, 7.0][int(rng.integers(0, 5))],
+            positive_keywords=[k for k in pool[:2] if rng.random() < 0.5],
+            negative_keywords=[k for k in pool[2:] if rng.random() < 0.5],
+            prompt_weight=int(rng.integers(0, 6)),
+        )
+        canonical = settings.canonical()
+        assert canonical.canonical() == canonical
+        assert canonical.positive_prompt("A") == settings.positive_prompt("A")  # the same prompt
+        guided = settings.guidance_scale is None or settings.guidance_scale > 1
+        if guided:
+            assert canonical.negative_prompt() == settings.negative_prompt()
+        if canonical != settings:
+            assert canonical.candidate_id() != settings.candidate_id()
+    negatives_only_differ = [
+        CandidateSettings(inference_steps=4, guidance_scale=1.0, negative_keywords=negative, prompt_weight=2)
+        for negative in ([], ["lowres"], ["lowres", "sketch"])
+    ]
+    assert len({s.canonical().candidate_id() for s in negatives_only_differ}) == 1
 
 
 def test_prompt_texts_carry_weight_marks() -> None:
@@ -200,6 +243,39 @@ def test_duplicates_are_evaluated_once() -> None:
     engine = SearchEngine(make_spec(algorithm={"generations": 6}))
     evaluated = run(engine)
     assert len(evaluated) == len(set(evaluated))
+
+
+def test_equivalent_settings_are_evaluated_once_and_fill_no_population_slot_twice() -> None:
+    """Guidance fixed at 1 switches classifier-free guidance off: negative keywords cannot change
+    the images. Legacy ids evaluate such equivalents again; canonical ids never do, and NSGA-II
+    treats equivalent genomes as duplicates, so each generation's population is distinct images."""
+    spec = make_spec(
+        searchSpace={"guidanceScale": {"fixed": 1.0}, "inferenceSteps": {"min": 2, "max": 4}},
+        algorithm={"generations": 5, "populationSize": 10},
+    )
+
+    def image_ids(engine: SearchEngine, evaluated: list[str]) -> list[str]:
+        return [engine.candidate(i).settings.canonical().candidate_id() for i in evaluated]
+
+    legacy = SearchEngine(spec, canonical_ids=False)
+    legacy_ids = image_ids(legacy, run(legacy))
+    assert len(set(legacy_ids)) < len(legacy_ids)  # the same images generated more than once
+
+    canonical, populations = SearchEngine(spec), []
+    evaluated: list[str] = []
+    while not canonical.outcome().finished:
+        batch = canonical.ask()
+        if canonical.generation > 0 and canonical._current is not None:
+            populations.append(list(canonical._current.genome_ids))
+        for candidate in batch:
+            evaluated.append(candidate.candidate_id)
+            canonical.tell(fake_evaluate(candidate))
+    assert len(populations) == 5
+    assert all(len(population) == 10 for population in populations)
+    assert image_ids(canonical, evaluated) == evaluated  # every candidate is its canonical form
+    assert len(set(evaluated)) == len(evaluated)
+    assert all(not canonical.candidate(i).settings.negative_keywords for i in evaluated)
+    assert all(len(set(population)) == len(population) for population in populations)
 
 
 def test_failures_are_infeasible_and_the_search_goes_on() -> None:

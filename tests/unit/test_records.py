@@ -1,5 +1,6 @@
 """The archive's record format: named keys and versions, exact floats, and archives written in the
-earlier positional format (a fixture written by that code) still replay."""
+earlier positional format (a fixture written by that code) still replay, each archive with the
+candidate identity it began with."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import pytest
 
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.engine import ReplayMismatchError, SearchEngine
 from sustaindiffusion.search.records import (
     FORMAT,
     ArchiveRecord,
     RecordError,
     current_engine_version,
     parse_lines,
+    uses_canonical_ids,
 )
-from tests.support.engine_runs import run
+from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -84,11 +86,12 @@ def test_an_archive_in_the_first_format_still_replays() -> None:
     assert len(records) == meta["records"]
     assert {r.format for r in records} == {1}
     assert any(not r.result.ok for r in records)
-    replayed = SearchEngine.replay(spec, [r.result for r in records])
+    replayed = SearchEngine.from_archive(spec, records)
+    assert not replayed.canonical_ids  # the identity the archive began with
     assert replayed.outcome().finished
     assert sorted(p.candidate.candidate_id for p in replayed.front()) == meta["front"]
-    # The same search run now asks the same candidates the old archive holds.
-    fresh = SearchEngine(spec)
+    # The same search run now, with the archive's candidate identity, asks the candidates it holds.
+    fresh = SearchEngine(spec, canonical_ids=False)
     run(fresh, fails=lambda c: int(c.candidate_id[:2], 16) % 5 == 0)
     assert [r.candidate_id for r in fresh.told] != []
     assert sorted(r.candidate_id for r in fresh.told) == sorted(r.candidate_id for r in records)
@@ -103,3 +106,35 @@ def test_format_one_values_are_the_rounded_ones_it_stored() -> None:
     assert record.result.metrics.images == 4
     assert record.engine is None
     assert fake_evaluate is not None
+
+
+def test_an_archive_keeps_the_candidate_identity_of_its_first_record() -> None:
+    """Archives begun before canonical ids (format 2) replay with the ids they hold, also after
+    records of format 3 were appended to them; new archives use canonical ids."""
+    result = EvaluationResult.failed("a" * 16, "x")
+    old, new = (
+        ArchiveRecord(format=2, generation=0, result=result),
+        ArchiveRecord(generation=0, result=result),
+    )
+    assert new.format == 3
+    assert ArchiveRecord.from_line(old.to_line()).format == 2
+    assert uses_canonical_ids([])
+    assert uses_canonical_ids([new, old])
+    assert not uses_canonical_ids([old, new])
+
+
+def test_a_format_two_archive_replays_with_its_own_candidate_ids() -> None:
+    """A search whose guidance can switch classifier-free guidance off: canonical and legacy ids
+    differ, and each archive replays to the end under the identity it was recorded with."""
+    spec = make_spec(searchSpace={"guidanceScale": {"min": 0.0, "max": 2.0, "step": 0.5}})
+    legacy = SearchEngine(spec, canonical_ids=False)
+    run(legacy)
+    lines = [ArchiveRecord(format=2, generation=0, result=r).to_line() for r in legacy.told]
+    replayed = SearchEngine.from_archive(spec, parse_lines("\n".join(lines)))
+    assert replayed.outcome().finished
+    assert [r.candidate_id for r in replayed.told] == [r.candidate_id for r in legacy.told]
+    canonical = SearchEngine(spec)
+    run(canonical)
+    assert {r.candidate_id for r in canonical.told} != {r.candidate_id for r in legacy.told}
+    with pytest.raises(ReplayMismatchError):
+        SearchEngine.replay(spec, legacy.told)  # told to an engine of the other identity

@@ -15,6 +15,9 @@ from pydantic import Field
 from sustaindiffusion.api.rules import ApiModel
 
 EMPHASIS_PER_MARK = 1.1  # each "+" multiplies a keyword's weight by 1.1 (Compel syntax)
+# diffusers' SD3 and SD1 pipelines apply classifier-free guidance only when guidance_scale > 1;
+# at or below it the negative prompt takes no part in the images.
+GUIDANCE_OFF_AT_OR_BELOW = 1.0
 
 
 class CandidateSettings(ApiModel):
@@ -40,6 +43,20 @@ class CandidateSettings(ApiModel):
             self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def canonical(self) -> CandidateSettings:
+        """The same images' settings with what provably cannot change them removed, so that
+        equivalent settings share one id and are evaluated once: negative keywords when guidance
+        is off (classifier-free guidance disabled: no negative prompt is used), and the weight when
+        no keyword is left for it to emphasise. Absent guidance is the pipeline's default (above 1
+        for every pipeline supported), so it keeps its negative keywords."""
+        negative = self.negative_keywords
+        if self.guidance_scale is not None and self.guidance_scale <= GUIDANCE_OFF_AT_OR_BELOW:
+            negative = []
+        weight = self.prompt_weight if (self.positive_keywords or negative) else 0
+        if negative == self.negative_keywords and weight == self.prompt_weight:
+            return self
+        return self.model_copy(update={"negative_keywords": negative, "prompt_weight": weight})
 
     def keyword_emphasis(self) -> float:
         return float(EMPHASIS_PER_MARK**self.prompt_weight)

@@ -27,4 +27,4 @@ def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> S
         raise
     spec = SustainSearchSpec.model_validate(body["spec"])
     records = read_records(client.CoreV1Api(api), SearchRef(name, namespace, body["metadata"]["uid"]))
-    return SearchEngine.replay(spec, [r.result for r in records])
+    return SearchEngine.from_archive(spec, records)

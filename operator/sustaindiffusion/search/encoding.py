@@ -42,7 +42,11 @@ def _bounds(low: float | None, high: float | None) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class SearchSpaceEncoding:
+    """`canonical`: decode to the settings' canonical form (`CandidateSettings.canonical`); off only
+    to replay archives begun before candidate ids were canonical (record format 2 and older)."""
+
     space: SearchSpace
+    canonical: bool = True
 
     def variables(self) -> dict[str, Variable]:
         """The pymoo variables, in a fixed order (it is part of the determinism contract)."""
@@ -77,8 +81,8 @@ class SearchSpaceEncoding:
         return round(low + index * guidance.step, decimals)
 
     def decode(self, genome: Genome) -> CandidateSettings:
-        """Concrete settings for a genome. Weight is normalised to 0 when no keyword is selected:
-        it then changes nothing, and equal images must share one candidate id."""
+        """Concrete settings for a genome, in canonical form: equal images share one candidate id.
+        (Legacy form: only the weight is normalised to 0 when no keyword is selected.)"""
         space = self.space
         steps = int(genome[STEPS]) if STEPS in genome else space.inference_steps.fixed
         guidance = (
@@ -93,13 +97,14 @@ class SearchSpaceEncoding:
         weight = int(genome[WEIGHT]) if WEIGHT in genome else int(space.prompt_weight.fixed or 0)
         if not positive and not negative:
             weight = 0
-        return CandidateSettings(
+        settings = CandidateSettings(
             inference_steps=steps,
             guidance_scale=guidance,
             positive_keywords=positive,
             negative_keywords=negative,
             prompt_weight=weight,
         )
+        return settings.canonical() if self.canonical else settings
 
     @staticmethod
     def _selected(pool: list[str] | None, fixed: list[str] | None, prefix: str, genome: Genome) -> list[str]:

@@ -9,23 +9,26 @@ of the search's outcome.
 
 Generation 0 evaluates the baselines: the model's default settings and the spec's own
 configurations. The quality constraint and the energy and time scales refer to the defaults.
-Generations 1..N are NSGA-II populations. A candidate whose settings were evaluated before (same
-id) is not asked again: its recorded result is reused.
+Generations 1..N are NSGA-II populations. Candidates are settings in canonical form (what cannot
+change the images removed), so equivalent genomes are one candidate, and NSGA-II treats them as
+duplicates. A candidate whose settings were evaluated before (same id) is not asked again: its
+recorded result is reused.
 
 The outcome is the engine's alone: running; failed because the defaults could not be evaluated
 (BaselineFailed) or more candidates failed than `execution.maxFailedCandidates` allows
 (TooManyFailures); or succeeded when a stopping rule fired (generations, evaluation or energy
 budget, hypervolume stagnation). Callers ask `outcome()`; none re-derives it.
 
-Resume: `SearchEngine.replay(spec, results)` feeds recorded results, in the order they were told,
-to a fresh engine. pymoo's generator is seeded once, so the replayed engine reaches the identical
-state and asks the identical next candidates. Nothing is pickled.
+Resume: `SearchEngine.from_archive(spec, records)` (or `replay(spec, results)`) feeds recorded
+results, in the order they were told, to a fresh engine. pymoo's generator is seeded once, so the
+replayed engine reaches the identical state and asks the identical next candidates. Nothing is
+pickled.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -44,6 +47,7 @@ from sustaindiffusion.search.objectives import (
     non_dominated,
     objective_scales,
 )
+from sustaindiffusion.search.records import ArchiveRecord, uses_canonical_ids
 
 DEFAULTS_BASELINE = "defaults"
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
@@ -120,9 +124,13 @@ class _Generation:
 
 
 class SearchEngine:
-    def __init__(self, spec: SustainSearchSpec) -> None:
+    def __init__(self, spec: SustainSearchSpec, canonical_ids: bool = True) -> None:
+        """`canonical_ids`: candidates are the canonical form of their settings, and genomes with
+        equal canonical settings are duplicates; off only for archives begun before (see
+        `records.uses_canonical_ids`), which replay as they were recorded."""
         self.spec = spec
-        self.encoding = SearchSpaceEncoding(spec.search_space)
+        self.canonical_ids = canonical_ids
+        self.encoding = SearchSpaceEncoding(spec.search_space, canonical=canonical_ids)
         algorithm = spec.algorithm
         self._nsga = AskTellNSGA2(
             self.encoding.variables(),
@@ -132,6 +140,7 @@ class SearchEngine:
             seed=algorithm.seed,
             crossover_probability=algorithm.crossover_probability,
             mutation_probability=algorithm.mutation_probability,
+            key=(lambda genome: self.encoding.decode(genome).candidate_id()) if canonical_ids else None,
         )
         self.generation = 0
         self._current: _Generation | None = None
@@ -220,10 +229,12 @@ class SearchEngine:
         self._complete_if_done()
 
     @classmethod
-    def replay(cls, spec: SustainSearchSpec, results: Iterable[EvaluationResult]) -> SearchEngine:
+    def replay(
+        cls, spec: SustainSearchSpec, results: Iterable[EvaluationResult], canonical_ids: bool = True
+    ) -> SearchEngine:
         """A fresh engine fed recorded results in order: the state of the engine that recorded them.
         An exact repeat of a result already told is dropped (an append that was retried)."""
-        engine = cls(spec)
+        engine = cls(spec, canonical_ids)
         for result in results:
             told = engine._validation_results if engine.stage is Stage.VALIDATION else engine._results
             if told.get(result.candidate_id) == result:
@@ -239,6 +250,11 @@ class SearchEngine:
                 )
             engine.tell(result)
         return engine
+
+    @classmethod
+    def from_archive(cls, spec: SustainSearchSpec, records: Sequence[ArchiveRecord]) -> SearchEngine:
+        """`replay` of an archive's records, with the candidate identity the archive began with."""
+        return cls.replay(spec, [record.result for record in records], uses_canonical_ids(records))
 
     # ------------------------------------------------------------------ views
 
@@ -377,7 +393,9 @@ class SearchEngine:
     def _baseline_settings(self) -> list[tuple[str, CandidateSettings]]:
         configurations: list[tuple[str, CandidateSettings]] = [(DEFAULTS_BASELINE, CandidateSettings())]
         for configuration in self.spec.baselines or []:
-            configurations.append((configuration.name, _settings_of(configuration)))
+            settings = _settings_of(configuration)
+            canonical = settings.canonical() if self.canonical_ids else settings
+            configurations.append((configuration.name, canonical))
         return configurations
 
     def _start_generation(self) -> _Generation:

@@ -139,7 +139,7 @@ class GenerationLoop:
     def engine(self) -> SearchEngine:
         """The engine, rebuilt from the archive on first use (ReplayMismatchError if it cannot be)."""
         if self._engine is None:
-            self._engine = SearchEngine.replay(self.spec, [r.result for r in self.archive.read()])
+            self._engine = SearchEngine.from_archive(self.spec, self.archive.read())
         return self._engine
 
     @property

@@ -4,18 +4,20 @@ pymoo's `NSGA2` handles real vectors only; its `MixedVariableGA` handles mixed v
 defaults to random parent selection and single-objective survival. This module puts the two
 together as NSGA-II proper: binary tournament on constraint violation, rank and crowding;
 rank-and-crowding survival; per-type crossover (SBX for numbers, uniform for bits) and mutation
-(polynomial for numbers, bit flip for bits); duplicate elimination. The random generator is
+(polynomial for numbers, bit flip for bits); duplicate elimination (of equal genomes, or of genomes
+with an equal key: the same settings in canonical form). The random generator is
 seeded once at `setup`, so for a seed the sequence of asked populations is fixed, and a fresh
 instance told the same results in the same order asks the same next population.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import binary_tournament
+from pymoo.core.duplicate import ElementwiseDuplicateElimination
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating
 from pymoo.core.population import Population
@@ -34,6 +36,26 @@ from pymoo.util.display.multi import MultiObjectiveOutput
 from pymoo.util.misc import has_feasible
 
 Genome = dict[str, Any]
+GenomeKey = Callable[[Genome], Hashable]
+
+
+class EquivalentGenomes(ElementwiseDuplicateElimination):  # type: ignore[misc]
+    """Genomes are duplicates when their keys are equal (keys are computed once per genome)."""
+
+    def __init__(self, key: GenomeKey) -> None:
+        super().__init__()
+        self.key = key
+        self._keys: dict[tuple[tuple[str, Any], ...], Hashable] = {}
+
+    def key_of(self, genome: Mapping[str, Any]) -> Hashable:
+        plain = _plain(genome)
+        items = tuple(sorted(plain.items()))
+        if items not in self._keys:
+            self._keys[items] = self.key(plain)
+        return self._keys[items]
+
+    def is_equal(self, a: Any, b: Any) -> bool:
+        return self.key_of(a.X) == self.key_of(b.X)
 
 
 class MixedVariableNSGA2(MixedVariableGA):  # type: ignore[misc]
@@ -44,6 +66,7 @@ class MixedVariableNSGA2(MixedVariableGA):  # type: ignore[misc]
         pop_size: int,
         crossover_probability: float = 0.9,
         mutation_probability: float | None = None,
+        key: GenomeKey | None = None,
     ) -> None:
         crossover = {
             Binary: UX(prob=crossover_probability),
@@ -58,7 +81,7 @@ class MixedVariableNSGA2(MixedVariableGA):  # type: ignore[misc]
             Integer: PM(eta=20, prob_var=mutation_probability, vtype=float, repair=RoundingRepair()),
             Choice: ChoiceRandomMutation(prob_var=mutation_probability),
         }
-        duplicates = MixedVariableDuplicateElimination()
+        duplicates = MixedVariableDuplicateElimination() if key is None else EquivalentGenomes(key)
         super().__init__(
             pop_size=pop_size,
             mating=MixedVariableMating(
@@ -98,9 +121,11 @@ class AskTellNSGA2:
         seed: int,
         crossover_probability: float = 0.9,
         mutation_probability: float | None = None,
+        key: GenomeKey | None = None,
     ) -> None:
+        """`key`: genomes with equal keys are duplicates (absent: equal genomes only)."""
         self.problem = Problem(vars=dict(variables), n_obj=n_objectives, n_ieq_constr=n_constraints)
-        self.algorithm = MixedVariableNSGA2(pop_size, crossover_probability, mutation_probability)
+        self.algorithm = MixedVariableNSGA2(pop_size, crossover_probability, mutation_probability, key)
         self.algorithm.setup(self.problem, seed=seed, verbose=False)
         self._asked: Population | None = None
 

@@ -8,6 +8,10 @@ records here only. Floats are written exactly (JSON's shortest round-trip form),
 told the record as it reads back, so a replay sees exactly what the live engine saw. The format is
 independent of the worker's termination message, which may change without touching archives.
 
+Format 3 is format 2 written by an engine whose candidate ids are canonical settings
+(`CandidateSettings.canonical`); an archive begun in format 1 or 2 replays with the ids it was
+recorded with (`uses_canonical_ids`), whatever format later appends write.
+
 Format 1, the termination message's positional row (`{"g": 3, "r": [id, 1, gb, eb, …]}`), written
 before format 2 existed, is still read: such archives replay unchanged.
 """
@@ -15,6 +19,7 @@ before format 2 existed, is still read: such archives replay unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
@@ -24,7 +29,8 @@ from pydantic import Field, ValidationError
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.rules import ApiModel
 
-FORMAT = 2
+FORMAT = 3
+READABLE_FORMATS = (2, 3)  # with named keys; format 1 is read apart
 
 
 class RecordError(ValueError):
@@ -75,8 +81,8 @@ class ArchiveRecord(ApiModel):
             raise RecordError("not a JSON object")
         if "format" not in payload and {"g", "r"} <= payload.keys():
             return _from_format_1(payload)
-        if payload.get("format") != FORMAT:
-            raise RecordError(f"unknown record format {payload.get('format')!r} (this code reads 1 and 2)")
+        if payload.get("format") not in READABLE_FORMATS:
+            raise RecordError(f"unknown record format {payload.get('format')!r} (this code reads 1 to 3)")
         try:
             return cls.model_validate(payload)
         except ValidationError as error:
@@ -90,6 +96,12 @@ class ArchiveRecord(ApiModel):
     def key(self) -> str:
         """What makes a record unique in an archive: a candidate is evaluated once per stage."""
         return f"{self.stage}:{self.candidate_id}" if self.stage else self.candidate_id
+
+
+def uses_canonical_ids(records: Sequence[ArchiveRecord]) -> bool:
+    """Whether the search of these records identifies candidates by canonical settings: yes for a
+    new archive; an archive keeps the identity of its first record."""
+    return not records or records[0].format >= 3
 
 
 def parse_lines(text: str) -> list[ArchiveRecord]:
