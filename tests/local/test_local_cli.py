@@ -4,6 +4,7 @@ export a profile, and validate with the API server's words."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -172,9 +173,17 @@ def test_an_exported_profile_round_trips_into_generation_settings(finished_run: 
         assert profile["heldOut"]["objectives"] == validated[chosen]["objectives"]
     else:
         assert profile["heldOut"] is None
+    bill = profile["payback"]
+    assert bill["searchJoules"] == pytest.approx(status["energy"]["totalJoules"])
+    assert bill["basis"] == ("held-out" if chosen in validated else "in-sample")
+    if bill["savedJoulesPerImage"] > 0:
+        assert bill["images"] == math.ceil(bill["searchJoules"] / bill["savedJoulesPerImage"])
+    else:
+        assert bill["images"] is None
     knee = sustaindiffusion("export-profile", str(finished_run), "--rule", "knee")
     assert "(knee)" in knee.stderr
     assert "held out: 2 prompts x 2 images" in knee.stderr  # the knee is always validated
+    assert "the search spent" in " ".join(knee.stderr.split())
     missing = sustaindiffusion(
         "export-profile", str(finished_run), "--rule", "least-energy:e<=0", check=False
     )

@@ -30,6 +30,7 @@ from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
+from sustaindiffusion.search.payback import payback
 
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
@@ -193,7 +194,7 @@ def _share(share: float | None) -> str:
 def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
     store = RunStore(directory)
     name, spec = store.load_spec()
-    return name, SearchEngine.replay(spec, [r.result for r in store.records()])
+    return name, SearchEngine.from_archive(spec, store.records())
 
 
 def export_profile(directory: Path, rule: str, out: Path | None) -> int:
@@ -206,7 +207,15 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
     candidate_id = selection.point.candidate.candidate_id
     resolved = _resolved_settings(directory, candidate_id)
     held_out = held_out_values(engine, candidate_id)
-    document = profile(engine.spec.model, selection.point.candidate.settings, selection, resolved, held_out)
+    bill = payback(engine, candidate_id)
+    document = profile(
+        engine.spec.model,
+        selection.point.candidate.settings,
+        selection,
+        resolved,
+        held_out,
+        bill.as_document(),
+    )
     path = out or directory / f"profile-{candidate_id}.json"
     path.write_text(json.dumps(document, indent=2))
     snippet = path.with_suffix(".py")
@@ -236,6 +245,7 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
             f"per prompt against the defaults: {held_out['wins']} wins, {held_out['pareto']} trade-offs, "
             f"{held_out['losses']} losses"
         )
+    console.print(bill.describe())
     return 0
 
 

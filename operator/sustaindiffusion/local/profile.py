@@ -99,10 +99,12 @@ def profile(
     selection: Selection,
     resolved: dict[str, Any],
     held_out: dict[str, Any] | None = None,
+    payback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did,
     what the search measured (in-sample: the best of many noisy draws on its own seeds) and, when
-    the search validated it, what held up on held-out prompts and seeds."""
+    the search validated it, what held up on held-out prompts and seeds; `payback`: when its energy
+    saving repays the search (`sustaindiffusion.search.payback`)."""
     metrics = selection.point.metrics
     return {
         "profileVersion": PROFILE_VERSION,
@@ -135,6 +137,7 @@ def profile(
             "inSample": True,
         },
         "heldOut": held_out,
+        "payback": payback,
     }
 
 

@@ -48,6 +48,11 @@ def facts(engine: SearchEngine) -> list[str]:
         lines.append(f"results from {len(devices)} devices: {', '.join(devices)} (energy compared on one)")
     elif devices:
         lines.append(f"device: {devices[0]}")
+    measured = sum(1 for r in told if r.metrics is not None)
+    lines.append(
+        f"the search itself spent {engine.total_energy_joules / 3.6e6:.4g} kWh over {measured} evaluations "
+        "(failed ones report no energy); export-profile says when a point repays it"
+    )
     reference = defaults_reference(engine)
     if reference is not None:
         missing = [o.name.value for o in engine.spec.objectives if o.name.value not in reference]
