@@ -4,6 +4,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
 BIN := $(VENV)/bin
+# The environment is shared between checkouts (hack/ensure-venv.sh), and its editable install points
+# at whichever checkout ran last: this checkout's sources come first for everything make runs.
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/worker:$(CURDIR)
 
 .PHONY: test venv binaries system-deps lint typecheck imports pytest chaos crds constraints quickstart clean
 
