@@ -14,9 +14,12 @@ nothing comes from a model hub. Tests and the quickstart load these folders thro
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
+import math
 import shutil
 import tempfile
+import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,7 @@ from diffusers import (
 )
 from PIL import Image
 from tokenizers import Regex as TokenizerRegex
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import (
     BertTokenizer,
     CLIPConfig,
@@ -87,12 +90,16 @@ def corpus() -> list[str]:
 
 
 def clip_tokenizer(vocab_size: int = 600, max_length: int = 77) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer trained on the corpus, with CLIP's normaliser and pre-tokeniser."""
-    trainer_model = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
-    trainer_model.normalizer = normalizers.Sequence(
+    """A CLIP BPE tokenizer learnt from the corpus, with CLIP's normaliser and pre-tokeniser.
+
+    Learnt here (`learn_merges`), not by the `tokenizers` trainer: its order among equally frequent
+    merges, and so every token id, changes from run to run, and every model built on the ids with it.
+    """
+    pipeline = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    pipeline.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(TokenizerRegex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    trainer_model.pre_tokenizer = pre_tokenizers.Sequence(
+    pipeline.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(
                 TokenizerRegex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
@@ -102,34 +109,61 @@ def clip_tokenizer(vocab_size: int = 600, max_length: int = 77) -> CLIPTokenizer
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(CLIP_SPECIAL),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
+    words: Counter[tuple[str, ...]] = Counter()
+    for line in corpus():
+        for piece, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(line)):
+            words[(*piece[:-1], piece[-1] + "</w>")] += 1
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    word_ends = sorted({word[-1] for word in words})
+    base = [*CLIP_SPECIAL, *alphabet, *word_ends]
+    merges = learn_merges(words, vocab_size - len(base))
+    vocab = list(dict.fromkeys([*base, *("".join(pair) for pair in merges)]))
+    return CLIPTokenizer(
+        vocab={token: index for index, token in enumerate(vocab)}, merges=merges, model_max_length=max_length
     )
-    trainer_model.train_from_iterator(corpus(), trainer=trainer)
-    state = json.loads(trainer_model.to_str())["model"]
-    vocab: dict[str, int] = state["vocab"]
-    # transformers 5 wants merges as a list of pairs.
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
-def t5_tokenizer(vocab_size: int = 400, max_length: int = 256) -> T5Tokenizer:
-    """A unigram tokenizer in T5's layout (pad 0, eos 1, unk 2), trained on the corpus."""
-    trainer_model = Tokenizer(models.Unigram())
-    trainer_model.normalizer = normalizers.NFKC()
-    trainer_model.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        unk_token="<unk>",
-        show_progress=False,
-    )
-    trainer_model.train_from_iterator(corpus(), trainer=trainer)
-    vocab = [(piece, float(score)) for piece, score in json.loads(trainer_model.to_str())["model"]["vocab"]]
+def learn_merges(words: Counter[tuple[str, ...]], count: int) -> list[tuple[str, str]]:
+    """Byte-pair merges, most frequent pair first; ties go to the smallest pair: deterministic."""
+    merges: list[tuple[str, str]] = []
+    current = dict(words)
+    while len(merges) < count:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, frequency in current.items():
+            for pair in itertools.pairwise(word):
+                pairs[pair] += frequency
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for word, frequency in current.items():
+            symbols, index = [], 0
+            while index < len(word):
+                if word[index : index + 2] == best:
+                    symbols.append(word[index] + word[index + 1])
+                    index += 2
+                else:
+                    symbols.append(word[index])
+                    index += 1
+            merged[tuple(symbols)] = merged.get(tuple(symbols), 0) + frequency
+        current = merged
+    return merges
+
+
+def t5_tokenizer(max_length: int = 256) -> T5Tokenizer:
+    """A unigram tokenizer in T5's layout (pad 0, eos 1, unk 2): every word of the corpus and every
+    character, scored by log frequency (deterministic, unlike the `tokenizers` trainer's scores)."""
+    pre_tokenizer = pre_tokenizers.Metaspace()
+    pieces: Counter[str] = Counter()
+    for line in corpus():
+        for word, _ in pre_tokenizer.pre_tokenize_str(unicodedata.normalize("NFKC", line)):
+            pieces[word] += 1
+            pieces.update(word)
+    total = sum(pieces.values())
+    scored = sorted(pieces.items(), key=lambda item: (-item[1], item[0]))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(piece, math.log(frequency / total)) for piece, frequency in scored]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
 
 
