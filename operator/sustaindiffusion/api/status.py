@@ -49,6 +49,13 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0, description="Spec generation seen.")
 
 
+class Interval(ApiModel):
+    """A 95% interval."""
+
+    low: float = Field(description="Low end.")
+    high: float = Field(description="High end.")
+
+
 class FrontEntry(ApiModel):
     """One Pareto-optimal candidate (in-sample: the search's own images)."""
 
@@ -61,6 +68,12 @@ class FrontEntry(ApiModel):
         default=None, description="Change of each objective against the model's defaults, in %."
     )
     quality: float | None = Field(default=None, description="Quality score.")
+    images: int | None = Field(default=None, description="Images the values rest on.")
+    intervals: Annotated[dict[str, Interval], Field(max_length=8)] | None = Field(
+        default=None,
+        description="95% credible interval of each bias from its answer counts (Jeffreys prior); "
+        "energy and quality have none.",
+    )
     valid_share: float | None = Field(default=None, description="Share of images counting for the biases.")
     device: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="GPU model.")
     constraint_satisfied: bool = Field(description="Whether every constraint holds.")

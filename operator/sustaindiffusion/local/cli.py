@@ -152,7 +152,10 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
     for line in facts(engine):
         console.print(f"  {line}")
     names = [o.name.value for o in engine.spec.objectives]
-    table = Table(title="Pareto front (and baselines); in brackets: change against the defaults")
+    table = Table(
+        title="Pareto front (and baselines); biases with their 95% interval; in brackets: change against "
+        "the defaults"
+    )
     for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality", "valid"):
         table.add_column(column)
     for candidate, result in engine.baselines():
@@ -170,10 +173,7 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
             )
     for row in front_rows(engine):
         point, settings = row.point, row.point.candidate.settings
-        cells = [
-            f"{value:.4g}" + (f" ({row.change_percent[name]:+.0f}%)" if name in row.change_percent else "")
-            for name, value in point.objectives.items()
-        ]
+        cells = [row.cell(name, value) for name, value in point.objectives.items()]
         table.add_row(
             point.candidate.candidate_id,
             str(settings.inference_steps),

@@ -164,11 +164,6 @@ def _embed(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _change_cell(value: float, change: float | None) -> str:
-    shown = f"{value:.4g}"
-    return f"<td>{shown} ({change:+.0f}%)</td>" if change is not None else f"<td>{shown}</td>"
-
-
 def _share(share: float | None) -> str:
     return f"{share:.0%}" if share is not None else "-"
 
@@ -247,7 +242,7 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path | None, ta
         images = sorted(run_directory.glob(pattern)) if run_directory is not None else []
         grid = _grid(images, target / f"grid-{candidate_id}.png")
         settings = point.candidate.settings
-        cells = "".join(_change_cell(v, row.change_percent.get(k)) for k, v in point.objectives.items())
+        cells = "".join(f"<td>{html.escape(row.cell(k, v))}</td>" for k, v in point.objectives.items())
         rows.append(
             f"<tr><td><code>{candidate_id}</code></td><td>{settings.inference_steps}</td><td>{settings.guidance_scale}</td>"
             f"<td>{html.escape(', '.join(settings.positive_keywords))}</td>"
@@ -275,7 +270,8 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 <h2>How these numbers were obtained</h2><ul>{how}</ul>
 <h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
 <th>valid</th></tr>{baselines}</table>
-<h2>Pareto front ({len(front)} candidates; in brackets: change against the defaults)</h2>
+<h2>Pareto front ({len(front)} candidates; biases with their 95% interval from the answer counts;
+in brackets: change against the defaults)</h2>
 <table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
 <th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th><th>images</th></tr>
 {"".join(rows)}</table>

@@ -2,7 +2,7 @@
 
 The quality threshold and the valid-image share a candidate needs, how energy was measured (and
 whether any of it is an estimate or not attributable), the devices, and each front point's change
-against the model's defaults in %.
+against the model's defaults in %, with the 95% interval of each bias.
 """
 
 from __future__ import annotations
@@ -10,13 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
-from sustaindiffusion.search.status import change_against, defaults_reference
+from sustaindiffusion.search.status import change_against, defaults_reference, front_intervals
 
 
 @dataclass(frozen=True)
 class FrontRow:
     point: FrontPoint
     change_percent: dict[str, float]  # by objective name; absent where the defaults' value is 0
+    intervals: dict[str, tuple[float, float]]  # 95% intervals of the biases (`search.intervals`)
+
+    def cell(self, name: str, value: float) -> str:
+        """`value [low, high] (change%)`, each part where it exists."""
+        text = f"{value:.4g}"
+        if name in self.intervals:
+            low, high = self.intervals[name]
+            text += f" [{low:.2g}, {high:.2g}]"
+        if name in self.change_percent:
+            text += f" ({self.change_percent[name]:+.0f}%)"
+        return text
 
 
 def facts(engine: SearchEngine) -> list[str]:
@@ -70,4 +81,11 @@ def facts(engine: SearchEngine) -> list[str]:
 
 def front_rows(engine: SearchEngine) -> list[FrontRow]:
     defaults = defaults_reference(engine)
-    return [FrontRow(p, change_against(p.objectives, defaults) or {}) for p in engine.front()]
+    return [
+        FrontRow(
+            point,
+            change_against(point.objectives, defaults) or {},
+            {name: (i.low, i.high) for name, i in front_intervals(point).items()},
+        )
+        for point in engine.front()
+    ]

@@ -15,6 +15,7 @@ from sustaindiffusion.api.status import (
     EvaluationCounters,
     FrontEntry,
     HeldOutValue,
+    Interval,
     SustainSearchStatus,
     ValidationPoint,
     ValidationStatus,
@@ -22,6 +23,7 @@ from sustaindiffusion.api.status import (
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
 from sustaindiffusion.search.engine import DEFAULTS_BASELINE, FrontPoint, SearchEngine
 from sustaindiffusion.search.heldout import held_out
+from sustaindiffusion.search.intervals import bias_intervals
 
 
 def now() -> str:
@@ -123,6 +125,8 @@ def build_status(
                 objectives=point.objectives,
                 change_percent=change_against(point.objectives, defaults),
                 quality=point.metrics.quality,
+                images=point.metrics.images or None,
+                intervals=front_intervals(point) or None,
                 valid_share=point.metrics.valid_share,
                 device=point.device,
                 constraint_satisfied=True,
@@ -146,6 +150,16 @@ def build_status(
         completion_time=completion,
         message=decision.message,
     )
+
+
+def front_intervals(point: FrontPoint) -> dict[str, Interval]:
+    """The 95% intervals of the point's objectives that have one (its biases)."""
+    intervals = bias_intervals(point.metrics, point.candidate.candidate_id)
+    return {
+        name: Interval(low=low, high=high)
+        for name, (low, high) in intervals.items()
+        if name in point.objectives
+    }
 
 
 def defaults_reference(engine: SearchEngine) -> dict[str, float] | None:
