@@ -62,6 +62,11 @@ def test_a_local_search_completes_and_records_everything(finished_run: Path) -> 
     assert len({r.result.candidate_id for r in records}) == len(records)
     assert status["front"]
     assert all(entry["validShare"] is not None for entry in status["front"])
+    for entry in status["front"]:  # the tiny VQA model's answers map to groups: both biases have counts
+        assert entry["images"] > 0
+        for name in ("GenderBias", "EthnicBias"):
+            interval = entry["intervals"][name]
+            assert interval["low"] <= entry["objectives"][name] <= interval["high"]
 
 
 def test_the_front_is_validated_on_held_out_prompts_and_seeds(finished_run: Path) -> None:
