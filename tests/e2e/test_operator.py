@@ -109,6 +109,12 @@ def test_a_search_runs_through_real_jobs_to_succeeded(undisturbed: FinishedSearc
     assert status["front"]
     assert status["frontSize"] >= len(status["front"])
     assert {entry["candidateId"] for entry in status["front"]} <= {r.result.candidate_id for r in records}
+    assert all(entry["images"] > 0 for entry in status["front"])
+    with_intervals = [entry for entry in status["front"] if entry.get("intervals")]
+    assert with_intervals  # the tiny VQA model's answers map to groups
+    for entry in with_intervals:
+        for name, interval in entry["intervals"].items():
+            assert interval["low"] <= entry["objectives"][name] <= interval["high"]
     assert status["baselines"][0]["name"] == "defaults"
     assert status["hypervolume"] >= 0
     assert status["energy"]["estimated"] is True  # no GPU and no RAPL on this machine
