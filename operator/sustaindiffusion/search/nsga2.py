@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import binary_tournament
-from pymoo.core.duplicate import ElementwiseDuplicateElimination
+from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating
 from pymoo.core.population import Population
@@ -39,23 +39,23 @@ Genome = dict[str, Any]
 GenomeKey = Callable[[Genome], Hashable]
 
 
-class EquivalentGenomes(ElementwiseDuplicateElimination):  # type: ignore[misc]
-    """Genomes are duplicates when their keys are equal (keys are computed once per genome)."""
+class EquivalentGenomes(DuplicateElimination):  # type: ignore[misc]
+    """Genomes are duplicates when their keys are equal: one pass over a set of keys (pymoo's
+    element-wise elimination compares every pair, and each comparison would decode two genomes)."""
 
     def __init__(self, key: GenomeKey) -> None:
         super().__init__()
         self.key = key
-        self._keys: dict[tuple[tuple[str, Any], ...], Hashable] = {}
 
-    def key_of(self, genome: Mapping[str, Any]) -> Hashable:
-        plain = _plain(genome)
-        items = tuple(sorted(plain.items()))
-        if items not in self._keys:
-            self._keys[items] = self.key(plain)
-        return self._keys[items]
-
-    def is_equal(self, a: Any, b: Any) -> bool:
-        return self.key_of(a.X) == self.key_of(b.X)
+    def _do(self, pop: Population, other: Population | None, is_duplicate: np.ndarray) -> np.ndarray:
+        seen = {self.key(_plain(individual.X)) for individual in other} if other is not None else set()
+        for index, individual in enumerate(pop):
+            key = self.key(_plain(individual.X))
+            if key in seen:
+                is_duplicate[index] = True
+            else:
+                seen.add(key)
+        return is_duplicate
 
 
 class MixedVariableNSGA2(MixedVariableGA):  # type: ignore[misc]
