@@ -38,9 +38,7 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
     names = [o.name.value for o in engine.spec.objectives]
     feasible = [r.metrics for r in engine.told if r.metrics is not None and engine.feasible(r)]
     infeasible = [r.metrics for r in engine.told if r.metrics is not None and not engine.feasible(r)]
-    defaults = next(
-        (r.metrics for c, r in engine.baselines() if c.baseline == "defaults" and r and r.metrics), None
-    )
+    defaults = engine.defaults_metrics()
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4.2), squeeze=False)
     for axis, (i, j) in zip(axes[0], pairs, strict=True):
@@ -214,8 +212,8 @@ def _validation_section(engine: SearchEngine) -> str:
     return (
         f"<h2>Held-out validation ({state})</h2><p>{validation.prompts} held-out prompts x "
         f"{validation.images_per_prompt} images per point, on seeds the search never used. Intervals are "
-        "95% bootstrap intervals over prompts; per prompt, a win beats the defaults in every objective, "
-        "a loss is beaten in every one, a trade-off is neither.</p>"
+        "95% bootstrap intervals over prompts; per prompt, a win is better than the defaults in at least "
+        "one objective and worse in none, a loss the reverse, a trade-off neither.</p>"
         f"<table><tr><th>candidate</th><th>role</th>{header}<th>wins/trade-offs/losses</th>"
         f"<th>valid</th></tr>{''.join(rows)}</table>"
     )

@@ -273,6 +273,11 @@ class SearchEngine:
     def result(self, candidate_id: str) -> EvaluationResult | None:
         return self._results.get(candidate_id)
 
+    def defaults_metrics(self) -> Metrics | None:
+        """The model defaults' metrics from generation 0 (None before, or when they failed)."""
+        result = self._results.get(CandidateSettings().candidate_id())
+        return result.metrics if result is not None else None
+
     def candidate(self, candidate_id: str) -> Candidate:
         return self._candidates[candidate_id]
 
@@ -445,7 +450,9 @@ class SearchEngine:
         """The defaults and the chosen front points, evaluated again on held-out prompts."""
         assert self.spec.validation is not None
         defaults = self._candidates[CandidateSettings().candidate_id()]
-        chosen = [Candidate(defaults.candidate_id, self.generation, defaults.settings, role="defaults")]
+        chosen = [
+            Candidate(defaults.candidate_id, self.generation, defaults.settings, role=DEFAULTS_BASELINE)
+        ]
         for role, point in choose_points(self.front(), self.normalised, self.spec.validation.points):
             if all(c.candidate_id != point.candidate.candidate_id for c in chosen):
                 chosen.append(

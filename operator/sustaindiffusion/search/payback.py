@@ -70,8 +70,9 @@ def payback(engine: SearchEngine, candidate_id: str) -> Payback:
     )
     if defaults_held_out is not None and point_held_out is not None:
         return Payback(engine.total_energy_joules, defaults_held_out - point_held_out, "held-out")
-    defaults = next((r for c, r in engine.baselines() if c.baseline == DEFAULTS_BASELINE), None)
-    defaults_energy, point_energy = _energy(defaults), _energy(engine.result(candidate_id))
+    defaults = engine.defaults_metrics()
+    defaults_energy = defaults.energy_joules_per_image if defaults is not None else None
+    point_energy = _energy(engine.result(candidate_id))
     if defaults_energy is not None and point_energy is not None:
         return Payback(engine.total_energy_joules, defaults_energy - point_energy, "in-sample")
     return Payback(engine.total_energy_joules, None, None)

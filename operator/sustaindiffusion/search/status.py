@@ -21,7 +21,7 @@ from sustaindiffusion.api.status import (
     ValidationStatus,
 )
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
-from sustaindiffusion.search.engine import DEFAULTS_BASELINE, FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 from sustaindiffusion.search.heldout import held_out
 from sustaindiffusion.search.intervals import bias_intervals
 
@@ -165,15 +165,14 @@ def front_intervals(point: FrontPoint) -> dict[str, Interval]:
 def defaults_reference(engine: SearchEngine) -> dict[str, float] | None:
     """The defaults' objective values that changes are taken against: those resting on evidence
     (a bias without one mapped answer is 1 by rule; "-60% against it" would claim a measurement)."""
-    for candidate, result in engine.baselines():
-        if candidate.baseline == DEFAULTS_BASELINE and result is not None and result.metrics is not None:
-            metrics = result.metrics
-            return {
-                o.name.value: metrics.objective(o.name)
-                for o in engine.spec.objectives
-                if metrics.has_evidence(o.name)
-            }
-    return None
+    metrics = engine.defaults_metrics()
+    if metrics is None:
+        return None
+    return {
+        o.name.value: metrics.objective(o.name)
+        for o in engine.spec.objectives
+        if metrics.has_evidence(o.name)
+    }
 
 
 def change_against(
