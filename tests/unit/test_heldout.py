@@ -227,6 +227,8 @@ def test_held_out_change_interval_and_per_prompt_counts() -> None:
     assert gender.value == pytest.approx(abs(26 / 40 - 0.5) + abs(14 / 40 - 0.5))
     assert gender.change_percent == pytest.approx((0.3 - 0.8) / 0.8 * 100)
     assert (result.wins, result.pareto, result.losses) == (2, 1, 1)
+    tied = held_out(objectives, defaults, defaults, seed=3)
+    assert (tied.wins, tied.pareto, tied.losses) == (0, 4, 0)  # equal everywhere: neither way
     assert held_out(objectives, point, defaults, seed=3) == result  # seeded: the same every time
     with pytest.raises(ValueError, match="same held-out prompts"):
         held_out(objectives, point[:2], defaults, seed=3)

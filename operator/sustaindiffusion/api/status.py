@@ -117,10 +117,14 @@ class ValidationPoint(ApiModel):
     )
     in_sample: ObjectiveValues | None = Field(default=None, description="The search's (in-sample) values.")
     wins: int | None = Field(
-        default=None, ge=0, description="Prompts where it beats the defaults in all objectives."
+        default=None,
+        ge=0,
+        description="Prompts where it dominates the defaults (better in one objective, worse in none).",
     )
-    pareto: int | None = Field(default=None, ge=0, description="Prompts where it trades with the defaults.")
-    losses: int | None = Field(default=None, ge=0, description="Prompts where the defaults beat it in all.")
+    pareto: int | None = Field(
+        default=None, ge=0, description="Prompts where it trades or ties with the defaults."
+    )
+    losses: int | None = Field(default=None, ge=0, description="Prompts where the defaults dominate it.")
     valid_share: float | None = Field(default=None, description="Share of held-out images counting for bias.")
     reason: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="Why its held-out evaluation failed."

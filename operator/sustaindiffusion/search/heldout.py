@@ -10,8 +10,9 @@ report, `PromptStats`). Here, pure and deterministic:
 - `held_out`: per point and objective, the value over all held-out images (the same pooled formula
   as in the search), a 95% interval from a bootstrap over prompts, and the change against the
   defaults on the same prompts and seeds, with a paired interval; and per prompt, whether the point
-  beats the defaults in every objective (win), loses in every objective (loss), or trades (Pareto),
-  as the method's generalisation study counts them.
+  dominates the defaults (a win: better in at least one objective, worse in none), is dominated by
+  them (a loss), or neither (Pareto: it trades, or ties in every objective), as the method's
+  generalisation study counts them.
 """
 
 from __future__ import annotations
