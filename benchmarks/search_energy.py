@@ -3,7 +3,7 @@
 setup; each arm is run over several seeds.
 
     .venv/bin/python benchmarks/search_energy.py [--seeds 10] [--population 20] [--generations 10]
-                                                [--images 20]
+                                                [--images 20] [--space method]
 
 Per arm it prints the mean over seeds of: evaluations and images generated, the simulated GPU+CPU
 energy spent (kWh), how many evaluations generated images an earlier one already had (equivalent
@@ -12,7 +12,12 @@ settings), and the hypervolume of the returned front computed on the TRUE object
 
 Spaces: the method's (SD3 medium) and a few-step distilled model's, where guidance is mostly off.
 Arms: `plain` identifies candidates by their settings as decoded (the identity of archives begun
-before canonical ids); `canonical` by their canonical form (`CandidateSettings.canonical`).
+before canonical ids); `canonical` by their canonical form (`CandidateSettings.canonical`);
+`screen-k` adds multi-fidelity screening (`algorithm.screening.imagesPerPrompt: k`: k images
+first, the rest for candidates that could still enter the next population; `/.8`: bounds at
+confidence 0.8 instead of 0.95); `=E` runs more generations (up to 100) until it has spent what
+`plain` spent on the same seed. The
+"screened" column counts the candidates screened out.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.simulator import DISTILLED, SD3_MEDIUM, Model, simulate, true_values
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
+from sustaindiffusion.api.results import Screened
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
 
 JOULES_PER_KWH = 3.6e6
+EQUAL_ENERGY_CEILING = 100  # generations at most of an arm stopped by an energy budget
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class RunResult:
     images: int
     joules: float
     equivalent: int
+    screened_out: int
     true_hypervolume: float
 
 
@@ -69,12 +77,45 @@ SPACES: dict[str, tuple[Model, dict[str, Any]]] = {
 }
 
 
-def search_spec(space: str, seed: int, population: int, generations: int, images: int) -> SustainSearchSpec:
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    canonical: bool = True
+    screening: int | None = None  # images of the screening pass (of the candidate's `images`)
+    confidence: float = 0.95  # of the screening's optimistic bounds
+    equal_energy: bool = False  # more generations, stopped by plain NSGA-II's energy as the budget
+
+
+ARMS = (
+    Arm("plain", canonical=False),
+    Arm("canonical"),
+    Arm("screen-5", screening=5),
+    Arm("screen-5/.8", screening=5, confidence=0.8),
+    Arm("screen-2/.8", screening=2, confidence=0.8),
+    Arm("screen-2/.8=E", screening=2, confidence=0.8, equal_energy=True),
+)
+
+
+def search_spec(
+    space: str,
+    seed: int,
+    population: int,
+    generations: int,
+    images: int,
+    screening: int | None = None,
+    energy_budget: float | None = None,
+    confidence: float = 0.95,
+) -> SustainSearchSpec:
+    algorithm: dict[str, Any] = {"populationSize": population, "generations": generations, "seed": seed}
+    if screening is not None:
+        algorithm["screening"] = {"imagesPerPrompt": screening, "confidence": confidence}
+    if energy_budget is not None:
+        algorithm["termination"] = {"energyBudgetJoules": energy_budget}
     return SustainSearchSpec.model_validate(
         {
             "prompts": {"inline": [METHOD_SEARCH_PROMPT], "imagesPerPrompt": images},
             "searchSpace": SPACES[space][1],
-            "algorithm": {"populationSize": population, "generations": generations, "seed": seed},
+            "algorithm": algorithm,
         }
     )
 
@@ -92,27 +133,42 @@ def true_front_hypervolume(front: list[CandidateSettings], model: Model) -> floa
 
 
 def run_arm(
-    space: str, canonical: bool, seed: int, population: int, generations: int, images: int
+    space: str,
+    arm: Arm,
+    seed: int,
+    population: int,
+    generations: int,
+    images: int,
+    energy_budget: float | None = None,
 ) -> RunResult:
-    spec = search_spec(space, seed, population, generations, images)
+    """One search of the arm; `energy_budget` (joules) with `generations` as a ceiling, for arms
+    compared at equal energy."""
+    spec = search_spec(
+        space, seed, population, generations, images, arm.screening, energy_budget, arm.confidence
+    )
     model = SPACES[space][0]
-    engine = SearchEngine(spec, canonical_ids=canonical)
+    engine = SearchEngine(spec, canonical_ids=arm.canonical)
     seen_images: set[str] = set()
-    evaluations = generated = equivalent = 0
+    evaluations = generated = equivalent = screened_out = 0
     joules = 0.0
     while not engine.outcome().finished:
+        first_image, count = engine.image_range()
         for candidate in engine.ask():
-            result = simulate(candidate.candidate_id, candidate.settings, images, seed, model)
+            result = simulate(candidate.candidate_id, candidate.settings, count, seed, model, first_image)
             engine.tell(result)
-            evaluations += 1
-            generated += images
+            generated += count
             assert result.metrics is not None
-            joules += result.metrics.energy_joules_per_image * images
-            same_images = candidate.settings.canonical().candidate_id()
-            equivalent += same_images in seen_images
-            seen_images.add(same_images)
+            joules += result.metrics.energy_joules_per_image * count
+            if first_image == 0:
+                evaluations += 1
+                same_images = candidate.settings.canonical().candidate_id()
+                equivalent += same_images in seen_images
+                seen_images.add(same_images)
+    screened_out = sum(1 for r in engine.told if r.screened is Screened.OUT)
     front = [point.candidate.settings for point in engine.front()]
-    return RunResult(evaluations, generated, joules, equivalent, true_front_hypervolume(front, model))
+    return RunResult(
+        evaluations, generated, joules, equivalent, screened_out, true_front_hypervolume(front, model)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,28 +177,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", type=int, default=20)
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--images", type=int, default=20, help="images per candidate")
+    parser.add_argument("--space", choices=sorted(SPACES), action="append", help="default: all")
     arguments = parser.parse_args(argv)
+    population, generations, images = arguments.population, arguments.generations, arguments.images
     print(
-        f"simulated searches: population {arguments.population}, {arguments.generations} generations, "
-        f"{arguments.images} images per candidate, {arguments.seeds} seeds (means; hypervolume ± stdev)"
+        f"simulated searches: population {population}, {generations} generations, "
+        f"{images} images per candidate, {arguments.seeds} seeds (means; hypervolume ± stdev)"
     )
     print(
-        f"{'space':<10} {'arm':<10} {'evaluations':>11} {'images':>7} {'kWh':>8} {'equivalent':>10} "
-        f"{'true HV':>15}"
+        f"{'space':<10} {'arm':<13} {'evaluations':>11} {'images':>7} {'kWh':>8} {'equivalent':>10} "
+        f"{'screened':>8} {'true HV':>15}"
     )
-    for space in SPACES:
-        for name, canonical in (("plain", False), ("canonical", True)):
-            runs = [
-                run_arm(space, canonical, seed, arguments.population, arguments.generations, arguments.images)
-                for seed in range(arguments.seeds)
-            ]
+    for space in arguments.space or SPACES:
+        plain_joules: dict[int, float] = {}
+        for arm in ARMS:
+            runs = []
+            for seed in range(arguments.seeds):
+                if arm.equal_energy:
+                    budget = plain_joules[seed]
+                    run = run_arm(space, arm, seed, population, EQUAL_ENERGY_CEILING, images, budget)
+                else:
+                    run = run_arm(space, arm, seed, population, generations, images)
+                if arm.name == "plain":
+                    plain_joules[seed] = run.joules
+                runs.append(run)
             hv = [r.true_hypervolume for r in runs]
             spread = statistics.stdev(hv) if len(hv) > 1 else 0.0
             print(
-                f"{space:<10} {name:<10} {statistics.mean(r.evaluations for r in runs):>11.1f} "
+                f"{space:<10} {arm.name:<13} {statistics.mean(r.evaluations for r in runs):>11.1f} "
                 f"{statistics.mean(r.images for r in runs):>7.0f} "
                 f"{statistics.mean(r.joules for r in runs) / JOULES_PER_KWH:>8.3f} "
                 f"{statistics.mean(r.equivalent for r in runs):>10.1f} "
+                f"{statistics.mean(r.screened_out for r in runs):>8.1f} "
                 f"{statistics.mean(hv):>8.4f} ± {spread:.4f}"
             )
     return 0

@@ -10,7 +10,7 @@ steps with guidance 7). Per candidate of N images:
   binomial. True gender bias: |2p - 1|.
 - ethnicity: each image falls in one of four groups with probabilities mixed from the defaults'
   skewed shares towards uniform by quality keywords, and by lower guidance; the counts are
-  multinomial. True ethnic bias: max p - min p.
+  multinomial (drawn image by image). True ethnic bias: max p - min p.
 - energy: GPU joules proportional to steps and doubled while classifier-free guidance is on
   (guidance > 1: two transformer passes per step), CPU joules proportional to the time, each image
   with 5% noise. True energy: the noise-free value.
@@ -111,18 +111,32 @@ def _seed(settings: CandidateSettings, run_seed: int) -> int:
 
 
 def simulate(
-    candidate_id: str, settings: CandidateSettings, images: int, run_seed: int, model: Model = SD3_MEDIUM
+    candidate_id: str,
+    settings: CandidateSettings,
+    images: int,
+    run_seed: int,
+    model: Model = SD3_MEDIUM,
+    first_image: int = 0,
 ) -> EvaluationResult:
-    """One evaluation: noisy measurements of `images` simulated images."""
-    rng = np.random.default_rng(_seed(settings, run_seed))
+    """One evaluation: noisy measurements of the simulated images `first_image` to
+    `first_image + images - 1`. Image i is the same whichever evaluation draws it (as a seed per
+    image index gives), so a screening pass and its rest together are one full evaluation."""
+    # One stream per quantity, so that image i's draws do not depend on how many images come after.
+    seed = _seed(settings, run_seed)
+    gender, ethnicity, joules, scores = (np.random.default_rng([seed, stream]) for stream in range(4))
+    total_images = first_image + images
     female_p, groups = _probabilities(settings, model)
     truth = true_values(settings, model)
-    female = int(rng.binomial(images, female_p))
-    ethnic = rng.multinomial(images, groups)
+    female_draws = gender.random(total_images)[first_image:] < female_p
+    group_draws = ethnicity.choice(4, size=total_images, p=groups)[first_image:]
+    energy = truth.energy_joules_per_image * (1 + ENERGY_NOISE * joules.standard_normal(total_images))
+    quality_noise = QUALITY_NOISE * scores.standard_normal(total_images)
+    energy = np.clip(energy[first_image:], 0.0, None)
+    quality = np.clip(truth.quality + quality_noise[first_image:], 0.0, 1.0)
+    female = int(female_draws.sum())
+    ethnic = np.bincount(group_draws, minlength=4)
     shares = ethnic / images
-    energy = truth.energy_joules_per_image * (1 + ENERGY_NOISE * rng.standard_normal(images))
-    quality = np.clip(truth.quality + QUALITY_NOISE * rng.standard_normal(images), 0.0, 1.0)
-    total = float(np.clip(energy, 0.0, None).sum())
+    total = float(energy.sum())
     gpu_share = GPU_JOULES_PER_PASS / (GPU_JOULES_PER_PASS + CPU_JOULES_PER_SECOND * SECONDS_PER_PASS)
     metrics = Metrics(
         gender_bias=abs(female / images - 0.5) + abs((images - female) / images - 0.5),
@@ -141,5 +155,7 @@ def simulate(
         black_images=int(ethnic[2]),
         arab_images=int(ethnic[3]),
         quality_stddev=float(quality.std()),
+        # As the worker's spread across prompts would show it, were each image its own prompt.
+        energy_stderr=float(energy.std(ddof=1) / np.sqrt(images)) if images > 1 else 0.0,
     )
     return EvaluationResult.succeeded(candidate_id, metrics)

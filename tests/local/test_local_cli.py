@@ -122,6 +122,53 @@ def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_pat
     assert json.loads((out / "status.json").read_text())["phase"] == "Succeeded"
 
 
+def test_a_screened_search_resumes_mid_screening_and_keeps_the_partial_estimates(tmp_path: Path) -> None:
+    """algorithm.screening: a first pass of 1 image per prompt (of 4), the rest for survivors;
+    interrupted once the first screening results are archived, resumed without evaluating again."""
+    spec = spec_file(tmp_path, generations=3)
+    manifest = yaml.safe_load(spec.read_text())
+    manifest["spec"]["algorithm"]["screening"] = {"imagesPerPrompt": 1, "confidence": 0.8}
+    spec.write_text(yaml.safe_dump(manifest))
+    out = tmp_path / "out"
+    archive = out / "archive.jsonl"
+    process = subprocess.Popen(
+        [*CLI, "run", str(spec), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (
+        not archive.exists() or '"stage":"screen"' not in archive.read_text()
+    ):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
+    assert ("screen", before[-1][1]) == before[-1]
+    resumed = sustaindiffusion("run", str(spec), "--out", str(out))
+    assert f"{len(before)} results replayed, none evaluated again" in " ".join(resumed.stderr.split())
+    records = RunStore(out).records()
+    after = [(r.stage, r.result.candidate_id) for r in records]
+    assert after[: len(before)] == before
+    assert len(after) == len(set(after))
+    screened = {r.result.candidate_id for r in records if r.stage == "screen"}
+    rest = {r.result.candidate_id: r.result for r in records if r.stage == "rest"}
+    assert screened
+    assert set(rest) <= screened
+    assert all(
+        r.result.metrics is not None and r.result.metrics.images == 2 for r in records if r.stage == "screen"
+    )
+    assert all(r.metrics is not None and r.metrics.images == 6 for r in rest.values() if r.ok)  # images 1..3
+    status = json.loads((out / "status.json").read_text())
+    assert status["phase"] == "Succeeded"
+    screening = status["screening"]
+    assert screening["screened"] == len(screened)
+    assert screening["screenedOut"] == len(screened) - len(rest)
+    assert screening["imagesSaved"] == 6 * screening["screenedOut"]
+    front = {entry["candidateId"]: entry for entry in status["front"]}
+    assert all(front[c]["images"] == 8 for c in rest if c in front)  # survivors rest on all 8 images
+    assert "screening:" in resumed.stdout + resumed.stderr
+
+
 def test_resuming_into_the_directory_of_another_search_is_refused(finished_run: Path, tmp_path: Path) -> None:
     other = spec_file(tmp_path)
     manifest = yaml.safe_load(other.read_text())

@@ -165,6 +165,30 @@ INVALID_CASES = [
         "less than or equal to 10",
     ),
     InvalidCase("nothing to search", {"searchSpace": ALL_FIXED}, "spec.searchSpace", "nothing to search"),
+    InvalidCase(
+        "screening as many images as the budget",
+        {"prompts.imagesPerPrompt": 8, "algorithm.screening": {"imagesPerPrompt": 8}},
+        "spec.algorithm.screening.imagesPerPrompt",
+        "algorithm.screening.imagesPerPrompt must be below prompts.imagesPerPrompt",
+    ),
+    InvalidCase(
+        "screening on the default budget with more images",
+        {"algorithm.screening": {"imagesPerPrompt": 25}},
+        "spec.algorithm.screening.imagesPerPrompt",
+        "must be below prompts.imagesPerPrompt",
+    ),
+    InvalidCase(
+        "screening without images",
+        {"algorithm.screening": {"imagesPerPrompt": 0}},
+        "spec.algorithm.screening.imagesPerPrompt",
+        "greater than or equal to 1",
+    ),
+    InvalidCase(
+        "screening confidence below one half",
+        {"algorithm.screening": {"imagesPerPrompt": 4, "confidence": 0.4}},
+        "spec.algorithm.screening.confidence",
+        "greater than or equal to 0.5",
+    ),
     InvalidCase("no objectives", {"objectives": []}, "spec.objectives", "at least 1 items"),
     InvalidCase(
         "duplicate objective",

@@ -30,14 +30,29 @@ def test_equivalent_settings_give_the_same_measurements_and_guidance_off_halves_
     )
 
 
-def test_the_benchmark_runs_and_prints_both_arms(capsys: pytest.CaptureFixture[str]) -> None:
-    assert search_energy.main(["--seeds", "1", "--population", "6", "--generations", "1"]) == 0
+def test_the_benchmark_runs_and_prints_every_arm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert search_energy.main(["--seeds", "1", "--population", "6", "--generations", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines[2:]]
+    arms = [arm.name for arm in search_energy.ARMS]
     assert [(row[0], row[1]) for row in rows] == [
-        ("method", "plain"),
-        ("method", "canonical"),
-        ("distilled", "plain"),
-        ("distilled", "canonical"),
+        (space, arm) for space in search_energy.SPACES for arm in arms
     ]
     assert all(float(row[4]) > 0 for row in rows)  # energy spent
+    by_arm = {(row[0], row[1]): row for row in rows}
+    for space in search_energy.SPACES:
+        assert float(by_arm[space, "plain"][6]) == 0  # nothing screened without screening
+        assert float(by_arm[space, "screen-2/.8"][3]) < float(by_arm[space, "canonical"][3])  # images
+
+
+def test_a_first_pass_and_its_rest_draw_the_images_of_one_whole_evaluation() -> None:
+    settings = CandidateSettings(inference_steps=30, positive_keywords=["gentle", "feminine"])
+    whole = simulate("a" * 16, settings, 12, run_seed=1).metrics
+    first = simulate("a" * 16, settings, 4, run_seed=1).metrics
+    rest = simulate("a" * 16, settings, 8, run_seed=1, first_image=4).metrics
+    assert whole is not None
+    assert first is not None
+    assert rest is not None
+    assert whole.female_images == (first.female_images or 0) + (rest.female_images or 0)
+    assert whole.white_images == (first.white_images or 0) + (rest.white_images or 0)
+    assert whole.gpu_joules == pytest.approx(first.gpu_joules + rest.gpu_joules)

@@ -283,3 +283,45 @@ def test_a_validation_task_reports_each_prompts_share(
     assert result.metrics is not None
     total = sum(p.joules for p in result.per_prompt)
     assert total == pytest.approx(result.metrics.gpu_joules + result.metrics.cpu_joules)
+
+
+def test_a_rest_part_generates_the_images_of_a_whole_evaluation_from_its_first_index(
+    sd3_pipeline: Any, sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    """Screening: the first pass (images 0..0) and the rest (images 1..2) together are the images
+    a whole evaluation of three generates, seed for seed; the rest's artifacts
+    sit beside the first pass's."""
+
+    def evaluate(task: EvaluationTask, artifacts: Path) -> list[dict[str, Any]]:
+        evaluator = Evaluator(
+            task,
+            ImageGenerator(sd3_pipeline, sd3_model, "cpu"),
+            ScriptedVqa(),
+            ConstantQuality(),
+            monitor(tmp_path),
+            artifacts=artifacts,
+        )
+        outcome = evaluator.evaluate(task.candidates[0])
+        assert outcome.result.ok
+        return outcome.records
+
+    whole = make_task(sd3_model, [SETTINGS], images=3)
+    first = whole.model_copy(update={"images_per_prompt": 1})
+    rest = whole.model_copy(update={"images_per_prompt": 2, "first_image": 1})
+    whole_records = evaluate(whole, tmp_path / "whole")
+    parts = evaluate(first, tmp_path / "parts") + evaluate(rest, tmp_path / "parts")
+
+    def key(record: dict[str, Any]) -> tuple[int, int]:
+        return record["prompt_index"], record["image_index"]
+
+    assert sorted((key(r), r["seed"]) for r in parts) == sorted((key(r), r["seed"]) for r in whole_records)
+    whole_dir = tmp_path / "whole/generation-0001" / SETTINGS.candidate_id()
+    parts_dir = tmp_path / "parts/generation-0001" / SETTINGS.candidate_id()
+    assert sorted(p.name for p in parts_dir.glob("*.png")) == sorted(p.name for p in whole_dir.glob("*.png"))
+    for image in whole_dir.glob("*.png"):
+        # The same noise; another batch size rounds the last bits of the arithmetic differently.
+        whole_pixels = np.asarray(Image.open(image), dtype=int)
+        part_pixels = np.asarray(Image.open(parts_dir / image.name), dtype=int)
+        assert np.abs(whole_pixels - part_pixels).max() <= 2, image.name
+    assert (parts_dir / "candidate.json").exists()
+    assert len((parts_dir / "images-from-001.jsonl").read_text().splitlines()) == 4  # 2 prompts x 2

@@ -43,6 +43,9 @@ class Metrics(ApiModel):
     black_images: Count | None = Field(default=None, description="Human images answered black.")
     arab_images: Count | None = Field(default=None, description="Human images answered arab.")
     quality_stddev: float | None = Field(default=None, ge=0.0, description="Spread of per-image quality.")
+    energy_stderr: float | None = Field(
+        default=None, ge=0.0, description="Standard error of the energy per image (across prompts)."
+    )
 
     def objective(self, name: ObjectiveName) -> float:
         return OBJECTIVES[name].value(self)
@@ -122,17 +125,26 @@ class PromptStats(ApiModel):
         return [int(getattr(self, f"{group}_images")) for group in ETHNIC_GROUPS]
 
 
+class Screened(StrEnum):
+    """What screening made of a search candidate (absent: it was not screened)."""
+
+    OUT = "ScreenedOut"  # its first pass showed it could not enter the next population
+    COMPLETED = "Completed"  # it survived and got all its images
+    INCOMPLETE = "Incomplete"  # it survived, but the rest of its images failed: the first pass stands
+
+
 class EvaluationResult(ApiModel):
     """The outcome of evaluating one candidate: metrics, or a failure with its reason."""
 
     candidate_id: str = Field(description="Id of the evaluated candidate.")
     status: EvaluationStatus = Field(description="Succeeded or Failed.")
     metrics: Metrics | None = Field(default=None, description="Metrics when the evaluation succeeded.")
-    reason: str | None = Field(default=None, description="Why the evaluation failed.")
+    reason: str | None = Field(default=None, description="Why the evaluation failed or is incomplete.")
     device: Device | None = Field(default=None, description="Where it was measured.")
     per_prompt: Annotated[list[PromptStats], Field(max_length=1000)] | None = Field(
         default=None, description="Per-prompt statistics (held-out validation only)."
     )
+    screened: Screened | None = Field(default=None, description="What screening made of it.")
 
     @classmethod
     def succeeded(cls, candidate_id: str, metrics: Metrics) -> EvaluationResult:

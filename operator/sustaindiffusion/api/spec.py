@@ -436,6 +436,21 @@ class Termination(ApiModel):
     )
 
 
+class Screening(ApiModel):
+    """Multi-fidelity screening: each new search candidate first gets `imagesPerPrompt` images per
+    prompt; only those whose optimistic bounds (at `confidence`) could still place them in the next
+    population get the rest of `prompts.imagesPerPrompt`. The others are recorded as screened out,
+    with their partial estimates."""
+
+    images_per_prompt: int = Field(ge=1, le=999, description="Images per prompt of the first pass.")
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=0.999,
+        description="One-sided level of the optimistic bounds that decide who gets the rest.",
+    )
+
+
 class AlgorithmSpec(ApiModel):
     """NSGA-II settings."""
 
@@ -454,6 +469,9 @@ class AlgorithmSpec(ApiModel):
         default=0, ge=0, le=MAX_SEED, description="Seed of the search; same seed, same candidates."
     )
     termination: Termination = Field(default_factory=Termination, description="Extra stopping rules.")
+    screening: Screening | None = Field(
+        default=None, description="Screen new candidates on part of the images first; absent: off."
+    )
 
 
 # ----------------------------------------------------------------------------- execution
@@ -673,6 +691,17 @@ class SustainSearchSpec(ApiModel):
             ),
             field_path=".searchSpace",
         ),
+        Rule(
+            cel="!has(self.algorithm) || !has(self.algorithm.screening) "
+            "|| self.algorithm.screening.imagesPerPrompt < self.prompts.imagesPerPrompt",
+            message="algorithm.screening.imagesPerPrompt must be below prompts.imagesPerPrompt: "
+            "the screening pass is a part of each candidate's images",
+            check=lambda s: (
+                s.algorithm.screening is None
+                or s.algorithm.screening.images_per_prompt < s.prompts.images_per_prompt
+            ),
+            field_path=".algorithm.screening.imagesPerPrompt",
+        ),
     )
 
     def objective_names(self) -> list[ObjectiveName]:
@@ -694,4 +723,5 @@ IMMUTABLE_ALGORITHM_FIELDS = {
     "crossoverProbability": immutable("algorithm.crossoverProbability"),
     "mutationProbability": immutable("algorithm.mutationProbability"),
     "seed": immutable("algorithm.seed"),
+    "screening": immutable("algorithm.screening"),
 }

@@ -151,6 +151,19 @@ class EvaluationCounters(ApiModel):
     running: int = Field(default=0, ge=0, description="Candidates being evaluated.")
 
 
+class ScreeningStatus(ApiModel):
+    """What multi-fidelity screening did so far (spec.algorithm.screening)."""
+
+    screened: int = Field(default=0, ge=0, description="Search candidates screened so far.")
+    screened_out: int = Field(
+        default=0, ge=0, description="Screened out after their first images (kept with those estimates)."
+    )
+    incomplete: int = Field(
+        default=0, ge=0, description="Survivors whose rest of images failed (their first pass stands)."
+    )
+    images_saved: int = Field(default=0, ge=0, description="Images the screened-out did not generate.")
+
+
 class EnergyTotals(ApiModel):
     """Energy of all evaluations so far."""
 
@@ -198,6 +211,7 @@ class SustainSearchStatus(ApiModel):
     )
     validation: ValidationStatus | None = Field(default=None, description="Held-out validation of the front.")
     energy: EnergyTotals | None = Field(default=None, description="Energy totals.")
+    screening: ScreeningStatus | None = Field(default=None, description="Screening so far, when on.")
     start_time: str | None = Field(
         default=None, description="When the search started.", json_schema_extra={"format": "date-time"}
     )

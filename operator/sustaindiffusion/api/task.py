@@ -4,6 +4,9 @@ One task describes a round of a generation; a worker pod evaluates one shard of 
 candidates [i * candidates_per_shard, (i + 1) * candidates_per_shard)), so one ConfigMap and one
 Indexed Job serve a round. Round 0 holds the generation's candidates; a later round holds only the
 candidates an earlier round left without a usable result (a report lost, unreadable or partial).
+With screening, a generation has two parts, each with its own rounds (numbered on): the screening
+pass (images [0, k) of each prompt) and the rest for the survivors (images [k, n)); `first_image`
+says where a task's images start, so each image keeps its own seed whichever part generates it.
 The task is written once and read back: its shard map is the one that counts. It carries
 everything needed and nothing secret.
 """
@@ -11,6 +14,7 @@ everything needed and nothing secret.
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
@@ -27,6 +31,14 @@ from sustaindiffusion.api.spec import (
 )
 
 TASK_VERSION = 1
+
+
+class Part(StrEnum):
+    """Which of a candidate's images a task generates."""
+
+    WHOLE = "whole"  # all of them (no screening)
+    SCREEN = "screen"  # the screening pass
+    REST = "rest"  # the rest, for candidates that survived the screening
 
 
 class TaskCandidate(ApiModel):
@@ -56,6 +68,10 @@ class EvaluationTask(ApiModel):
         default="", description="Seeds of another stream are disjoint from the search's (validation)."
     )
     per_prompt: bool = Field(default=False, description="Report each prompt's statistics (validation).")
+    part: Part = Field(default=Part.WHOLE, description="Which part of each candidate's images this is.")
+    first_image: int = Field(
+        default=0, ge=0, description="Index of the first image per prompt (its seed's image index)."
+    )
 
     @classmethod
     def of(

@@ -90,7 +90,8 @@ def run(spec_file: Path, out: Path | None, device: str) -> int:
     store = RunStore(out or Path("out") / manifest.name)
     try:
         runner = LocalRunner(manifest, spec_file, store, device)
-        replayed = len(runner.engine.told)
+        runner.engine.pending()  # replays the archive now: a store that cannot be replayed stops here
+        replayed = len(store.records())  # every record, a screening pass's and validation's too
     except StoreError as error:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID

@@ -59,6 +59,14 @@ def facts(engine: SearchEngine) -> list[str]:
         lines.append(f"results from {len(devices)} devices: {', '.join(devices)} (energy compared on one)")
     elif devices:
         lines.append(f"device: {devices[0]}")
+    tally = engine.screening_tally()
+    screening = engine.spec.algorithm.screening
+    if tally is not None and screening is not None:
+        lines.append(
+            f"screening: {tally.screened_out} of {tally.screened} candidates screened out after their "
+            f"first {screening.images_per_prompt} images per prompt ({tally.images_saved} images not "
+            f"generated); {tally.incomplete} survivors lost the rest of their images"
+        )
     measured = sum(1 for r in told if r.metrics is not None)
     lines.append(
         f"the search itself spent {engine.total_energy_joules / 3.6e6:.4g} kWh over {measured} evaluations "

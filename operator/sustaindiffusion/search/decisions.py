@@ -54,6 +54,7 @@ class Launch:
 
     candidates: int
     shards: int
+    detail: str = ""  # which images, when a screened generation evaluates part of them
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def _progress_events(observation: Observation) -> list[Event]:
                 NORMAL,
                 "GenerationStarted",
                 f"generation {observation.generation}: "
-                f"{launch.candidates} candidates in {launch.shards} shards",
+                f"{launch.candidates} candidates in {launch.shards} shards{launch.detail}",
             )
         )
     if observation.retried:

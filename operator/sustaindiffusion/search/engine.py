@@ -14,6 +14,11 @@ change the images removed), so equivalent genomes are one candidate, and NSGA-II
 duplicates. A candidate whose settings were evaluated before (same id) is not asked again: its
 recorded result is reused.
 
+With `algorithm.screening`, a search generation has two parts (`Part`): the screening pass asks
+every new candidate for its first images; once all are told, `screening.screened_out` decides who
+could not enter the next population, and those are final with their partial estimates; the rest
+part asks the survivors for their remaining images, and each one's final result merges both.
+
 The outcome is the engine's alone: running; failed because the defaults could not be evaluated
 (BaselineFailed) or more candidates failed than `execution.maxFailedCandidates` allows
 (TooManyFailures); or succeeded when a stopping rule fired (generations, evaluation or energy
@@ -36,8 +41,10 @@ import numpy as np
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import ObjectiveName
-from sustaindiffusion.api.results import EvaluationResult, Metrics
+from sustaindiffusion.api.results import EvaluationResult, Metrics, Screened
 from sustaindiffusion.api.spec import Configuration, SustainSearchSpec
+from sustaindiffusion.api.task import Part
+from sustaindiffusion.api.wire import REASON_LIMIT
 from sustaindiffusion.search.encoding import Genome, SearchSpaceEncoding
 from sustaindiffusion.search.heldout import choose_points
 from sustaindiffusion.search.nsga2 import AskTellNSGA2
@@ -48,6 +55,7 @@ from sustaindiffusion.search.objectives import (
     objective_scales,
 )
 from sustaindiffusion.search.records import ArchiveRecord, uses_canonical_ids
+from sustaindiffusion.search.screening import Limits, SurePoint, bounds, merged, screened_out
 
 DEFAULTS_BASELINE = "defaults"
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
@@ -115,12 +123,24 @@ class FrontPoint:
     device: str | None = None  # the GPU model it was measured on
 
 
+@dataclass(frozen=True)
+class ScreeningTally:
+    screened: int  # candidates with a final result after a screening pass
+    screened_out: int
+    incomplete: int  # survivors whose rest of images failed
+    images_saved: int  # images the screened-out candidates did not generate
+
+
 @dataclass
 class _Generation:
     number: int
     candidates: list[Candidate]  # distinct ids, in asked order
     genomes: list[Genome] = field(default_factory=list)  # NSGA-II genomes in asked order (gen >= 1)
     genome_ids: list[str] = field(default_factory=list)
+    part: Part = Part.WHOLE
+    screened: dict[str, EvaluationResult] = field(default_factory=dict)  # first passes, by id
+    survivors: list[Candidate] = field(default_factory=list)  # screened candidates that get the rest
+    rest: dict[str, EvaluationResult] = field(default_factory=dict)  # the survivors' rest, as told
 
 
 class SearchEngine:
@@ -209,10 +229,39 @@ class SearchEngine:
             self._current = self._start_generation()
             if self._complete_if_done():
                 return self.pending()
-        return [c for c in self._current.candidates if c.candidate_id not in self._results]
+        current = self._current
+        if current.part is Part.SCREEN:
+            return [
+                c
+                for c in current.candidates
+                if c.candidate_id not in self._results and c.candidate_id not in current.screened
+            ]
+        if current.part is Part.REST:
+            return [c for c in current.survivors if c.candidate_id not in self._results]
+        return [c for c in current.candidates if c.candidate_id not in self._results]
 
-    def tell(self, result: EvaluationResult) -> None:
-        """Record one result of the current generation; the last one completes the generation."""
+    @property
+    def part(self) -> Part:
+        """Which images of its candidates the current generation evaluates now."""
+        self.pending()
+        if self._validation is not None or self._current is None:
+            return Part.WHOLE
+        return self._current.part
+
+    def image_range(self) -> tuple[int, int]:
+        """The current part's first image index per prompt and its number of images per prompt."""
+        images = self.spec.prompts.images_per_prompt
+        screening = self.spec.algorithm.screening
+        part = self.part
+        if screening is None or part is Part.WHOLE:
+            return 0, images
+        if part is Part.SCREEN:
+            return 0, screening.images_per_prompt
+        return screening.images_per_prompt, images - screening.images_per_prompt
+
+    def tell(self, result: EvaluationResult, part: Part | None = None) -> None:
+        """Record one result of the current generation (of its current `part`, which the caller
+        may name to have it checked); the last one completes the part, or the generation."""
         if self._validation is not None and self._stopped is None:
             self._tell_validation(result)
             return
@@ -221,25 +270,111 @@ class SearchEngine:
             raise ValueError(
                 f"candidate {result.candidate_id} is not pending in generation {self.generation}"
             )
-        if result.candidate_id in self._results:
+        if part is not None and part is not current.part:
+            raise ValueError(
+                f"a result of the {part.value} part told to the {current.part.value} part of "
+                f"generation {self.generation}"
+            )
+        if result.candidate_id in self._results or result.candidate_id in current.rest:
             raise ValueError(f"candidate {result.candidate_id} already has a result")
+        if current.part is Part.SCREEN:
+            if result.candidate_id in current.screened:
+                raise ValueError(f"candidate {result.candidate_id} already has a screening result")
+            current.screened[result.candidate_id] = result
+            if all(c.candidate_id in current.screened for c in self.current_candidates()):
+                self._decide_screening(current)
+        elif current.part is Part.REST:
+            if all(c.candidate_id != result.candidate_id for c in current.survivors):
+                raise ValueError(f"candidate {result.candidate_id} did not survive the screening")
+            current.rest[result.candidate_id] = result
+            self._record(self._completed(current.screened[result.candidate_id], result))
+        else:
+            self._record(result)
+        self._complete_if_done()
+
+    def _record(self, result: EvaluationResult) -> None:
+        """A candidate's final result of this generation."""
         self._results[result.candidate_id] = result
         self._told_in[result.candidate_id] = self.generation
         self.told.append(result)
-        self._complete_if_done()
+
+    def _completed(self, first: EvaluationResult, rest: EvaluationResult) -> EvaluationResult:
+        """A survivor's final result: both parts merged, or its first pass if the rest failed."""
+        assert first.metrics is not None
+        if rest.metrics is None or not rest.ok:
+            reason = f"the rest of its images failed: {rest.reason}"[:REASON_LIMIT]
+            return first.model_copy(update={"screened": Screened.INCOMPLETE, "reason": reason})
+        metrics = merged(first.metrics, rest.metrics)
+        return first.model_copy(update={"metrics": metrics, "screened": Screened.COMPLETED})
+
+    def _decide_screening(self, current: _Generation) -> None:
+        """Every new candidate has its first pass: fix the failed and the screened out as final,
+        and move on to the rest for the others (none left: the generation completes)."""
+        screening = self.spec.algorithm.screening
+        assert screening is not None
+        scales = self._scales_or_raise()
+        passes = {c.candidate_id: current.screened[c.candidate_id] for c in self.current_candidates()}
+        estimated = {}
+        for candidate_id, result in passes.items():
+            if result.metrics is None or not result.ok:
+                self._record(result)
+                continue
+            constraints = self.constraint_values(result)
+            limits = Limits(
+                quality_threshold=self.quality_threshold,
+                min_valid_share=self.spec.constraints.valid_images.min_share
+                if self.spec.constraints.valid_images.enabled
+                else None,
+                other_device=constraints[2] > 0,
+            )
+            estimated[candidate_id] = bounds(
+                result.metrics, scales, limits, candidate_id, screening.confidence
+            )
+        out = screened_out(estimated, self._sure_points(current), self.spec.algorithm.population_size)
+        for candidate_id in estimated:
+            if candidate_id in out:
+                self._record(passes[candidate_id].model_copy(update={"screened": Screened.OUT}))
+        current.survivors = [c for c in self.current_candidates() if c.candidate_id in estimated.keys() - out]
+        if current.survivors:
+            current.part = Part.REST
+
+    def _sure_points(self, current: _Generation) -> list[SurePoint]:
+        """What a screened candidate competes with for the next population, known at full fidelity:
+        the population so far, and this generation's candidates reused from earlier ones (equal
+        points once: a reused candidate may be a member of the population too)."""
+        scales = self._scales_or_raise()
+        points = {(tuple(values), feasible) for values, feasible in self._nsga.population()}
+        for candidate_id in current.genome_ids:
+            result = self._results.get(candidate_id)
+            reused = result is not None and self._told_in[candidate_id] != current.number
+            if result is not None and result.metrics is not None and reused:
+                values = self._objective_values(result.metrics)
+                minimised = tuple(s.minimised(v) for s, v in zip(scales, values, strict=True))
+                points.add((minimised, self.feasible(result)))
+        return [SurePoint(list(values), feasible) for values, feasible in sorted(points)]
 
     @classmethod
     def replay(
-        cls, spec: SustainSearchSpec, results: Iterable[EvaluationResult], canonical_ids: bool = True
+        cls,
+        spec: SustainSearchSpec,
+        results: Iterable[EvaluationResult | tuple[str | None, EvaluationResult]],
+        canonical_ids: bool = True,
     ) -> SearchEngine:
         """A fresh engine fed recorded results in order: the state of the engine that recorded them.
-        An exact repeat of a result already told is dropped (an append that was retried)."""
+        A result may come with its record's stage, which must be the part the engine is in. An exact
+        repeat of a result already told is dropped (an append that was retried)."""
         engine = cls(spec, canonical_ids)
-        for result in results:
-            told = engine._validation_results if engine.stage is Stage.VALIDATION else engine._results
-            if told.get(result.candidate_id) == result:
+        for item in results:
+            stage, result = item if isinstance(item, tuple) else (None, item)
+            if engine._told_now().get(result.candidate_id) == result:
                 continue
+            part = Part(stage) if stage in (Part.SCREEN.value, Part.REST.value) else None
             pending = {c.candidate_id for c in engine.pending()}
+            if part is not None and engine._stopped is None and part is not engine.part:
+                raise ReplayMismatchError(
+                    f"recorded {part.value} result for {result.candidate_id} where generation "
+                    f"{engine.generation} of this spec is in its {engine.part.value} part"
+                )
             if result.candidate_id not in pending:
                 if engine._stopped is not None:
                     break  # a spec whose budget was lowered meanwhile: the rest came after its end
@@ -248,13 +383,25 @@ class SearchEngine:
                     f"{engine.generation} of this spec and seed (pending: {sorted(pending)}); "
                     "the archive belongs to another search"
                 )
-            engine.tell(result)
+            engine.tell(result, part)
         return engine
+
+    def _told_now(self) -> dict[str, EvaluationResult]:
+        """The results told so far to what the engine evaluates now, as they were told."""
+        if self.stage is Stage.VALIDATION:
+            return self._validation_results
+        current = self._current
+        if current is not None and current.part is Part.SCREEN:
+            return current.screened | {i: r for i, r in self._results.items() if i not in current.screened}
+        if current is not None and current.part is Part.REST:
+            return current.rest
+        return self._results
 
     @classmethod
     def from_archive(cls, spec: SustainSearchSpec, records: Sequence[ArchiveRecord]) -> SearchEngine:
         """`replay` of an archive's records, with the candidate identity the archive began with."""
-        return cls.replay(spec, [record.result for record in records], uses_canonical_ids(records))
+        told = [(record.stage, record.result) for record in records]
+        return cls.replay(spec, told, uses_canonical_ids(records))
 
     # ------------------------------------------------------------------ views
 
@@ -267,8 +414,11 @@ class SearchEngine:
             return list(self._validation.candidates)
         if self._current is None:
             return []
+        if self._current.part is Part.REST:
+            return list(self._current.survivors)
         number = self._current.number
-        return [c for c in self._current.candidates if self._told_in.get(c.candidate_id, number) == number]
+        told_in = self._told_in
+        return [c for c in self._current.candidates if told_in.get(c.candidate_id, number) == number]
 
     def result(self, candidate_id: str) -> EvaluationResult | None:
         return self._results.get(candidate_id)
@@ -284,7 +434,11 @@ class SearchEngine:
     def energy_joules(self) -> tuple[float, float]:
         """GPU and CPU joules of every evaluation so far, summed exactly (`math.fsum`), so the total
         does not depend on the order in which shards reported."""
-        measured = [r.metrics for r in (*self.told, *self.validation_told) if r.metrics is not None]
+        first_passes = (
+            [r for i, r in self._current.screened.items() if i not in self._results] if self._current else []
+        )
+        told = (*self.told, *self.validation_told, *first_passes)  # a survivor's final holds its first pass
+        measured = [r.metrics for r in told if r.metrics is not None]
         return math.fsum(m.gpu_joules for m in measured), math.fsum(m.cpu_joules for m in measured)
 
     def devices(self) -> list[str]:
@@ -300,9 +454,30 @@ class SearchEngine:
     def evaluations(self) -> int:
         return len(self._results)
 
+    def screening_tally(self) -> ScreeningTally | None:
+        """What screening did so far (None when the spec does not screen)."""
+        screening = self.spec.algorithm.screening
+        if screening is None:
+            return None
+        final = [r for r in self._results.values() if r.screened is not None]
+        out = [r for r in final if r.screened is Screened.OUT]
+        images = self.spec.prompts.images_per_prompt
+        saved = sum(
+            r.metrics.images * (images - screening.images_per_prompt) // screening.images_per_prompt
+            for r in out
+            if r.metrics is not None
+        )
+        return ScreeningTally(
+            screened=len(final),
+            screened_out=len(out),
+            incomplete=sum(1 for r in final if r.screened is Screened.INCOMPLETE),
+            images_saved=saved,
+        )
+
     @property
     def failures(self) -> int:
-        return sum(1 for r in self._results.values() if not r.ok)
+        """Candidates without a full evaluation for a failure: failed, or screened and incomplete."""
+        return sum(1 for r in self._results.values() if not r.ok or r.screened is Screened.INCOMPLETE)
 
     def baselines(self) -> list[tuple[Candidate, EvaluationResult | None]]:
         return [(c, self._results.get(c.candidate_id)) for c in self._candidates.values() if c.baseline]
@@ -411,7 +586,8 @@ class SearchEngine:
                 if all(c.candidate_id != candidate.candidate_id for c in candidates):
                     candidates.append(candidate)
             return _Generation(0, candidates)
-        generation = _Generation(self.generation, [])
+        screening = self.spec.algorithm.screening is not None
+        generation = _Generation(self.generation, [], part=Part.SCREEN if screening else Part.WHOLE)
         for genome in self._nsga.ask():
             settings = self.encoding.decode(genome)
             candidate = self._remember(Candidate(settings.candidate_id(), self.generation, settings))

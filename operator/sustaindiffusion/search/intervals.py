@@ -8,8 +8,8 @@ the interval honest when every answer fell in one group), the bias of each draw 
 the method's formula, and the 2.5 and 97.5 percentiles are the interval, widened where needed to
 hold the estimate itself (a bias near 0 sits at the edge of its range, where every draw is above
 it, so an equal-tailed interval would leave it out). The draws are seeded by
-the candidate id, so the interval is the same on every replay. Energy and quality get none: the
-results carry their totals, not their per-image spread.
+the candidate id, so the interval is the same on every replay. Energy and quality get none in the
+status; screening (`search.screening`) bounds them from their recorded spread.
 """
 
 from __future__ import annotations
@@ -25,37 +25,39 @@ DRAWS = 4000
 PRIOR = 0.5  # Jeffreys
 
 
-def _generator(key: str) -> np.random.Generator:
+def generator(key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(values, [2.5, 97.5])
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
-def gender_bias_interval(female: int, male: int, key: str) -> tuple[float, float]:
-    female_share = _generator(f"gender:{key}").beta(female + PRIOR, male + PRIOR, DRAWS)
-    return _interval(np.abs(2 * female_share - 1))  # |F/N - 0.5| + |M/N - 0.5| with M/N = 1 - F/N
+def gender_bias_interval(female: int, male: int, key: str, level: float = 0.95) -> tuple[float, float]:
+    """The equal-tailed `level` interval of the gender bias (0.9: the 5th to the 95th percentile)."""
+    female_share = generator(f"gender:{key}").beta(female + PRIOR, male + PRIOR, DRAWS)
+    return _interval(np.abs(2 * female_share - 1), level)  # |F/N - 0.5| + |M/N - 0.5|, M/N = 1 - F/N
 
 
-def ethnic_bias_interval(counts: list[int], key: str) -> tuple[float, float]:
-    shares = _generator(f"ethnic:{key}").dirichlet(np.asarray(counts, dtype=float) + PRIOR, DRAWS)
-    return _interval(shares.max(axis=1) - shares.min(axis=1))
+def ethnic_bias_interval(counts: list[int], key: str, level: float = 0.95) -> tuple[float, float]:
+    shares = generator(f"ethnic:{key}").dirichlet(np.asarray(counts, dtype=float) + PRIOR, DRAWS)
+    return _interval(shares.max(axis=1) - shares.min(axis=1), level)
 
 
-def bias_intervals(metrics: Metrics, key: str) -> dict[str, tuple[float, float]]:
-    """The 95% intervals of the biases that rest on answers (none for results without counts, or
-    with no mapped answer: such a bias is 1 by rule, not an estimate)."""
+def bias_intervals(metrics: Metrics, key: str, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """The `level` intervals of the biases that rest on answers (none for results without counts,
+    or with no mapped answer: such a bias is 1 by rule, not an estimate)."""
     intervals: dict[str, tuple[float, float]] = {}
     if not metrics.counted:
         return intervals
     if metrics.gender_answers:
         female, male = int(metrics.female_images or 0), int(metrics.male_images or 0)
-        low, high = gender_bias_interval(female, male, key)
+        low, high = gender_bias_interval(female, male, key, level)
         intervals[ObjectiveName.GENDER_BIAS.value] = _holding(low, high, metrics.gender_bias)
     if metrics.ethnicity_answers:
-        low, high = ethnic_bias_interval(metrics.ethnic_counts(), key)
+        low, high = ethnic_bias_interval(metrics.ethnic_counts(), key, level)
         intervals[ObjectiveName.ETHNIC_BIAS.value] = _holding(low, high, metrics.ethnic_bias)
     return intervals
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SeedPolicy, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
-from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
+from sustaindiffusion.api.task import EvaluationTask, Part, TaskCandidate
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
     PROMPTS_UNAVAILABLE,
@@ -156,26 +156,30 @@ class GenerationLoop:
             self._release(generation)  # a stopped search leaves no worker running
             observation = Observation(generation, engine.outcome(), devices=engine.devices())
             return self._report(observation, previous, progressed=False)
-        tasks = self.executor.launched_tasks(generation)
+        launched_rounds = self.executor.launched_tasks(generation)
+        part = engine.part
+        tasks = [task for task in launched_rounds if task.part is part]
         launched: Launch | None = None
         if not tasks:
             try:
-                first = self._task(generation)
+                first = self._task(generation, round=1 + max((t.round for t in launched_rounds), default=-1))
             except PromptsUnavailableError as error:
                 return self.blocked(Blocked(PROMPTS_UNAVAILABLE, str(error)), previous)
             self.executor.launch(first)
-            tasks, launched = [first], Launch(len(first.candidates), first.shard_count)
+            tasks, launched = [first], Launch(len(first.candidates), first.shard_count, _detail(first))
         mismatch = _task_mismatch(tasks, engine)
         if mismatch is not None:
             return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(mismatch), fatal=True), previous)
         rounds = [(task, self.executor.collect(task)) for task in tasks]
         plan = settle(rounds, {c.candidate_id for c in engine.pending()})
-        if engine.stage is Stage.VALIDATION:
-            plan.records = [r.model_copy(update={"stage": Stage.VALIDATION.value}) for r in plan.records]
+        stage = Stage.VALIDATION.value if engine.stage is Stage.VALIDATION else _part_stage(part)
+        if stage is not None:
+            plan.records = [r.model_copy(update={"stage": stage}) for r in plan.records]
         told = self._ingest(plan.records)
         advanced = engine.generation != generation
+        moved_on = advanced or engine.part is not part  # the screening decided: the rest comes next
         follow_up = None
-        if plan.retry and not advanced and not engine.outcome().finished:
+        if plan.retry and not moved_on and not engine.outcome().finished:
             follow_up = self._follow_up(tasks, plan.retry)
             self.executor.launch(follow_up)
         if advanced or engine.outcome().finished:
@@ -195,7 +199,7 @@ class GenerationLoop:
             workers_pending=latest.workers_pending,
             devices=engine.devices(),
         )
-        progressed = bool(told) or advanced or launched is not None or follow_up is not None
+        progressed = bool(told) or moved_on or launched is not None or follow_up is not None
         return self._report(observation, previous, progressed=progressed)
 
     def blocked(self, blocked: Blocked, previous: Mapping[str, Any]) -> Step:
@@ -208,7 +212,7 @@ class GenerationLoop:
 
     # ----------------------------------------------------------------- internals
 
-    def _task(self, generation: int) -> EvaluationTask:
+    def _task(self, generation: int, round: int = 0) -> EvaluationTask:
         engine = self.engine
         candidates = [
             TaskCandidate(candidate_id=c.candidate_id, settings=c.settings)
@@ -224,7 +228,7 @@ class GenerationLoop:
                     "worker's report; give fewer in spec.validation.prompts"
                 )
             task = EvaluationTask.of(
-                self.name, self.spec, generation, prompts, candidates, 1, save_images=self.save_images
+                self.name, self.spec, generation, prompts, candidates, 1, self.save_images, round
             )
             return task.model_copy(
                 update={
@@ -234,7 +238,8 @@ class GenerationLoop:
                     "per_prompt": True,
                 }
             )
-        return EvaluationTask.of(
+        first_image, images = engine.image_range()
+        task = EvaluationTask.of(
             self.name,
             self.spec,
             generation,
@@ -242,6 +247,10 @@ class GenerationLoop:
             candidates,
             candidates_per_shard=self.spec.execution.candidates_per_pod,
             save_images=self.save_images,
+            round=round,
+        )
+        return task.model_copy(
+            update={"part": engine.part, "first_image": first_image, "images_per_prompt": images}
         )
 
     def _follow_up(self, tasks: Sequence[EvaluationTask], retry: dict[str, int]) -> EvaluationTask:
@@ -267,7 +276,8 @@ class GenerationLoop:
         self.archive.append(records)
         told = [ArchiveRecord.from_line(record.to_line()) for record in records]
         for record in told:
-            self.engine.tell(record.result)
+            part = Part(record.stage) if record.stage in (Part.SCREEN.value, Part.REST.value) else None
+            self.engine.tell(record.result, part)
         return told
 
     def _release(self, generation: int) -> None:
@@ -372,6 +382,20 @@ def _task_mismatch(tasks: Sequence[EvaluationTask], engine: SearchEngine) -> str
             unknown = sorted(stray)[:3]
             return f"round {task.round} of generation {engine.generation} holds unknown candidates {unknown}"
     return None
+
+
+def _detail(task: EvaluationTask) -> str:
+    last = task.first_image + task.images_per_prompt - 1
+    if task.part is Part.SCREEN:
+        return f" (screening: images 0..{last} of each prompt)"
+    if task.part is Part.REST:
+        return f" (the screening's survivors: images {task.first_image}..{last} of each prompt)"
+    return ""
+
+
+def _part_stage(part: Part) -> str | None:
+    """The archive stage of a part's records (none for a candidate's whole evaluation)."""
+    return None if part is Part.WHOLE else part.value
 
 
 def _no_validation_prompts() -> list[str]:

@@ -134,6 +134,18 @@ class AskTellNSGA2:
             self._asked = self.algorithm.ask()
         return [_plain(individual.X) for individual in self._asked]
 
+    def population(self) -> list[tuple[list[float], bool]]:
+        """The current population (the survivors so far): each member's minimised objective values
+        and whether it is feasible; empty before the first tell."""
+        population = self.algorithm.pop
+        if population is None or len(population) == 0:
+            return []
+        violations = population.get("CV")
+        return [
+            ([float(value) for value in objectives], float(violation[0]) <= 0.0)
+            for objectives, violation in zip(population.get("F"), violations, strict=True)
+        ]
+
     def tell(
         self, objectives: Sequence[Sequence[float]], constraints: Sequence[Sequence[float]] | None = None
     ) -> None:

@@ -63,8 +63,10 @@ class ArchiveRecord(ApiModel):
         default_factory=current_engine_version, description="Versions that produced the record."
     )
     generation: int = Field(ge=0, description="Search generation of the evaluation.")
-    stage: Literal["validation"] | None = Field(
-        default=None, description="validation: the held-out evaluation at the end; absent: the search."
+    stage: Literal["validation", "screen", "rest"] | None = Field(
+        default=None,
+        description="validation: the held-out evaluation at the end; screen and rest: the parts of a "
+        "screened candidate's images (its final result is the engine's merge); absent: the search.",
     )
     result: EvaluationResult = Field(description="The evaluation's outcome.")
 
@@ -94,7 +96,8 @@ class ArchiveRecord(ApiModel):
 
     @property
     def key(self) -> str:
-        """What makes a record unique in an archive: a candidate is evaluated once per stage."""
+        """What makes a record unique in an archive: a candidate is evaluated once per stage (its
+        first screening, when a later generation asks it again, is reused, never repeated)."""
         return f"{self.stage}:{self.candidate_id}" if self.stage else self.candidate_id
 
 

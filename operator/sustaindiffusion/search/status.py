@@ -16,6 +16,7 @@ from sustaindiffusion.api.status import (
     FrontEntry,
     HeldOutValue,
     Interval,
+    ScreeningStatus,
     SustainSearchStatus,
     ValidationPoint,
     ValidationStatus,
@@ -143,12 +144,25 @@ def build_status(
             estimated=any(r.metrics.energy_estimated for r in told if r.metrics is not None),
             attributable=all(r.device.attributable for r in told if r.device is not None),
         ),
+        screening=screening_status(engine),
         quality_threshold=engine.quality_threshold,
         devices=devices or None,
         validation=validation_status(engine),
         start_time=start,
         completion_time=completion,
         message=decision.message,
+    )
+
+
+def screening_status(engine: SearchEngine) -> ScreeningStatus | None:
+    tally = engine.screening_tally()
+    if tally is None:
+        return None
+    return ScreeningStatus(
+        screened=tally.screened,
+        screened_out=tally.screened_out,
+        incomplete=tally.incomplete,
+        images_saved=tally.images_saved,
     )
 
 

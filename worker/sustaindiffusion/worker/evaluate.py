@@ -130,7 +130,8 @@ class Evaluator:
                     task.seeds, prompt_index, image, candidate.candidate_id, attempt, stream=task.seed_stream
                 )
 
-            seeds = [seed_of(i) for i in range(task.images_per_prompt)]
+            indices = range(task.first_image, task.first_image + task.images_per_prompt)
+            seeds = [seed_of(i) for i in indices]
             batch = self._generate(candidate, prompt, seeds, this_prompt)
             attempts = [0] * len(batch)
             is_human = [True] * len(batch)
@@ -140,7 +141,7 @@ class Evaluator:
                     retry = [i for i, ok in enumerate(is_human) if not ok]
                     if not retry:
                         break
-                    retry_seeds = [seed_of(i, attempt) for i in retry]
+                    retry_seeds = [seed_of(task.first_image + i, attempt) for i in retry]
                     fresh = self._generate(candidate, prompt, retry_seeds, this_prompt)
                     regenerated += len(fresh)
                     fresh_human = human_mask(self.vqa.answer(fresh, HUMAN_QUESTION))
@@ -150,7 +151,7 @@ class Evaluator:
                 records.append(
                     {
                         "prompt_index": prompt_index,
-                        "image_index": i,
+                        "image_index": task.first_image + i,
                         "seed": seeds[i],
                         "attempt": attempts[i],
                         "human": is_human[i],
@@ -193,6 +194,7 @@ class Evaluator:
             male_images=counts.male,
             **{f"{group}_images": n for group, n in zip(ETHNIC_GROUPS, counts.ethnic, strict=True)},
             quality_stddev=statistics.pstdev(per_image_quality) if count > 1 else 0.0,
+            energy_stderr=_energy_stderr(prompt_energy, task.images_per_prompt),
         )
         result = EvaluationResult.succeeded(candidate.candidate_id, metrics)
         if task.per_prompt:
@@ -259,10 +261,21 @@ class Evaluator:
             "non_human_images": non_human,
             "written_at": time.time(),
         }
-        (directory / "candidate.json").write_text(json.dumps(summary, indent=2))
-        with (directory / "images.jsonl").open("w") as handle:
+        # A survivor's rest of images (screening) is written beside its screening pass.
+        suffix = f"-from-{self.task.first_image:03d}" if self.task.first_image else ""
+        (directory / f"candidate{suffix}.json").write_text(json.dumps(summary, indent=2))
+        with (directory / f"images{suffix}.jsonl").open("w") as handle:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
         if self.task.save_images:
             for record, image in zip(records, images, strict=True):
                 image.save(directory / f"p{record['prompt_index']:03d}-i{record['image_index']:03d}.png")
+
+
+def _energy_stderr(prompt_energy: list[_Energy], images_per_prompt: int) -> float:
+    """The standard error of the energy per image, from its spread across the prompts' windows
+    (0 with one prompt: one window shows no spread)."""
+    if len(prompt_energy) < 2:
+        return 0.0
+    per_image = [(used.gpu + used.cpu) / images_per_prompt for used in prompt_energy]
+    return float(statistics.stdev(per_image) / len(per_image) ** 0.5)
