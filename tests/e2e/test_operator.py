@@ -15,7 +15,9 @@ import pytest
 from kubernetes import client
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.kube import names
+from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.e2e.conftest import fresh_namespace, running_operator
 from tests.support.controlplane import ControlPlane
@@ -339,3 +341,58 @@ def test_a_search_with_held_out_validation_fills_it_into_its_status(
     records = archive_records(api_client, namespace, "validated")
     assert sum(r.stage == "validation" for r in records) == len(points)
     assert {r.generation for r in records if r.stage == "validation"} == {2}
+
+
+def test_a_screened_search_survives_operator_kills_in_both_parts_and_repeats_nothing(
+    api_client: client.ApiClient,
+    operator: OperatorProcess,
+    test_kubelet: TestKubelet,
+    namespace: str,
+    tiny_models: Path,
+) -> None:
+    """algorithm.screening through the operator: one image per prompt first, the other two for the
+    survivors; the operator is killed once the first screening results are archived and once the
+    first survivors' rest is, and the search still evaluates every part of every candidate once."""
+    spec = search_spec(tiny_models)
+    spec["prompts"]["imagesPerPrompt"] = 3
+    spec["algorithm"] |= {"generations": 3, "screening": {"imagesPerPrompt": 1, "confidence": 0.8}}
+    create_search(api_client, namespace, "screened", spec)
+    for stage in ("screen", "rest"):
+
+        def archived(stage: str = stage) -> bool:
+            records = archive_records(api_client, namespace, "screened")
+            finished = (get_search(api_client, namespace, "screened").get("status") or {}).get("phase")
+            return finished == "Succeeded" or any(r.stage == stage for r in records)
+
+        wait_until(archived, SEARCH_TIMEOUT, interval=0.3, what=f"a {stage} record")
+        operator.kill()
+        operator.start()
+    search = wait_phase(api_client, namespace, "screened", operator)
+    status = search["status"]
+    records = archive_records(api_client, namespace, "screened")
+    keys = [r.key for r in records]
+    assert len(keys) == len(set(keys)), "a part was archived twice"
+    screened = {r.candidate_id for r in records if r.stage == "screen"}
+    rest = {r.candidate_id for r in records if r.stage == "rest"}
+    assert screened
+    assert rest, "some candidates survived the screening"
+    assert rest <= screened
+    assert all(
+        r.result.metrics is not None and r.result.metrics.images == 1 for r in records if r.stage == "screen"
+    )
+    evaluated = evaluated_candidates(test_kubelet, namespace)
+    assert len(evaluated) == len(records), "a part of a candidate was evaluated twice"
+    assert status["screening"]["screened"] == len(screened)
+    assert status["screening"]["screenedOut"] == len(screened) - len(rest)
+    assert status["screening"]["imagesSaved"] == 2 * status["screening"]["screenedOut"]
+    for entry in status["front"]:
+        if entry["candidateId"] in rest:
+            assert entry["images"] == 3
+        assert entry["candidateId"] not in screened - rest  # screened out: never on the front
+    # The archive replays to the state the operator reported: the same decisions on every restart.
+    replayed = SearchEngine.from_archive(SustainSearchSpec.model_validate(spec), records)
+    assert replayed.outcome().finished
+    assert sorted(p.candidate.candidate_id for p in replayed.front()) == sorted(
+        entry["candidateId"] for entry in status["front"]
+    )
+    assert operator.starts >= 2

@@ -492,8 +492,8 @@ class SearchEngine:
         return [s.normalise(objectives[s.name.value]) for s in self._scales_or_raise()]
 
     def front(self) -> list[FrontPoint]:
-        """Non-dominated feasible results of the search so far (baselines reported beside it);
-        empty until the defaults have been evaluated."""
+        """Non-dominated feasible results of the search so far (baselines reported beside it; the
+        screened out left aside); empty until the defaults have been evaluated."""
         points = self._feasible_search_points()
         if not points or self._scales is None:
             return []
@@ -566,7 +566,9 @@ class SearchEngine:
         points = []
         for candidate_id in self._search_ids:
             result = self._results.get(candidate_id)
-            if result is not None and result.metrics is not None and self.feasible(result):
+            if result is None or result.metrics is None or result.screened is Screened.OUT:
+                continue  # a screened-out estimate rests on a first pass only: never a front point
+            if self.feasible(result):
                 points.append((result, self._objective_values(result.metrics)))
         return points
 
