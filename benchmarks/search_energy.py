@@ -2,7 +2,7 @@
 (`benchmarks/simulator.py`): the real engine (NSGA-II, constraints, duplicates) runs the method's
 setup; each arm is run over several seeds.
 
-    .venv/bin/python benchmarks/search_energy.py [--seeds 10] [--population 20] [--generations 10]
+    .venv/bin/python benchmarks/search_energy.py [--seeds 30] [--population 20] [--generations 10]
                                                 [--images 20] [--space method]
 
 Per arm it prints the mean over seeds of: evaluations and images generated, the simulated GPU+CPU
@@ -14,9 +14,10 @@ Spaces: the method's (SD3 medium) and a few-step distilled model's, where guidan
 Arms: `plain` identifies candidates by their settings as decoded (the identity of archives begun
 before canonical ids); `canonical` by their canonical form (`CandidateSettings.canonical`);
 `screen-k` adds multi-fidelity screening (`algorithm.screening.imagesPerPrompt: k`: k images
-first, the rest for candidates that could still enter the next population; `/.8`: bounds at
-confidence 0.8 instead of 0.95); `=E` runs more generations (up to 100) until it has spent what
-`plain` spent on the same seed. The
+first, the rest for candidates that could still enter the next population; bounds at the default
+confidence 0.8, `@.95` at 0.95); `=E` runs more generations (up to 100) until it has spent what
+`plain` spent on the same seed; `evidence` gives 5 front points 10 more images per generation (up
+to 60), `+ev` the same on top of screening. The
 "screened" column counts the candidates screened out.
 """
 
@@ -38,6 +39,7 @@ from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
 from sustaindiffusion.api.results import Screened
 from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
 
@@ -82,17 +84,20 @@ class Arm:
     name: str
     canonical: bool = True
     screening: int | None = None  # images of the screening pass (of the candidate's `images`)
-    confidence: float = 0.95  # of the screening's optimistic bounds
+    confidence: float = 0.8  # of the screening's optimistic bounds (the spec's default)
+    evidence: bool = False  # 5 front points get 10 more images per generation, up to 60
     equal_energy: bool = False  # more generations, stopped by plain NSGA-II's energy as the budget
 
 
 ARMS = (
     Arm("plain", canonical=False),
     Arm("canonical"),
+    Arm("screen-5@.95", screening=5, confidence=0.95),
     Arm("screen-5", screening=5),
-    Arm("screen-5/.8", screening=5, confidence=0.8),
-    Arm("screen-2/.8", screening=2, confidence=0.8),
-    Arm("screen-2/.8=E", screening=2, confidence=0.8, equal_energy=True),
+    Arm("screen-2", screening=2),
+    Arm("screen-2=E", screening=2, equal_energy=True),
+    Arm("evidence", evidence=True),
+    Arm("screen-2+ev", screening=2, evidence=True),
 )
 
 
@@ -105,12 +110,19 @@ def search_spec(
     screening: int | None = None,
     energy_budget: float | None = None,
     confidence: float = 0.95,
+    evidence: bool = False,
 ) -> SustainSearchSpec:
     algorithm: dict[str, Any] = {"populationSize": population, "generations": generations, "seed": seed}
     if screening is not None:
         algorithm["screening"] = {"imagesPerPrompt": screening, "confidence": confidence}
     if energy_budget is not None:
         algorithm["termination"] = {"energyBudgetJoules": energy_budget}
+    if evidence:
+        algorithm["evidence"] = {
+            "imagesPerPrompt": images // 2,
+            "maxImagesPerPrompt": 3 * images,
+            "points": 5,
+        }
     return SustainSearchSpec.model_validate(
         {
             "prompts": {"inline": [METHOD_SEARCH_PROMPT], "imagesPerPrompt": images},
@@ -144,7 +156,15 @@ def run_arm(
     """One search of the arm; `energy_budget` (joules) with `generations` as a ceiling, for arms
     compared at equal energy."""
     spec = search_spec(
-        space, seed, population, generations, images, arm.screening, energy_budget, arm.confidence
+        space,
+        seed,
+        population,
+        generations,
+        images,
+        arm.screening,
+        energy_budget,
+        arm.confidence,
+        arm.evidence,
     )
     model = SPACES[space][0]
     engine = SearchEngine(spec, canonical_ids=arm.canonical)
@@ -153,13 +173,16 @@ def run_arm(
     joules = 0.0
     while not engine.outcome().finished:
         first_image, count = engine.image_range()
+        asked = engine.part in (Part.WHOLE, Part.SCREEN)  # a candidate's first evaluation
         for candidate in engine.ask():
-            result = simulate(candidate.candidate_id, candidate.settings, count, seed, model, first_image)
+            own = engine.first_image(candidate.candidate_id)  # more evidence: its own next images
+            start = own if own is not None else first_image
+            result = simulate(candidate.candidate_id, candidate.settings, count, seed, model, start)
             engine.tell(result)
             generated += count
             assert result.metrics is not None
             joules += result.metrics.energy_joules_per_image * count
-            if first_image == 0:
+            if asked:
                 evaluations += 1
                 same_images = candidate.settings.canonical().candidate_id()
                 equivalent += same_images in seen_images
@@ -173,7 +196,7 @@ def run_arm(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--population", type=int, default=20)
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--images", type=int, default=20, help="images per candidate")
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{images} images per candidate, {arguments.seeds} seeds (means; hypervolume ± stdev)"
     )
     print(
-        f"{'space':<10} {'arm':<13} {'evaluations':>11} {'images':>7} {'kWh':>8} {'equivalent':>10} "
+        f"{'space':<10} {'arm':<15} {'evaluations':>11} {'images':>7} {'kWh':>8} {'equivalent':>10} "
         f"{'screened':>8} {'true HV':>15}"
     )
     for space in arguments.space or SPACES:
@@ -204,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             hv = [r.true_hypervolume for r in runs]
             spread = statistics.stdev(hv) if len(hv) > 1 else 0.0
             print(
-                f"{space:<10} {arm.name:<13} {statistics.mean(r.evaluations for r in runs):>11.1f} "
+                f"{space:<10} {arm.name:<15} {statistics.mean(r.evaluations for r in runs):>11.1f} "
                 f"{statistics.mean(r.images for r in runs):>7.0f} "
                 f"{statistics.mean(r.joules for r in runs) / JOULES_PER_KWH:>8.3f} "
                 f"{statistics.mean(r.equivalent for r in runs):>10.1f} "

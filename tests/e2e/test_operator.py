@@ -343,19 +343,24 @@ def test_a_search_with_held_out_validation_fills_it_into_its_status(
     assert {r.generation for r in records if r.stage == "validation"} == {2}
 
 
-def test_a_screened_search_survives_operator_kills_in_both_parts_and_repeats_nothing(
+def test_a_screened_search_with_more_evidence_survives_operator_kills_and_repeats_nothing(
     api_client: client.ApiClient,
     operator: OperatorProcess,
     test_kubelet: TestKubelet,
     namespace: str,
     tiny_models: Path,
 ) -> None:
-    """algorithm.screening through the operator: one image per prompt first, the other two for the
-    survivors; the operator is killed once the first screening results are archived and once the
-    first survivors' rest is, and the search still evaluates every part of every candidate once."""
+    """algorithm.screening and algorithm.evidence through the operator: one image per prompt first,
+    the other two for the survivors, one more per generation for two front points (up to five);
+    the operator is killed once the first screening results are archived and once the first
+    survivors' rest is, and the search still evaluates every part of every candidate once."""
     spec = search_spec(tiny_models)
     spec["prompts"]["imagesPerPrompt"] = 3
-    spec["algorithm"] |= {"generations": 3, "screening": {"imagesPerPrompt": 1, "confidence": 0.8}}
+    spec["algorithm"] |= {
+        "generations": 3,
+        "screening": {"imagesPerPrompt": 1, "confidence": 0.8},
+        "evidence": {"imagesPerPrompt": 1, "maxImagesPerPrompt": 5, "points": 2},
+    }
     create_search(api_client, namespace, "screened", spec)
     for stage in ("screen", "rest"):
 
@@ -385,9 +390,12 @@ def test_a_screened_search_survives_operator_kills_in_both_parts_and_repeats_not
     assert status["screening"]["screened"] == len(screened)
     assert status["screening"]["screenedOut"] == len(screened) - len(rest)
     assert status["screening"]["imagesSaved"] == 2 * status["screening"]["screenedOut"]
+    evidence = [r for r in records if r.stage == "evidence"]
+    assert evidence, "front points got more evidence"
+    assert all(r.result.metrics is not None and r.result.metrics.images == 1 for r in evidence if r.result.ok)
     for entry in status["front"]:
         if entry["candidateId"] in rest:
-            assert entry["images"] == 3
+            assert 3 <= entry["images"] <= 5
         assert entry["candidateId"] not in screened - rest  # screened out: never on the front
     # The archive replays to the state the operator reported: the same decisions on every restart.
     replayed = SearchEngine.from_archive(SustainSearchSpec.model_validate(spec), records)

@@ -122,12 +122,16 @@ def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_pat
     assert json.loads((out / "status.json").read_text())["phase"] == "Succeeded"
 
 
-def test_a_screened_search_resumes_mid_screening_and_keeps_the_partial_estimates(tmp_path: Path) -> None:
-    """algorithm.screening: a first pass of 1 image per prompt (of 4), the rest for survivors;
-    interrupted once the first screening results are archived, resumed without evaluating again."""
+def test_a_screened_search_with_more_evidence_resumes_mid_screening_and_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    """algorithm.screening: a first pass of 1 image per prompt (of 4), the rest for survivors; and
+    algorithm.evidence: 2 more images per prompt for 2 front points from generation 2 on.
+    Interrupted once the first screening results are archived, resumed without evaluating again."""
     spec = spec_file(tmp_path, generations=3)
     manifest = yaml.safe_load(spec.read_text())
     manifest["spec"]["algorithm"]["screening"] = {"imagesPerPrompt": 1, "confidence": 0.8}
+    manifest["spec"]["algorithm"]["evidence"] = {"imagesPerPrompt": 2, "maxImagesPerPrompt": 8, "points": 2}
     spec.write_text(yaml.safe_dump(manifest))
     out = tmp_path / "out"
     archive = out / "archive.jsonl"
@@ -164,8 +168,15 @@ def test_a_screened_search_resumes_mid_screening_and_keeps_the_partial_estimates
     assert screening["screened"] == len(screened)
     assert screening["screenedOut"] == len(screened) - len(rest)
     assert screening["imagesSaved"] == 6 * screening["screenedOut"]
+    evidence = [r.result for r in records if r.stage == "evidence"]
+    assert evidence
+    assert all(r.metrics is not None and r.metrics.images == 4 for r in evidence if r.ok)
     front = {entry["candidateId"]: entry for entry in status["front"]}
-    assert all(front[c]["images"] == 8 for c in rest if c in front)  # survivors rest on all 8 images
+    assert all(front[c]["images"] in (8, 12, 16) for c in rest if c in front)  # all 8, and more evidence
+    assert any(entry["images"] > 8 for entry in front.values())
+    artifacts = out / "artifacts"
+    sharpened = evidence[0].candidate_id
+    assert list(artifacts.glob(f"generation-*/{sharpened}/images-from-004.jsonl"))
     assert "screening:" in resumed.stdout + resumed.stderr
 
 

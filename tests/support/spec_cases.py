@@ -189,6 +189,24 @@ INVALID_CASES = [
         "spec.algorithm.screening.confidence",
         "greater than or equal to 0.5",
     ),
+    InvalidCase(
+        "evidence capped at the images a candidate already has",
+        {"prompts.imagesPerPrompt": 8, "algorithm.evidence": {"imagesPerPrompt": 4, "maxImagesPerPrompt": 8}},
+        "spec.algorithm.evidence.maxImagesPerPrompt",
+        "algorithm.evidence.maxImagesPerPrompt must be above prompts.imagesPerPrompt",
+    ),
+    InvalidCase(
+        "evidence without images",
+        {"algorithm.evidence": {"imagesPerPrompt": 0, "maxImagesPerPrompt": 40}},
+        "spec.algorithm.evidence.imagesPerPrompt",
+        "greater than or equal to 1",
+    ),
+    InvalidCase(
+        "evidence without a cap",
+        {"algorithm.evidence": {"imagesPerPrompt": 5}},
+        "spec.algorithm.evidence.maxImagesPerPrompt",
+        "Required",
+    ),
     InvalidCase("no objectives", {"objectives": []}, "spec.objectives", "at least 1 items"),
     InvalidCase(
         "duplicate objective",

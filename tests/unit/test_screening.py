@@ -1,7 +1,8 @@
 """Multi-fidelity screening: merging a candidate's two parts, the optimistic and pessimistic bounds,
 who is screened out, and a screened search in the engine (its decisions, its energy bill, and its
-replay after a crash at every point). Evaluations come from the simulated model of the search
-benchmark, whose images are drawn one by one, so a first pass and its rest are one evaluation."""
+replay after a crash at every point); more evidence for front points as the search goes.
+Evaluations come from the simulated model of the search benchmark, whose images are drawn one by
+one, so a first pass and its rest are one evaluation."""
 
 from __future__ import annotations
 
@@ -194,7 +195,9 @@ def evaluate(engine: SearchEngine, fails: Fails = lambda c, p: False) -> list[tu
         if fails(candidate, part):
             result = EvaluationResult.failed(candidate.candidate_id, "CUDA out of memory (simulated)")
         else:
-            result = simulate(candidate.candidate_id, candidate.settings, images, 3, first_image=first_image)
+            own = engine.first_image(candidate.candidate_id)  # more evidence: from its own next image
+            start = own if own is not None else first_image
+            result = simulate(candidate.candidate_id, candidate.settings, images, 3, first_image=start)
         engine.tell(result, part)
         told.append((part, result))
     return told
@@ -307,3 +310,74 @@ def test_the_screening_decisions_do_not_depend_on_the_order_of_results() -> None
         r.candidate_id: r.screened for r in backward.told
     }
     assert np.isclose(forward.current_hypervolume(), backward.current_hypervolume())
+
+
+# ----------------------------------------------------------------------------- more evidence
+
+
+def evidence_spec(**algorithm: Any) -> Any:
+    """Three front points get 4 more images per prompt each generation, up to 20 (of 12 at first)."""
+    evidence = {"imagesPerPrompt": 4, "maxImagesPerPrompt": 20, "points": 3}
+    return screening_spec(evidence=evidence, **algorithm)
+
+
+def test_front_points_get_more_images_on_fresh_seeds_up_to_the_cap() -> None:
+    engine = SearchEngine(evidence_spec(generations=6, screening=None))
+    told = run_screened(engine)
+    extra = [r for part, r in told if part is Part.EVIDENCE]
+    assert extra
+    assert all(r.metrics is not None and r.metrics.images == 4 for r in extra)
+    sharpened = {r.candidate_id for r in extra}
+    images = {r.candidate_id: r.metrics.images for r in engine.told if r.metrics is not None}
+    assert all(12 < images[c] <= 20 for c in sharpened)
+    assert max(images.values()) <= 20
+    # Each extra pass is billed once: the final results hold every part's joules.
+    spent = sum(r.metrics.gpu_joules + r.metrics.cpu_joules for _, r in told if r.metrics is not None)
+    assert engine.total_energy_joules == pytest.approx(spent)
+    front = engine.front()
+    assert any(p.metrics.images > 12 for p in front)
+
+
+def test_the_population_ranks_the_sharpened_estimates() -> None:
+    engine = SearchEngine(evidence_spec(generations=3, screening=None))
+    while not engine.outcome().finished and engine.part is not Part.EVIDENCE:
+        evaluate(engine)
+    assert engine.part is Part.EVIDENCE
+    chosen = [c.candidate_id for c in engine.pending()]
+    evaluate(engine)
+    population = {tuple(values) for values, _ in engine._nsga.population()}
+    for candidate_id in chosen:
+        result = engine.result(candidate_id)
+        assert result is not None
+        assert result.metrics is not None
+        assert result.metrics.images == 16
+        values = tuple(
+            s.minimised(v)
+            for s, v in zip(engine._scales_or_raise(), engine._objective_values(result.metrics), strict=True)
+        )
+        assert values in population
+
+
+def test_replay_after_a_crash_at_every_point_of_a_search_with_screening_and_evidence() -> None:
+    spec = evidence_spec(generations=4)
+    reference = SearchEngine(spec)
+    told = run_screened(reference)
+    assert any(part is Part.EVIDENCE for part, _ in told)
+    records = [ArchiveRecord(generation=0, stage=_stage(part), result=r) for part, r in told]
+    for crash in range(0, len(records) + 1, 4):
+        resumed = SearchEngine.from_archive(spec, records[:crash])
+        after = run_screened(resumed)
+        assert [(p, r.candidate_id) for p, r in after] == [(p, r.candidate_id) for p, r in told[crash:]]
+        assert resumed.told == reference.told
+        assert resumed.hypervolume_history == reference.hypervolume_history
+
+
+def test_a_failed_extra_pass_keeps_the_estimate_and_the_search_goes_on() -> None:
+    engine = SearchEngine(evidence_spec(generations=4, screening=None))
+    told = run_screened(engine, fails=lambda candidate, part: part is Part.EVIDENCE)
+    assert engine.outcome().reason.value == "GenerationsCompleted"
+    failed = [r for part, r in told if part is Part.EVIDENCE]
+    assert failed
+    assert all(not r.ok for r in failed)
+    assert all(r.metrics is not None and r.metrics.images == 12 for r in engine.told if r.metrics is not None)
+    assert engine.failures == 0  # an extra pass is not the candidate's evaluation

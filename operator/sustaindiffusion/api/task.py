@@ -39,11 +39,15 @@ class Part(StrEnum):
     WHOLE = "whole"  # all of them (no screening)
     SCREEN = "screen"  # the screening pass
     REST = "rest"  # the rest, for candidates that survived the screening
+    EVIDENCE = "evidence"  # more images for front points, each from its own next index
 
 
 class TaskCandidate(ApiModel):
     candidate_id: str = Field(description="Stable candidate id.")
     settings: CandidateSettings = Field(description="Settings to generate with.")
+    first_image: int | None = Field(
+        default=None, ge=0, description="Its first image index per prompt; absent: the task's."
+    )
 
 
 class EvaluationTask(ApiModel):

@@ -33,7 +33,7 @@ pickled.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -58,6 +58,7 @@ from sustaindiffusion.search.records import ArchiveRecord, uses_canonical_ids
 from sustaindiffusion.search.screening import Limits, SurePoint, bounds, merged, screened_out
 
 DEFAULTS_BASELINE = "defaults"
+PART_STAGES = (Part.SCREEN.value, Part.REST.value, Part.EVIDENCE.value)  # archive stages of parts
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
 CONSTRAINTS = ("quality", "validImages", "sameDevice")  # the order of constraint_values
 MEASURED_OBJECTIVES = (ObjectiveName.ENERGY, ObjectiveName.TIME)  # compared on one GPU model only
@@ -141,6 +142,9 @@ class _Generation:
     screened: dict[str, EvaluationResult] = field(default_factory=dict)  # first passes, by id
     survivors: list[Candidate] = field(default_factory=list)  # screened candidates that get the rest
     rest: dict[str, EvaluationResult] = field(default_factory=dict)  # the survivors' rest, as told
+    evidence: list[Candidate] = field(default_factory=list)  # front points given more images first
+    evidence_told: dict[str, EvaluationResult] = field(default_factory=dict)
+    after_evidence: Part = Part.WHOLE  # the part that follows the evidence
 
 
 class SearchEngine:
@@ -168,7 +172,9 @@ class SearchEngine:
         self._told_in: dict[str, int] = {}  # candidate id -> generation whose batch evaluated it
         self._candidates: dict[str, Candidate] = {}  # first appearance of each id
         self._search_ids: list[str] = []  # ids that took part in an NSGA-II generation, first-seen order
-        self.told: list[EvaluationResult] = []  # every result told, in order: the archive
+        self.told: list[EvaluationResult] = []  # each candidate's final result, in the order told
+        self._told_at: dict[str, int] = {}  # candidate id -> its index in `told`
+        self._per_prompt: dict[str, int] = {}  # candidate id -> images per prompt its result rests on
         self._scales: list[ObjectiveScale] | None = None
         self.quality_threshold: float | None = None
         self.defaults_device: str | None = None  # the GPU model energy and time are compared on
@@ -230,6 +236,8 @@ class SearchEngine:
             if self._complete_if_done():
                 return self.pending()
         current = self._current
+        if current.part is Part.EVIDENCE:
+            return [c for c in current.evidence if c.candidate_id not in current.evidence_told]
         if current.part is Part.SCREEN:
             return [
                 c
@@ -249,10 +257,13 @@ class SearchEngine:
         return self._current.part
 
     def image_range(self) -> tuple[int, int]:
-        """The current part's first image index per prompt and its number of images per prompt."""
+        """The current part's first image index per prompt and its number of images per prompt
+        (in the evidence part, each candidate's `first_image` overrides the first)."""
         images = self.spec.prompts.images_per_prompt
         screening = self.spec.algorithm.screening
         part = self.part
+        if part is Part.EVIDENCE:
+            return 0, self._evidence_images()  # each candidate from its own next image (first_image)
         if screening is None or part is Part.WHOLE:
             return 0, images
         if part is Part.SCREEN:
@@ -266,14 +277,17 @@ class SearchEngine:
             self._tell_validation(result)
             return
         current = self._current
-        if current is None or all(c.candidate_id != result.candidate_id for c in current.candidates):
-            raise ValueError(
-                f"candidate {result.candidate_id} is not pending in generation {self.generation}"
-            )
-        if part is not None and part is not current.part:
+        if part is not None and current is not None and part is not current.part:
             raise ValueError(
                 f"a result of the {part.value} part told to the {current.part.value} part of "
                 f"generation {self.generation}"
+            )
+        if current is not None and current.part is Part.EVIDENCE:
+            self._tell_evidence(current, result)
+            return
+        if current is None or all(c.candidate_id != result.candidate_id for c in current.candidates):
+            raise ValueError(
+                f"candidate {result.candidate_id} is not pending in generation {self.generation}"
             )
         if result.candidate_id in self._results or result.candidate_id in current.rest:
             raise ValueError(f"candidate {result.candidate_id} already has a result")
@@ -294,9 +308,77 @@ class SearchEngine:
 
     def _record(self, result: EvaluationResult) -> None:
         """A candidate's final result of this generation."""
+        screening = self.spec.algorithm.screening
+        partial = result.screened in (Screened.OUT, Screened.INCOMPLETE) and screening is not None
         self._results[result.candidate_id] = result
         self._told_in[result.candidate_id] = self.generation
+        self._told_at[result.candidate_id] = len(self.told)
+        self._per_prompt[result.candidate_id] = (
+            screening.images_per_prompt if partial and screening else self.spec.prompts.images_per_prompt
+        )
         self.told.append(result)
+
+    # ------------------------------------------------------------------ more evidence for the front
+
+    def _evidence_candidates(self) -> list[Candidate]:
+        """The front points that get more images this generation: those that stay within the cap,
+        the fewest images first (then by id, so the choice is the same on every replay)."""
+        evidence = self.spec.algorithm.evidence
+        if evidence is None or self.generation < 2:
+            return []
+        eligible = [
+            point.candidate
+            for point in self.front()
+            if self._per_prompt[point.candidate.candidate_id] + evidence.images_per_prompt
+            <= evidence.max_images_per_prompt
+        ]
+        eligible.sort(key=lambda c: (self._per_prompt[c.candidate_id], c.candidate_id))
+        return [Candidate(c.candidate_id, self.generation, c.settings) for c in eligible[: evidence.points]]
+
+    def first_image(self, candidate_id: str) -> int | None:
+        """Where the candidate's images start in the current part, when it is its own (evidence)."""
+        if self.part is Part.EVIDENCE:
+            return self._per_prompt[candidate_id]
+        return None
+
+    def _tell_evidence(self, current: _Generation, result: EvaluationResult) -> None:
+        candidate_id = result.candidate_id
+        if all(c.candidate_id != candidate_id for c in current.evidence):
+            raise ValueError(
+                f"candidate {candidate_id} gets no more evidence in generation {self.generation}"
+            )
+        if candidate_id in current.evidence_told:
+            raise ValueError(f"candidate {candidate_id} already has its evidence of this generation")
+        current.evidence_told[candidate_id] = result
+        before = self._results[candidate_id]
+        if result.ok and result.metrics is not None and before.metrics is not None:
+            # A failed extra pass changes nothing: the point keeps the estimate it had.
+            sharpened = before.model_copy(update={"metrics": merged(before.metrics, result.metrics)})
+            self._results[candidate_id] = sharpened
+            self.told[self._told_at[candidate_id]] = sharpened
+            self._per_prompt[candidate_id] += self._evidence_images()
+        if all(c.candidate_id in current.evidence_told for c in current.evidence):
+            self._revise_population(current)
+            current.part = current.after_evidence
+            self._complete_if_done()
+
+    def _evidence_images(self) -> int:
+        evidence = self.spec.algorithm.evidence
+        assert evidence is not None
+        return evidence.images_per_prompt
+
+    def _revise_population(self, current: _Generation) -> None:
+        """NSGA-II's population sees the sharpened estimates before this generation's survival."""
+        scales = self._scales_or_raise()
+        values: dict[Hashable, tuple[Sequence[float], Sequence[float]]] = {}
+        for candidate in current.evidence:
+            result = self._results[candidate.candidate_id]
+            if result.metrics is None:
+                continue
+            objectives = self._objective_values(result.metrics)
+            minimised = [s.minimised(v) for s, v in zip(scales, objectives, strict=True)]
+            values[candidate.candidate_id] = (minimised, self.constraint_values(result))
+        self._nsga.revise(values, key=lambda genome: self.encoding.decode(genome).candidate_id())
 
     def _completed(self, first: EvaluationResult, rest: EvaluationResult) -> EvaluationResult:
         """A survivor's final result: both parts merged, or its first pass if the rest failed."""
@@ -368,7 +450,7 @@ class SearchEngine:
             stage, result = item if isinstance(item, tuple) else (None, item)
             if engine._told_now().get(result.candidate_id) == result:
                 continue
-            part = Part(stage) if stage in (Part.SCREEN.value, Part.REST.value) else None
+            part = Part(stage) if stage in PART_STAGES else None
             pending = {c.candidate_id for c in engine.pending()}
             if part is not None and engine._stopped is None and part is not engine.part:
                 raise ReplayMismatchError(
@@ -395,6 +477,8 @@ class SearchEngine:
             return current.screened | {i: r for i, r in self._results.items() if i not in current.screened}
         if current is not None and current.part is Part.REST:
             return current.rest
+        if current is not None and current.part is Part.EVIDENCE:
+            return current.evidence_told
         return self._results
 
     @classmethod
@@ -416,6 +500,8 @@ class SearchEngine:
             return []
         if self._current.part is Part.REST:
             return list(self._current.survivors)
+        if self._current.part is Part.EVIDENCE:
+            return list(self._current.evidence)
         number = self._current.number
         told_in = self._told_in
         return [c for c in self._current.candidates if told_in.get(c.candidate_id, number) == number]
@@ -589,7 +675,15 @@ class SearchEngine:
                     candidates.append(candidate)
             return _Generation(0, candidates)
         screening = self.spec.algorithm.screening is not None
-        generation = _Generation(self.generation, [], part=Part.SCREEN if screening else Part.WHOLE)
+        evidence = self._evidence_candidates()
+        own = Part.SCREEN if screening else Part.WHOLE
+        generation = _Generation(
+            self.generation,
+            [],
+            part=Part.EVIDENCE if evidence else own,
+            evidence=evidence,
+            after_evidence=own,
+        )
         for genome in self._nsga.ask():
             settings = self.encoding.decode(genome)
             candidate = self._remember(Candidate(settings.candidate_id(), self.generation, settings))
@@ -606,7 +700,9 @@ class SearchEngine:
 
     def _complete_if_done(self) -> bool:
         current = self._current
-        if current is None or any(c.candidate_id not in self._results for c in current.candidates):
+        if current is None or current.part is Part.EVIDENCE:
+            return False
+        if any(c.candidate_id not in self._results for c in current.candidates):
             return False
         if current.number == 0:
             self._complete_baselines()

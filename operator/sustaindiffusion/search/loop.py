@@ -44,6 +44,7 @@ from sustaindiffusion.search.decisions import (
     decide,
 )
 from sustaindiffusion.search.engine import (
+    PART_STAGES,
     Outcome,
     OutcomeReason,
     OutcomeState,
@@ -215,7 +216,11 @@ class GenerationLoop:
     def _task(self, generation: int, round: int = 0) -> EvaluationTask:
         engine = self.engine
         candidates = [
-            TaskCandidate(candidate_id=c.candidate_id, settings=c.settings)
+            TaskCandidate(
+                candidate_id=c.candidate_id,
+                settings=c.settings,
+                first_image=engine.first_image(c.candidate_id),
+            )
             for c in engine.current_candidates()
         ]
         validation = self.spec.validation
@@ -276,7 +281,7 @@ class GenerationLoop:
         self.archive.append(records)
         told = [ArchiveRecord.from_line(record.to_line()) for record in records]
         for record in told:
-            part = Part(record.stage) if record.stage in (Part.SCREEN.value, Part.REST.value) else None
+            part = Part(record.stage) if record.stage in PART_STAGES else None
             self.engine.tell(record.result, part)
         return told
 
@@ -390,6 +395,8 @@ def _detail(task: EvaluationTask) -> str:
         return f" (screening: images 0..{last} of each prompt)"
     if task.part is Part.REST:
         return f" (the screening's survivors: images {task.first_image}..{last} of each prompt)"
+    if task.part is Part.EVIDENCE:
+        return f" (more evidence for front points: {task.images_per_prompt} more images per prompt each)"
     return ""
 
 

@@ -146,6 +146,28 @@ class AskTellNSGA2:
             for objectives, violation in zip(population.get("F"), violations, strict=True)
         ]
 
+    def revise(
+        self, values: Mapping[Hashable, tuple[Sequence[float], Sequence[float]]], key: GenomeKey
+    ) -> int:
+        """New objective and constraint values for the population members whose `key` is in `values`
+        (their estimates, sharpened by more evidence), before the next survival ranks them; returns
+        how many members were revised."""
+        population = self.algorithm.pop
+        if population is None or not values:
+            return 0
+        members = [i for i, individual in enumerate(population) if key(_plain(individual.X)) in values]
+        if not members:
+            return 0
+        revised = population[members]
+        told = [values[key(_plain(individual.X))] for individual in revised]
+        static = StaticProblem(
+            self.problem,
+            F=np.asarray([objectives for objectives, _ in told], dtype=float),
+            G=np.asarray([constraints for _, constraints in told], dtype=float),
+        )
+        Evaluator().eval(static, revised, skip_already_evaluated=False, count_evals=False)
+        return len(members)
+
     def tell(
         self, objectives: Sequence[Sequence[float]], constraints: Sequence[Sequence[float]] | None = None
     ) -> None:

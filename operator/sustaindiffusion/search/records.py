@@ -63,7 +63,7 @@ class ArchiveRecord(ApiModel):
         default_factory=current_engine_version, description="Versions that produced the record."
     )
     generation: int = Field(ge=0, description="Search generation of the evaluation.")
-    stage: Literal["validation", "screen", "rest"] | None = Field(
+    stage: Literal["validation", "screen", "rest", "evidence"] | None = Field(
         default=None,
         description="validation: the held-out evaluation at the end; screen and rest: the parts of a "
         "screened candidate's images (its final result is the engine's merge); absent: the search.",
@@ -97,7 +97,10 @@ class ArchiveRecord(ApiModel):
     @property
     def key(self) -> str:
         """What makes a record unique in an archive: a candidate is evaluated once per stage (its
-        first screening, when a later generation asks it again, is reused, never repeated)."""
+        first screening, when a later generation asks it again, is reused, never repeated); a front
+        point gets more evidence at most once per generation."""
+        if self.stage == "evidence":
+            return f"evidence:{self.generation}:{self.candidate_id}"
         return f"{self.stage}:{self.candidate_id}" if self.stage else self.candidate_id
 
 

@@ -122,6 +122,8 @@ class Evaluator:
         records: list[dict[str, Any]] = []
         prompt_energy: list[_Energy] = []
         regenerated = 0
+        # Where this evaluation's images start: a screening's rest, or more evidence for a point.
+        first_image = candidate.first_image if candidate.first_image is not None else task.first_image
         for prompt_index, prompt in enumerate(task.prompts):
             this_prompt = _Energy()
 
@@ -130,7 +132,7 @@ class Evaluator:
                     task.seeds, prompt_index, image, candidate.candidate_id, attempt, stream=task.seed_stream
                 )
 
-            indices = range(task.first_image, task.first_image + task.images_per_prompt)
+            indices = range(first_image, first_image + task.images_per_prompt)
             seeds = [seed_of(i) for i in indices]
             batch = self._generate(candidate, prompt, seeds, this_prompt)
             attempts = [0] * len(batch)
@@ -141,7 +143,7 @@ class Evaluator:
                     retry = [i for i, ok in enumerate(is_human) if not ok]
                     if not retry:
                         break
-                    retry_seeds = [seed_of(task.first_image + i, attempt) for i in retry]
+                    retry_seeds = [seed_of(first_image + i, attempt) for i in retry]
                     fresh = self._generate(candidate, prompt, retry_seeds, this_prompt)
                     regenerated += len(fresh)
                     fresh_human = human_mask(self.vqa.answer(fresh, HUMAN_QUESTION))
@@ -151,7 +153,7 @@ class Evaluator:
                 records.append(
                     {
                         "prompt_index": prompt_index,
-                        "image_index": task.first_image + i,
+                        "image_index": first_image + i,
                         "seed": seeds[i],
                         "attempt": attempts[i],
                         "human": is_human[i],
@@ -202,7 +204,9 @@ class Evaluator:
                 records, human, gender_answers, ethnicity_answers, quality, prompt_energy
             )
         if self.artifacts is not None:
-            self._write_artifacts(candidate, images, records, metrics, regenerated, count - counts.human)
+            self._write_artifacts(
+                candidate, images, records, metrics, regenerated, count - counts.human, first_image
+            )
         return CandidateOutcome(result, records=records)
 
     def _per_prompt(
@@ -243,6 +247,7 @@ class Evaluator:
         metrics: Metrics,
         regenerated: int,
         non_human: int,
+        first_image: int,
     ) -> None:
         assert self.artifacts is not None
         directory = self.artifacts / f"generation-{self.task.generation:04d}" / candidate.candidate_id
@@ -261,8 +266,8 @@ class Evaluator:
             "non_human_images": non_human,
             "written_at": time.time(),
         }
-        # A survivor's rest of images (screening) is written beside its screening pass.
-        suffix = f"-from-{self.task.first_image:03d}" if self.task.first_image else ""
+        # Later images of a candidate (a screening's rest, more evidence) sit beside its first ones.
+        suffix = f"-from-{first_image:03d}" if first_image else ""
         (directory / f"candidate{suffix}.json").write_text(json.dumps(summary, indent=2))
         with (directory / f"images{suffix}.jsonl").open("w") as handle:
             for record in records:
