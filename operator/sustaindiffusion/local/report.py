@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sustaindiffusion.api.objectives import OBJECTIVES
+from sustaindiffusion.api.results import Screened
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 from sustaindiffusion.search.status import validation_status
@@ -36,8 +37,11 @@ def _save(figure: Figure, target: Path, stem: str) -> Path:
 
 def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
     names = [o.name.value for o in engine.spec.objectives]
-    feasible = [r.metrics for r in engine.told if r.metrics is not None and engine.feasible(r)]
-    infeasible = [r.metrics for r in engine.told if r.metrics is not None and not engine.feasible(r)]
+    measured = [(r, r.metrics) for r in engine.told if r.metrics is not None]
+    partial = [m for r, m in measured if r.screened is Screened.OUT]
+    full = [(r, m) for r, m in measured if r.screened is not Screened.OUT]
+    feasible = [m for r, m in full if engine.feasible(r)]
+    infeasible = [m for r, m in full if not engine.feasible(r)]
     defaults = engine.defaults_metrics()
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4.2), squeeze=False)
@@ -46,6 +50,7 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
         for group, marker, colour, label in (
             (feasible, "o", "#bbbbbb", "evaluated"),
             (infeasible, "x", "#888888", "breaks a constraint"),
+            (partial, ".", "#dddddd", "screened out (first images only)"),
         ):
             if group:
                 axis.scatter(
@@ -128,6 +133,7 @@ def _export_archive(engine: SearchEngine, target: Path) -> list[str]:
             "baseline": candidate.baseline or "",
             "validation_role": (roles.get(result.candidate_id) or "") if stage == "validation" else "",
             "status": result.status.value,
+            "screened": result.screened.value if result.screened else "",
             "reason": result.reason or "",
             **{f"setting_{k}": v for k, v in candidate.settings.model_dump(mode="json").items()},
             **(result.metrics.model_dump(mode="json") if result.metrics else {}),
