@@ -86,6 +86,16 @@ def fake_task_result(
 ) -> EvaluationResult:
     """What a worker would report for `candidate` in `task`: per-prompt statistics for validation."""
     result = fake_evaluate(candidate, fails)
+    if result.metrics is not None:  # the images the task asks for, as a worker counts them
+        images = len(task.prompts) * task.images_per_prompt
+        per_image = result.metrics.energy_joules_per_image
+        result.metrics = result.metrics.model_copy(
+            update={
+                "images": images,
+                "gpu_joules": 0.8 * per_image * images,
+                "cpu_joules": 0.2 * per_image * images,
+            }
+        )
     if task.per_prompt and result.ok:
         result.per_prompt = fake_prompt_stats(candidate.settings, len(task.prompts), task.images_per_prompt)
     return result

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
-from sustaindiffusion.search.engine import OutcomeReason, SearchEngine
+from sustaindiffusion.api.task import EvaluationTask, Part, TaskCandidate
+from sustaindiffusion.api.wire import ShardReport, encode_report
+from sustaindiffusion.search.engine import Candidate, OutcomeReason, SearchEngine
 from sustaindiffusion.search.loop import (
     Collected,
     GenerationLoop,
@@ -18,10 +20,12 @@ from sustaindiffusion.search.loop import (
     Settlement,
     ShardOutcome,
     Step,
+    report_outcome,
     settle,
 )
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.engine_runs import make_spec, run
+from tests.support.fake_evaluator import fake_task_result
 from tests.support.fake_executor import FakeExecutor, MemoryArchive, ShardFault
 
 
@@ -279,3 +283,60 @@ def test_an_archive_of_another_search_fails_the_search_with_advice() -> None:
     step = loop_of(make_spec(algorithm={"seed": 99}), archive, FakeExecutor()).step({})
     assert step.status.phase.value == "Failed"
     assert {c.type: c.reason for c in step.status.conditions or []}["Failed"] == "ReplayMismatch"
+
+
+def test_a_screened_search_runs_each_part_as_its_own_rounds_and_a_rebuilt_loop_repeats_nothing() -> None:
+    """Screening and more evidence: a generation's parts are rounds of their own (numbered on), each
+    task says which images it generates, and a loop rebuilt after every step (an operator restart)
+    archives every part once and ends where a loop that was never restarted ends."""
+    spec = make_spec(
+        prompts={"inline": ["a portrait"], "imagesPerPrompt": 4},
+        algorithm={
+            "generations": 4,
+            "screening": {"imagesPerPrompt": 1},
+            "evidence": {"imagesPerPrompt": 2, "maxImagesPerPrompt": 8, "points": 2},
+        },
+    )
+    archive, executor = MemoryArchive(), FakeExecutor()
+    status: dict[str, Any] = {}
+    for _ in range(400):
+        step = loop_of(spec, archive, executor).step(status)
+        status = step.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if step.finished:
+            break
+    assert status["phase"] == "Succeeded"
+    keys = [r.key for r in archive.records]
+    assert len(keys) == len(set(keys))
+    by_part: dict[str, list[EvaluationTask]] = {}
+    for (generation, _), task in sorted(executor.tasks.items()):
+        assert generation == 0 or task.part is not Part.WHOLE
+        by_part.setdefault(task.part.value, []).append(task)
+    assert all((t.first_image, t.images_per_prompt) == (0, 1) for t in by_part["screen"])
+    assert all((t.first_image, t.images_per_prompt) == (1, 3) for t in by_part["rest"])
+    assert all(t.images_per_prompt == 2 for t in by_part["evidence"])
+    assert all(
+        c.first_image is not None and c.first_image >= 4 for t in by_part["evidence"] for c in t.candidates
+    )
+    for generation in range(1, 5):
+        rounds = [task for (g, _), task in sorted(executor.tasks.items()) if g == generation]
+        assert [t.round for t in rounds] == list(range(len(rounds)))  # one numbering per generation
+    undisturbed_archive, undisturbed = MemoryArchive(), FakeExecutor()
+    _, reference = drive(loop_of(spec, undisturbed_archive, undisturbed))
+    assert [r.key for r in undisturbed_archive.records] == keys
+    assert reference["screening"] == status["screening"]
+    assert reference["front"] == status["front"]
+
+
+def test_a_result_on_other_images_than_its_task_asked_for_is_a_failure() -> None:
+    task = task_of(IDS[:2], per_shard=2, retries=0)
+    good = fake_task_result(Candidate(IDS[0], 1, CandidateSettings()), task)
+    wrong = fake_task_result(Candidate(IDS[1], 1, CandidateSettings()), task)
+    assert wrong.metrics is not None
+    wrong.metrics = wrong.metrics.model_copy(update={"images": wrong.metrics.images + 3})
+    message = encode_report(ShardReport(generation=task.generation, shard=0, results=[good, wrong]))
+    outcome = report_outcome(task, 0, message, attempts=1)
+    assert [r.ok for r in outcome.results] == [True, False]
+    assert outcome.results[1].reason == (
+        f"shard 0: the worker reported {wrong.metrics.images} images where the task asked for "
+        f"{len(task.prompts) * task.images_per_prompt}"
+    )

@@ -369,7 +369,20 @@ def report_outcome(task: EvaluationTask, shard: int, message: str, attempts: int
         failure = f"shard {shard}: {report.fatal}"
     elif members - {r.candidate_id for r in report.results}:
         failure = f"shard {shard}: the worker's report has no result for this candidate"
-    return ShardOutcome(results=report.results, failure=failure, attempts=attempts)
+    return ShardOutcome(
+        results=[_counted(task, shard, r) for r in report.results], failure=failure, attempts=attempts
+    )
+
+
+def _counted(task: EvaluationTask, shard: int, result: EvaluationResult) -> EvaluationResult:
+    """The result, or its failure when it rests on other images than the task asked for (a part
+    of a screened candidate merges by its counts, so a wrong count would corrupt the merge)."""
+    expected = len(task.prompts) * task.images_per_prompt
+    if result.metrics is None or result.metrics.images == expected:
+        return result
+    reported = result.metrics.images
+    reason = f"shard {shard}: the worker reported {reported} images where the task asked for {expected}"
+    return EvaluationResult.failed(result.candidate_id, reason[:REASON_LIMIT])
 
 
 def _task_mismatch(tasks: Sequence[EvaluationTask], engine: SearchEngine) -> str | None:
