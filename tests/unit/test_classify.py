@@ -12,7 +12,12 @@ from sustaindiffusion.api.wire import ShardReport, encode_report
 from sustaindiffusion.kube.classify import classify_round
 
 METRICS = Metrics(
-    gender_bias=0.5, ethnic_bias=0.25, quality=0.6, energy_joules_per_image=10.0, seconds_per_image=1.0
+    gender_bias=0.5,
+    ethnic_bias=0.25,
+    quality=0.6,
+    energy_joules_per_image=10.0,
+    seconds_per_image=1.0,
+    images=20,  # the task's: one prompt, 20 images
 )
 JOB_UID = "job-uid-1"
 IDS = [f"{i:016x}" for i in range(6)]

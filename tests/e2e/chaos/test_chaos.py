@@ -45,7 +45,7 @@ from sustaindiffusion.local.store import RunStore
 from sustaindiffusion.search.engine import Candidate
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.controlplane import ControlPlane
-from tests.support.fake_evaluator import fake_evaluate
+from tests.support.fake_evaluator import fake_task_result
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import wait_until
@@ -378,7 +378,7 @@ def test_a_fifth_of_the_worker_pods_fail_and_each_failure_is_counted_with_its_re
 def malformed_reports(rng: random.Random, task: EvaluationTask, shard: int) -> str:
     """A termination message a hostile or broken worker could leave: one of many kinds."""
     members = task.shard(shard)
-    good = [fake_evaluate(Candidate(m.candidate_id, task.generation, m.settings)) for m in members]
+    good = [fake_task_result(Candidate(m.candidate_id, task.generation, m.settings), task) for m in members]
     text = encode_report(ShardReport(generation=task.generation, shard=shard, results=good))
     kind = rng.randrange(12)
     if kind == 0:
