@@ -112,7 +112,7 @@ def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_pat
     before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
     assert before
     resumed = sustaindiffusion("run", str(spec), "--out", str(out))
-    assert f"{len(before)} results replayed, none evaluated again" in resumed.stderr
+    assert f"{out}: {len(before)} results replayed, none evaluated again" in resumed.stderr
     after = [
         (r.stage, r.result.candidate_id) for r in RunStore(out).records()
     ]  # validation re-runs the defaults
@@ -149,7 +149,7 @@ def test_a_screened_search_with_more_evidence_resumes_mid_screening_and_keeps_ev
     before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
     assert ("screen", before[-1][1]) == before[-1]
     resumed = sustaindiffusion("run", str(spec), "--out", str(out))
-    assert f"{len(before)} results replayed, none evaluated again" in " ".join(resumed.stderr.split())
+    assert f"{out}: {len(before)} results replayed, none evaluated again" in resumed.stderr
     records = RunStore(out).records()
     after = [(r.stage, r.result.candidate_id) for r in records]
     assert after[: len(before)] == before

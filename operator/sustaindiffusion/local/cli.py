@@ -96,7 +96,10 @@ def run(spec_file: Path, out: Path | None, device: str) -> int:
         console.print(f"[red]{error}[/red]")
         return EXIT_INVALID
     if replayed:
-        console.print(f"resuming from {store.directory}: {replayed} results replayed, none evaluated again")
+        console.print(
+            f"resuming from {store.directory}: {replayed} results replayed, none evaluated again",
+            soft_wrap=True,  # a path broken across lines cannot be copied
+        )
     algorithm = manifest.spec.algorithm
     columns = (
         TextColumn("{task.description}"),
