@@ -4,6 +4,7 @@ descriptions in `kubectl explain`, printer columns, and immutable fields."""
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from pathlib import Path
@@ -17,11 +18,13 @@ from kubernetes.client.exceptions import ApiException
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import EnergyTotals, EvaluationCounters, Phase, SustainSearchStatus
+from sustaindiffusion.local.study import expand, load_arms
 from tests.support.controlplane import ControlPlane
 from tests.support.processes import wait_until
 from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted((EXAMPLES_DIR / "paper").glob("*.yaml"))
 
 
 @pytest.fixture
@@ -169,3 +172,40 @@ def test_immutable_fields_cannot_change_but_budgets_can(
             patch(change)
         assert refused.value.status == 422
         assert message in refused.value.body
+
+
+def test_screening_and_evidence_cannot_change_while_a_search_runs(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    spec = copy.deepcopy(BASE_SPEC) | {
+        "algorithm": {
+            "screening": {"imagesPerPrompt": 4},
+            "evidence": {"imagesPerPrompt": 4, "maxImagesPerPrompt": 40},
+        }
+    }
+    _create(custom, namespace, _body(spec, name="screened"))
+    for change, message in (
+        ({"screening": {"imagesPerPrompt": 5}}, "algorithm.screening is immutable"),
+        ({"evidence": {"imagesPerPrompt": 4, "maxImagesPerPrompt": 60}}, "algorithm.evidence is immutable"),
+    ):
+        with pytest.raises(ApiException) as refused:
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "screened", {"spec": {"algorithm": change}}
+            )
+        assert refused.value.status == 422
+        assert message in refused.value.body
+
+
+def test_the_paper_study_expands_into_searches_the_api_server_accepts(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    manifests = expand(load_arms(EXAMPLES_DIR / "paper"), study="paper", runs=2)
+    assert len(manifests) == 2 * len(list((EXAMPLES_DIR / "paper").glob("*.yaml")))
+    for manifest in manifests:
+        created = custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, manifest, field_validation="Strict", dry_run="All"
+        )
+        assert created["metadata"]["labels"]["sustaindiffusion.io/study"] == "paper"
+        assert created["spec"]["algorithm"]["seed"] == int(
+            created["metadata"]["labels"]["sustaindiffusion.io/run"]
+        )

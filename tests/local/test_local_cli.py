@@ -180,6 +180,35 @@ def test_a_screened_search_with_more_evidence_resumes_mid_screening_and_keeps_ev
     assert "screening:" in resumed.stdout + resumed.stderr
 
 
+def test_a_two_arm_two_run_study_runs_locally_and_resumes(tmp_path: Path) -> None:
+    arms = tmp_path / "arms"
+    arms.mkdir()
+    (arms / "tiny-models").symlink_to(ensure_tiny_models())
+    base = yaml.safe_load(QUICKSTART.read_text())
+    base["spec"]["algorithm"] |= {"populationSize": 4, "generations": 1}
+    del base["spec"]["validation"]
+    for name, objectives in (("biases", ["GenderBias", "EthnicBias"]), ("energy", ["Energy"])):
+        manifest = yaml.safe_load(yaml.safe_dump(base))
+        manifest["metadata"]["name"] = name
+        manifest["spec"]["objectives"] = [{"name": objective} for objective in objectives]
+        (arms / f"{name}.yaml").write_text(yaml.safe_dump(manifest))
+    out = tmp_path / "out"
+    sustaindiffusion("study", "run", str(arms), "--runs", "2", "--study", "tiny", "--out", str(out))
+    candidates = {}
+    for arm in ("biases", "energy"):
+        for run in (0, 1):
+            directory = out / arm / f"run-{run}"
+            status = json.loads((directory / "status.json").read_text())
+            assert status["phase"] == "Succeeded", (arm, run)
+            records = RunStore(directory).records()
+            candidates[arm, run] = {r.result.candidate_id for r in records if r.generation == 1}
+    assert candidates["biases", 0] != candidates["biases", 1]  # seeds 0 and 1
+    assert candidates["biases", 0] == candidates["energy", 0]  # the same seed asks the same first population
+    again = sustaindiffusion("study", "run", str(arms), "--runs", "2", "--study", "tiny", "--out", str(out))
+    assert again.stderr.count("none evaluated again") == 4
+    assert f"study tiny: 4 runs complete in {out}" in again.stderr
+
+
 def test_resuming_into_the_directory_of_another_search_is_refused(finished_run: Path, tmp_path: Path) -> None:
     other = spec_file(tmp_path)
     manifest = yaml.safe_load(other.read_text())

@@ -6,9 +6,12 @@
     sustaindiffusion report --search NAME [--namespace NS] [--kubeconfig FILE] [--out REPORT_DIR]
     sustaindiffusion export-profile DIR (--candidate ID | --rule knee | --rule least-energy[:gb<=X,eb<=Y])
                                     [--out FILE]
+    sustaindiffusion study expand ARMS_DIR [--runs 10] [--study NAME]   # | kubectl apply -f -
+    sustaindiffusion study run ARMS_DIR [--runs 10] [--study NAME] [--out DIR] [--device ...]
 
 `run` writes to DIR (default: out/<search name>) and resumes from it when run again: nothing
-finished is evaluated twice. Ctrl-C stops it cleanly.
+finished is evaluated twice. Ctrl-C stops it cleanly. `study run` runs each arm's runs in
+DIR/<arm>/run-<i> (default DIR: out/<study>) one after another, and resumes the same way.
 """
 
 from __future__ import annotations
@@ -18,15 +21,23 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sustaindiffusion.api.validation import ManifestError, load_manifest
+from sustaindiffusion.api.validation import (
+    ManifestError,
+    SustainSearchManifest,
+    load_manifest,
+    validate_manifest,
+)
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
 from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.runner import Progress as RunProgress
 from sustaindiffusion.local.store import RunStore, StoreError
+from sustaindiffusion.local.study import ARM_LABEL, RUN_LABEL, load_arms, run_directory
+from sustaindiffusion.local.study import expand as expand_study
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
@@ -68,7 +79,48 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", type=Path, default=None, help="profile file (default: DIR/profile-<id>.json)"
     )
+    study = commands.add_parser("study", help="the arms of a study, each run several times")
+    steps = study.add_subparsers(dest="step", required=True)
+    expand = steps.add_parser(
+        "expand", help="print one SustainSearch per arm and run, for kubectl apply -f -"
+    )
+    run_study = steps.add_parser("run", help="run every arm and run on this machine, one after another")
+    for step in (expand, run_study):
+        step.add_argument("directory", type=Path, help="a directory of arm manifests (*.yaml)")
+        step.add_argument("--runs", type=int, default=10, help="runs per arm, seeds 0..N-1 (default 10)")
+        step.add_argument("--study", default=None, help="the study's name (default: the directory's)")
+    run_study.add_argument("--out", type=Path, default=None, help="output directory (default: out/<study>)")
+    run_study.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda or cuda:N")
     return parser
+
+
+def study(args: argparse.Namespace) -> int:
+    name = args.study or args.directory.resolve().name.lower()
+    try:
+        arms = load_arms(args.directory)
+        manifests = expand_study(arms, name, args.runs)
+    except ManifestError as error:
+        console.print(f"[red]{error}[/red]")
+        return EXIT_INVALID
+    if args.step == "expand":
+        sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
+        return 0
+    out = args.out or Path("out") / name
+    paths = {arm.name: arm.path for arm in arms}
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        arm, number = labels[ARM_LABEL], int(labels[RUN_LABEL])
+        directory = run_directory(out, arm, number)
+        console.print(f"study {name}: arm {arm}, run {number} in {directory}", soft_wrap=True)
+        code = run(paths[arm], directory, args.device, validate_manifest(manifest, source=str(paths[arm])))
+        if code != 0:
+            console.print(
+                f"[red]study {name}: arm {arm}, run {number} ended with exit code {code}; "
+                "run the same command again to resume[/red]"
+            )
+            return code
+    console.print(f"study {name}: {len(manifests)} runs complete in {out}", soft_wrap=True)
+    return 0
 
 
 def validate(spec_file: Path) -> int:
@@ -81,12 +133,15 @@ def validate(spec_file: Path) -> int:
     return 0
 
 
-def run(spec_file: Path, out: Path | None, device: str) -> int:
-    try:
-        manifest = load_manifest(spec_file)
-    except ManifestError as error:
-        console.print(f"[red]{error}[/red]")
-        return EXIT_INVALID
+def run(spec_file: Path, out: Path | None, device: str, manifest: SustainSearchManifest | None = None) -> int:
+    """Run the search of `spec_file` (or `manifest`, a study's run of it: relative model paths
+    are still relative to `spec_file`'s directory)."""
+    if manifest is None:
+        try:
+            manifest = load_manifest(spec_file)
+        except ManifestError as error:
+            console.print(f"[red]{error}[/red]")
+            return EXIT_INVALID
     store = RunStore(out or Path("out") / manifest.name)
     try:
         runner = LocalRunner(manifest, spec_file, store, device)
@@ -267,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.spec)
     if args.command == "run":
         return run(args.spec, args.out, args.device)
+    if args.command == "study":
+        return study(args)
     if args.command == "export-profile":
         return export_profile(args.directory, args.candidate or args.rule, args.out)
     return report(args)
