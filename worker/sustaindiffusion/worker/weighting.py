@@ -3,8 +3,9 @@
 Prompts carry Compel-style emphasis: `(film grain)++` weighs "film grain" by 1.1 ** 2. The marks are
 removed from the text, the pipeline encodes the clean text with its own `encode_prompt`, and the
 rows of the embedding that belong to each weighted span's tokens are scaled by the weight, then
-the whole embedding is rescaled to its original mean (as A1111 and Compel do), so emphasis shifts
-attention between tokens without changing the embedding's overall magnitude. With every weight 1
+the whole embedding is rescaled to its original mean (as the A1111 web UI does; Compel, whose
+syntax the marks follow, does not rescale), so emphasis shifts attention between tokens without
+changing the embedding's overall magnitude. With every weight 1
 the result is exactly the pipeline's own encoding.
 
 Supported: StableDiffusion3Pipeline (CLIP rows and T5 rows), StableDiffusionPipeline and
