@@ -3,6 +3,7 @@ export a profile, and validate with the API server's words."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import signal
@@ -207,6 +208,20 @@ def test_a_two_arm_two_run_study_runs_locally_and_resumes(tmp_path: Path) -> Non
     again = sustaindiffusion("study", "run", str(arms), "--runs", "2", "--study", "tiny", "--out", str(out))
     assert again.stderr.count("none evaluated again") == 4
     assert f"study tiny: 4 runs complete in {out}" in again.stderr
+    # The analysis of the study (tiny random models: the numbers mean nothing, the machinery does).
+    analysed = sustaindiffusion("analyze", str(out), "--reference", "biases")
+    assert "4 runs of 2 arms" in analysed.stdout
+    with (out / "analysis" / "arms.csv").open() as handle:
+        arms_table = {row["arm"]: row for row in csv.DictReader(handle)}
+    assert set(arms_table) == {"defaults", "biases", "energy"}
+    assert all(arms_table[arm]["runs"] == "2" for arm in ("biases", "energy"))
+    assert float(arms_table["energy"]["gpu_kwh_per_image_mean"]) >= 0
+    with (out / "analysis" / "tests.csv").open() as handle:
+        tests = list(csv.DictReader(handle))
+    assert {row["arm"] for row in tests} == {"energy"}
+    assert all(row["test"] == "wilcoxon" for row in tests)  # both arms ran seeds 0 and 1
+    assert {row["measure"] for row in tests} >= {"gender_bias", "ethnic_bias", "hypervolume"}
+    print(analysed.stdout)
 
 
 def test_resuming_into_the_directory_of_another_search_is_refused(finished_run: Path, tmp_path: Path) -> None:

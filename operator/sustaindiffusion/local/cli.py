@@ -8,6 +8,7 @@
                                     [--out FILE]
     sustaindiffusion study expand ARMS_DIR [--runs 10] [--study NAME]   # | kubectl apply -f -
     sustaindiffusion study run ARMS_DIR [--runs 10] [--study NAME] [--out DIR] [--device ...]
+    sustaindiffusion analyze STUDY_OUT_DIR [--reference ARM] [--out DIR]
 
 `run` writes to DIR (default: out/<search name>) and resumes from it when run again: nothing
 finished is evaluated twice. Ctrl-C stops it cleanly. `study run` runs each arm's runs in
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -91,7 +93,83 @@ def _parser() -> argparse.ArgumentParser:
         step.add_argument("--study", default=None, help="the study's name (default: the directory's)")
     run_study.add_argument("--out", type=Path, default=None, help="output directory (default: out/<study>)")
     run_study.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda or cuda:N")
+    analyze = commands.add_parser("analyze", help="a study's runs: measures per arm and their statistics")
+    analyze.add_argument("directory", type=Path, help="a study's output directory (ARM/run-N inside)")
+    analyze.add_argument("--reference", default=None, help="the arm the others are tested against")
+    analyze.add_argument("--out", type=Path, default=None, help="where the tables go (default: DIR/analysis)")
+    analyze.add_argument(
+        "--compare-paper", action="store_true", help="print the paper's published means beside the study's"
+    )
     return parser
+
+
+def analyze(directory: Path, reference: str | None, out: Path | None, compare_paper: bool = False) -> int:
+    from sustaindiffusion.local.analysis import (  # noqa: PLC0415 - pandas and scipy only when needed
+        SUMMARY_COLUMNS,
+        RunSummary,
+        arm_table,
+        comparisons,
+        paper_comparison,
+        per_run,
+        summary_rows,
+    )
+
+    runs = []
+    for run_directory_ in sorted(directory.glob("*/run-*")):
+        arm, number = run_directory_.parent.name, run_directory_.name.removeprefix("run-")
+        if not number.isdigit() or not (run_directory_ / "spec.json").exists():
+            continue
+        try:
+            _, engine = _engine_of(run_directory_)
+        except StoreError as error:
+            console.print(f"[red]{error}[/red]")
+            return EXIT_INVALID
+        if not engine.outcome().finished:
+            console.print(f"[yellow]{run_directory_}: not finished; left out[/yellow]", soft_wrap=True)
+            continue
+        runs.append(RunSummary.of(arm, int(number), engine))
+    if not runs:
+        console.print(f"[red]analyze: no finished run in {directory} (expected ARM/run-N directories)[/red]")
+        return EXIT_INVALID
+    arms = sorted({run.arm for run in runs})
+    chosen = reference or arms[0]
+    try:
+        tests = comparisons(runs, chosen)
+    except LookupError as error:
+        console.print(f"[red]analyze: {error}[/red]")
+        return EXIT_INVALID
+    table = arm_table(runs)
+    target = out or directory / "analysis"
+    target.mkdir(parents=True, exist_ok=True)
+    per_run(runs).to_csv(target / "runs.csv", index=False)
+    table.to_csv(target / "arms.csv", index=False)
+    tests.to_csv(target / "tests.csv", index=False)
+    shown = Table(title=f"{len(runs)} runs of {len(arms)} arms: mean ± standard deviation over runs")
+    for column in SUMMARY_COLUMNS:
+        shown.add_column(column)
+    for cells in summary_rows(table):
+        shown.add_row(*cells)
+    Console(width=max(console.width, 160)).print(shown)
+    if compare_paper:
+        beside = paper_comparison(table)
+        beside.to_csv(target / "paper.csv", index=False)
+        paper = Table(
+            title="the paper's means beside the study's (docs/fidelity.md says why they may differ)"
+        )
+        for column in ("arm", "measure", "paper", "study", "difference"):
+            paper.add_column(column)
+        for row in beside.to_dict("records"):
+            difference = row["difference_percent"]
+            paper.add_row(
+                str(row["arm"]),
+                str(row["measure"]),
+                f"{row['paper']:.3g}",
+                f"{row['study']:.3g}",
+                "-" if math.isnan(difference) else f"{difference:+.0f}%",
+            )
+        Console(width=max(console.width, 160)).print(paper)
+    console.print(f"against {chosen}: {target / 'tests.csv'}; per arm: {target / 'arms.csv'}", soft_wrap=True)
+    return 0
 
 
 def study(args: argparse.Namespace) -> int:
@@ -324,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.spec, args.out, args.device)
     if args.command == "study":
         return study(args)
+    if args.command == "analyze":
+        return analyze(args.directory, args.reference, args.out, args.compare_paper)
     if args.command == "export-profile":
         return export_profile(args.directory, args.candidate or args.rule, args.out)
     return report(args)

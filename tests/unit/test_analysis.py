@@ -1,0 +1,140 @@
+"""The study analysis: its statistics against published values (scipy's documentation, Holm's and
+Vargha and Delaney's definitions), and the tables it builds from runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sustaindiffusion.local.analysis import (
+    RunSummary,
+    a12,
+    a12_magnitude,
+    arm_table,
+    compare,
+    comparisons,
+    holm,
+    paper_comparison,
+    per_run,
+)
+
+
+def test_mann_whitney_and_a12_on_scipys_example() -> None:
+    males, females = [19, 22, 16, 29, 24], [20, 11, 17, 12]  # scipy.stats.mannwhitneyu's example
+    test, p_value = compare(males, females, paired=False)
+    assert test == "mannwhitneyu"
+    assert p_value == pytest.approx(0.11111, abs=1e-5)
+    assert a12(males, females) == pytest.approx(17 / 20)  # U = 17 of 5 x 4 pairs
+    assert a12_magnitude(a12(males, females)) == "large"
+
+
+def test_wilcoxon_on_scipys_example() -> None:
+    differences = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]  # scipy.stats.wilcoxon's
+    test, p_value = compare(differences, [0] * len(differences), paired=True)
+    assert test == "wilcoxon"
+    assert p_value == pytest.approx(0.041259765625)
+
+
+def test_identical_samples_cannot_differ() -> None:
+    assert compare([1.0, 2.0], [1.0, 2.0], paired=True) == ("wilcoxon", 1.0)
+    assert compare([3.0, 3.0], [3.0, 3.0], paired=False) == ("mannwhitneyu", 1.0)
+    assert a12([1, 2, 3], [1, 2, 3]) == 0.5
+    assert a12([4, 5, 6], [1, 2, 3]) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        (0.5, "negligible"),
+        (0.55, "negligible"),
+        (0.6, "small"),
+        (0.38, "small"),
+        (0.64, "medium"),
+        (0.68, "medium"),
+        (0.75, "large"),
+        (0.1, "large"),
+    ],
+)
+def test_a12_magnitudes_follow_vargha_and_delaney(value: float, label: str) -> None:
+    assert a12_magnitude(value) == label
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def _point(quality: float, gender: float, energy: float) -> dict[str, float]:
+    return {
+        "quality": quality,
+        "gender_bias": gender,
+        "ethnic_bias": 0.5,
+        "cpu_joules_per_image": energy * 0.1,
+        "gpu_joules_per_image": energy * 0.9,
+        "cpu_kwh_per_image": energy * 0.1 / 3.6e6,
+        "gpu_kwh_per_image": energy * 0.9 / 3.6e6,
+        "seconds_per_image": energy / 100,
+    }
+
+
+DEFAULTS = _point(0.6, 1.0, 1000.0)
+
+
+def _runs() -> list[RunSummary]:
+    runs = []
+    for seed in range(5):
+        fair = [_point(0.6, 0.2 + 0.01 * seed, 600.0), _point(0.62, 0.4, 400.0)]
+        plain = [_point(0.6, 0.9 - 0.01 * seed, 900.0)]
+        runs.append(RunSummary("fair", seed, fair, DEFAULTS, 1000.0))
+        runs.append(RunSummary("plain", seed, plain, DEFAULTS, 1000.0))
+    return runs
+
+
+def test_the_arm_table_gives_means_spreads_and_changes_against_the_defaults() -> None:
+    table = arm_table(_runs()).set_index("arm")
+    assert list(table.index) == ["defaults", "fair", "plain"]
+    assert table.loc["fair", "runs"] == 5
+    assert table.loc["fair", "gender_bias_mean"] == pytest.approx(
+        0.31
+    )  # (0.2 + 0.01 seed + 0.4) / 2 over seeds 0..4
+    assert table.loc["plain", "gender_bias_change_percent"] == pytest.approx(-12.0)
+    assert table.loc["defaults", "gender_bias_mean"] == 1.0
+    assert table.loc["fair", "hypervolume_mean"] > table.loc["plain", "hypervolume_mean"]
+    assert table.loc["plain", "gender_bias_std"] == pytest.approx(0.0158114, abs=1e-6)
+
+
+def test_comparisons_pair_runs_by_seed_and_correct_for_the_arms() -> None:
+    tests = comparisons(_runs(), reference="plain").set_index("measure")
+    gender = tests.loc["gender_bias"]
+    assert gender["test"] == "wilcoxon"  # the same seeds 0..4 in both arms
+    assert gender["a12"] == 0.0  # fair's gender bias is lower in every run
+    assert gender["magnitude"] == "large"
+    assert gender["p_value"] == pytest.approx(0.0625)  # 5 pairs all one way: the exact minimum
+    assert gender["p_holm"] == gender["p_value"]  # one comparison per measure
+    assert 0 < gender["kruskal_p_value"] < 0.05
+    unpaired = [r for r in _runs() if not (r.arm == "plain" and r.run == 4)]
+    assert comparisons(unpaired, "plain").set_index("measure").loc["gender_bias", "test"] == "mannwhitneyu"
+    with pytest.raises(LookupError, match="no runs of the reference arm 'other'"):
+        comparisons(_runs(), reference="other")
+
+
+def test_a_run_without_a_front_has_no_means_and_no_hypervolume() -> None:
+    empty = RunSummary("empty", 0, [], None, None)
+    frame = per_run([empty])
+    assert math.isnan(frame.loc[0, "quality"])
+    assert frame.loc[0, "hypervolume"] == 0.0
+
+
+def test_the_papers_table_sits_beside_the_studys_means() -> None:
+    runs = [
+        RunSummary("sustaindiffusion", seed, [_point(0.69, 0.32 * 1.5, 1000.0)], DEFAULTS, 1000.0)
+        for seed in range(2)
+    ]
+    beside = paper_comparison(arm_table(runs)).set_index(["arm", "measure"])
+    assert beside.loc[("sustaindiffusion", "gender_bias"), "paper"] == 0.32
+    assert beside.loc[("sustaindiffusion", "gender_bias"), "difference_percent"] == pytest.approx(50.0)
+    assert beside.loc[("sustaindiffusion", "quality"), "difference_percent"] == pytest.approx(0.0)
+    assert beside.loc[("defaults", "seconds_per_image"), "paper"] == 34.0
+    assert "recommended" not in {arm for arm, _ in beside.index}  # the paper has no such arm
