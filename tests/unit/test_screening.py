@@ -243,18 +243,25 @@ def test_screening_saves_images_against_the_same_search_without_it() -> None:
 
 
 def test_replay_after_a_crash_at_every_point_of_a_screened_search_reaches_the_same_end() -> None:
-    spec = screening_spec(generations=3)
+    assert_replays_at_every_point(screening_spec(generations=3), every=3)
+
+
+def assert_replays_at_every_point(spec: Any, every: int) -> list[tuple[Part, EvaluationResult]]:
+    """A search replayed from its archive cut after every `every`-th record asks the rest in the
+    same order and ends in the same state; returns what the uninterrupted search told."""
     reference = SearchEngine(spec)
     told = run_screened(reference)
     records = [ArchiveRecord(generation=0, stage=_stage(part), result=r) for part, r in told]
-    for crash in range(0, len(records) + 1, 3):
+    for crash in range(0, len(records) + 1, every):
         resumed = SearchEngine.from_archive(spec, records[:crash])
         after = run_screened(resumed)
         assert [(p, r.candidate_id) for p, r in after] == [(p, r.candidate_id) for p, r in told[crash:]]
         assert resumed.told == reference.told
+        assert resumed.hypervolume_history == reference.hypervolume_history
         assert [p.candidate.candidate_id for p in resumed.front()] == [
             p.candidate.candidate_id for p in reference.front()
         ]
+    return told
 
 
 def _stage(part: Part) -> Any:
@@ -359,17 +366,8 @@ def test_the_population_ranks_the_sharpened_estimates() -> None:
 
 
 def test_replay_after_a_crash_at_every_point_of_a_search_with_screening_and_evidence() -> None:
-    spec = evidence_spec(generations=4)
-    reference = SearchEngine(spec)
-    told = run_screened(reference)
+    told = assert_replays_at_every_point(evidence_spec(generations=4), every=4)
     assert any(part is Part.EVIDENCE for part, _ in told)
-    records = [ArchiveRecord(generation=0, stage=_stage(part), result=r) for part, r in told]
-    for crash in range(0, len(records) + 1, 4):
-        resumed = SearchEngine.from_archive(spec, records[:crash])
-        after = run_screened(resumed)
-        assert [(p, r.candidate_id) for p, r in after] == [(p, r.candidate_id) for p, r in told[crash:]]
-        assert resumed.told == reference.told
-        assert resumed.hypervolume_history == reference.hypervolume_history
 
 
 def test_a_failed_extra_pass_keeps_the_estimate_and_the_search_goes_on() -> None:
