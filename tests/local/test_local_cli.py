@@ -154,7 +154,8 @@ def test_a_screened_search_with_more_evidence_resumes_mid_screening_and_keeps_ev
     records = RunStore(out).records()
     after = [(r.stage, r.result.candidate_id) for r in records]
     assert after[: len(before)] == before
-    assert len(after) == len(set(after))
+    keys = [r.key for r in records]  # a front point may get more evidence in each generation, once
+    assert len(keys) == len(set(keys))
     screened = {r.result.candidate_id for r in records if r.stage == "screen"}
     rest = {r.result.candidate_id: r.result for r in records if r.stage == "rest"}
     assert screened
