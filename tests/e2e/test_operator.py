@@ -17,6 +17,7 @@ from kubernetes import client
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.kube import names
+from sustaindiffusion.local.study import ARM_LABEL, RUN_LABEL, STUDY_LABEL
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.e2e.conftest import fresh_namespace, running_operator
@@ -312,8 +313,13 @@ def test_a_larger_generation_budget_resumes_a_finished_search(
     assert final["status"]["observedGeneration"] == 2
 
 
-def test_a_search_with_held_out_validation_fills_it_into_its_status(
-    api_client: client.ApiClient, operator: OperatorProcess, namespace: str, tiny_models: Path
+def test_a_search_with_held_out_validation_fills_it_into_its_status_and_its_study_analysis(
+    api_client: client.ApiClient,
+    operator: OperatorProcess,
+    namespace: str,
+    tiny_models: Path,
+    control_plane: ControlPlane,
+    tmp_path: Path,
 ) -> None:
     spec = search_spec(tiny_models)
     spec["algorithm"]["generations"] = 1
@@ -326,7 +332,8 @@ def test_a_search_with_held_out_validation_fills_it_into_its_status(
         "imagesPerPrompt": 2,
         "points": 2,
     }
-    create_search(api_client, namespace, "validated", spec)
+    study = {STUDY_LABEL: "e2e", ARM_LABEL: "validated", RUN_LABEL: "0"}  # as `study expand` labels
+    create_search(api_client, namespace, "validated", spec, labels=study)
     search = wait_phase(api_client, namespace, "validated", operator)
     validation = search["status"]["validation"]
     assert validation["complete"] is True
@@ -341,6 +348,33 @@ def test_a_search_with_held_out_validation_fills_it_into_its_status(
     records = archive_records(api_client, namespace, "validated")
     assert sum(r.stage == "validation" for r in records) == len(points)
     assert {r.generation for r in records if r.stage == "validation"} == {2}
+    # The study's analysis, from the cluster: its labelled searches, replayed from their archives.
+    analysis = tmp_path / "analysis"
+    analysed = subprocess.run(
+        [
+            *(sys.executable, "-m", "sustaindiffusion.local.cli", "analyze", "--study", "e2e"),
+            *(
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(control_plane.kubeconfig),
+                "--out",
+                str(analysis),
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert analysed.returncode == 0, analysed.stderr
+    assert "1 runs of 1 arms" in analysed.stdout
+    arms = (analysis / "arms.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in arms[1:]] == ["defaults", "validated"]
+    held_out = (analysis / "held-out.csv").read_text().splitlines()
+    knee = [line for line in held_out if line.startswith("validated,knee,1,2,")]
+    assert knee, held_out  # 2 held-out prompts, won, traded or lost against the defaults
+    assert (analysis / "index.html").exists()
 
 
 def test_a_screened_search_with_more_evidence_survives_operator_kills_and_repeats_nothing(

@@ -188,7 +188,7 @@ def test_a_two_arm_two_run_study_runs_locally_and_resumes(tmp_path: Path) -> Non
     (arms / "tiny-models").symlink_to(ensure_tiny_models())
     base = yaml.safe_load(QUICKSTART.read_text())
     base["spec"]["algorithm"] |= {"populationSize": 4, "generations": 1}
-    del base["spec"]["validation"]
+    base["spec"]["validation"]["points"] = 1  # the knee, on 2 held-out prompts
     for name, objectives in (("biases", ["GenderBias", "EthnicBias"]), ("energy", ["Energy"])):
         manifest = yaml.safe_load(yaml.safe_dump(base))
         manifest["metadata"]["name"] = name
@@ -222,6 +222,16 @@ def test_a_two_arm_two_run_study_runs_locally_and_resumes(tmp_path: Path) -> Non
     assert {row["arm"] for row in tests} == {"energy"}
     assert all(row["test"] == "wilcoxon" for row in tests)  # both arms ran seeds 0 and 1
     assert {row["measure"] for row in tests} >= {"gender_bias", "ethnic_bias", "hypervolume"}
+    with (out / "analysis" / "held-out.csv").open() as handle:
+        held_out = {row["arm"]: row for row in csv.DictReader(handle)}
+    assert set(held_out) == {"biases", "energy"}
+    assert all(
+        row["role"] == "knee" and row["runs"] == "2" and row["prompts"] == "4" for row in held_out.values()
+    )
+    assert "knee" in analysed.stdout  # the held-out table, printed
+    assert "\\toprule" in (out / "analysis" / "arms.tex").read_text()
+    assert "box_plots.png" in analysed.stderr
+    assert "<h2>Box plots over runs</h2>" in (out / "analysis" / "index.html").read_text()
     print(analysed.stdout)
 
 

@@ -138,8 +138,15 @@ def search_spec(tiny_models: Path, **execution: Any) -> dict[str, Any]:
     }
 
 
-def create_search(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+def create_search(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    labels: dict[str, str] | None = None,
+) -> None:
+    metadata: dict[str, Any] = {"name": name} | ({"labels": labels} if labels else {})
+    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 

@@ -8,16 +8,21 @@ import math
 import pytest
 
 from sustaindiffusion.local.analysis import (
+    HeldOutCounts,
     RunSummary,
     a12,
     a12_magnitude,
     arm_table,
     compare,
     comparisons,
+    held_out_counts,
     holm,
     paper_comparison,
     per_run,
 )
+from sustaindiffusion.search.engine import SearchEngine, Stage
+from tests.support.engine_runs import make_spec
+from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
 
 
 def test_mann_whitney_and_a12_on_scipys_example() -> None:
@@ -138,3 +143,46 @@ def test_the_papers_table_sits_beside_the_studys_means() -> None:
     assert beside.loc[("sustaindiffusion", "quality"), "difference_percent"] == pytest.approx(0.0)
     assert beside.loc[("defaults", "seconds_per_image"), "paper"] == 34.0
     assert "recommended" not in {arm for arm, _ in beside.index}  # the paper has no such arm
+
+
+def _validated_engine() -> SearchEngine:
+    """A search with held-out validation on 3 prompts, driven by the fake evaluator."""
+    engine = SearchEngine(make_spec(validation={"prompts": {"inline": ["one", "two", "three"]}, "points": 2}))
+    while not engine.outcome().finished:
+        for candidate in engine.ask():
+            result = fake_evaluate(candidate)
+            if engine.stage is Stage.VALIDATION:
+                result.per_prompt = fake_prompt_stats(candidate.settings, 3, 10)
+            engine.tell(result)
+    return engine
+
+
+def test_a_runs_validated_points_count_prompts_won_traded_and_lost() -> None:
+    summary = RunSummary.of("fair", 0, _validated_engine())
+    assert [point.role for point in summary.held_out][:1] == ["knee"]  # the defaults are the reference
+    assert len(summary.held_out) == 2
+    assert all(p.wins + p.pareto + p.losses == 3 for p in summary.held_out)
+    without = RunSummary.of("plain", 0, SearchEngine(make_spec()))
+    assert without.held_out == ()
+
+
+def test_held_out_counts_sum_over_runs_per_arm_and_point() -> None:
+    runs = [
+        RunSummary(
+            "fair", 0, [], None, None, (HeldOutCounts("knee", 2, 1, 0), HeldOutCounts("spread", 0, 1, 2))
+        ),
+        RunSummary("fair", 1, [], None, None, (HeldOutCounts("knee", 1, 1, 1),)),
+        RunSummary("plain", 0, [], None, None),
+    ]
+    counts = held_out_counts(runs).set_index(["arm", "role"])
+    assert counts.loc[("fair", "knee"), ["runs", "wins", "pareto", "losses", "prompts"]].tolist() == [
+        2,
+        3,
+        2,
+        1,
+        6,
+    ]
+    assert counts.loc[("fair", "knee"), "win_percent"] == pytest.approx(50.0)
+    assert counts.loc[("fair", "spread"), "loss_percent"] == pytest.approx(200 / 3)
+    assert "plain" not in counts.index.get_level_values("arm")
+    assert held_out_counts(runs[2:]).empty

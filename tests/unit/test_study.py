@@ -80,6 +80,8 @@ def _prepare(directory: Path, kind: str) -> None:
         (directory / "b.yaml").write_text("spec: [")
     if kind == "duplicate arm":
         _arm(directory, "a-copy", (directory / "a.yaml").read_text())
+    if kind == "reserved arm":
+        _arm(directory, "defaults")
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,7 @@ def _prepare(directory: Path, kind: str) -> None:
         ("bad yaml", "s", 2, "invalid YAML"),
         ("not a search", "s", 2, "must be SustainSearch"),
         ("duplicate arm", "s", 2, "must be unique: a"),
+        ("reserved arm", "s", 2, "'defaults' names the model defaults' row"),
         ("valid", "s", 0, "must be 1 to 100"),
         ("valid", "s", 101, "must be 1 to 100"),
         ("valid", "Not_A_Name", 2, "is not a lowercase name"),

@@ -9,11 +9,13 @@ Pareto solutions): quality, gender and ethnic bias, CPU and GPU energy per image
 seconds per image; beside them the model defaults' values from the same run, and the run's
 hypervolume in one space shared by every arm (gender bias, ethnic bias, energy scaled by twice the
 study's mean defaults energy, and quality, all whatever the arm optimised), so arms with other
-objectives are comparable. Statistics come from scipy.stats: Wilcoxon's signed-rank test when
-both arms ran the same seeds (paired by seed), Mann-Whitney's U test otherwise; Vargha and
-Delaney's A12 from the U statistic, with its magnitude label; Kruskal-Wallis across all arms; and
-Holm's step-down correction over all the comparisons of a measure (written here: scipy has no Holm,
-and five lines do not justify another dependency).
+objectives are comparable; and, where the arm ran `spec.validation`, each validated point's
+per-prompt wins, Pareto ties and losses against the defaults on the held-out prompts. Statistics
+come from scipy.stats: Wilcoxon's signed-rank test when both arms ran the same seeds (paired by
+seed), Mann-Whitney's U test otherwise; Vargha and Delaney's A12 from the U statistic, with its
+magnitude label; Kruskal-Wallis across all arms; and Holm's step-down correction over all the
+comparisons of a measure (written here: scipy has no Holm, and five lines do not justify another
+dependency).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.local.paper import PAPER_MEASURES, paper_value
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
+from sustaindiffusion.search.status import validation_status
 
 JOULES_PER_KWH = 3.6e6
 MEASURES = (
@@ -61,22 +64,40 @@ def measures_of(metrics: Metrics) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class HeldOutCounts:
+    """One validated point of a run against the defaults, prompt by prompt."""
+
+    role: str  # knee, best <objective>, spread
+    wins: int  # prompts where it dominates the defaults
+    pareto: int  # prompts where it trades or ties with them
+    losses: int  # prompts where the defaults dominate it
+
+
+@dataclass(frozen=True)
 class RunSummary:
     arm: str
     run: int  # its seed
     front: list[dict[str, float]]  # the measures of each Pareto solution
     defaults: dict[str, float] | None
     defaults_energy: float | None  # J per image, for the shared hypervolume scale
+    held_out: tuple[HeldOutCounts, ...] = ()  # its validated points, where it ran spec.validation
 
     @classmethod
     def of(cls, arm: str, run: int, engine: SearchEngine) -> RunSummary:
         defaults = engine.defaults_metrics()
+        validation = validation_status(engine)
+        held_out = tuple(
+            HeldOutCounts(point.role, point.wins, point.pareto or 0, point.losses or 0)
+            for point in (validation.points if validation is not None else [])
+            if point.role != "defaults" and point.wins is not None
+        )
         return cls(
             arm=arm,
             run=run,
             front=[measures_of(point.metrics) for point in engine.front()],
             defaults=measures_of(defaults) if defaults is not None else None,
             defaults_energy=defaults.objective(ObjectiveName.ENERGY) if defaults is not None else None,
+            held_out=held_out,
         )
 
     def mean(self, measure: str) -> float:
@@ -141,6 +162,48 @@ def arm_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
         defaults_row[f"{measure}_mean"] = frame[f"defaults_{measure}"].mean()
         defaults_row[f"{measure}_std"] = frame[f"defaults_{measure}"].std(ddof=1) if len(frame) > 1 else 0.0
     return pd.DataFrame([defaults_row, *rows])
+
+
+HELD_OUT_COLUMNS = [
+    "arm",
+    "role",
+    "runs",
+    "prompts",
+    "wins",
+    "pareto",
+    "losses",
+    "win_percent",
+    "loss_percent",
+]
+
+
+def held_out_counts(runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """Per arm and validated role (knee, best <objective>, ...): the per-prompt wins, Pareto ties
+    and losses against the defaults summed over the runs that validated it, with the shares of
+    wins and losses among those prompts. Empty when no run ran spec.validation."""
+    rows = [
+        {
+            "arm": run.arm,
+            "role": point.role,
+            "wins": point.wins,
+            "pareto": point.pareto,
+            "losses": point.losses,
+        }
+        for run in runs
+        for point in run.held_out
+    ]
+    if not rows:
+        return pd.DataFrame(columns=HELD_OUT_COLUMNS)
+    frame = pd.DataFrame(rows)
+    table = (
+        frame.groupby(["arm", "role"], sort=True)
+        .agg(runs=("wins", "size"), wins=("wins", "sum"), pareto=("pareto", "sum"), losses=("losses", "sum"))
+        .reset_index()
+    )
+    table["prompts"] = table["wins"] + table["pareto"] + table["losses"]
+    table["win_percent"] = table["wins"] / table["prompts"] * 100
+    table["loss_percent"] = table["losses"] / table["prompts"] * 100
+    return table[HELD_OUT_COLUMNS]
 
 
 def a12(first: Sequence[float], second: Sequence[float]) -> float:
@@ -247,20 +310,24 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not math.isnan(value) else None
 
 
-def _cell(row: Mapping[Hashable, object], measure: str) -> str:
+def _cell(row: Mapping[Hashable, object], measure: str, plus_minus: str, percent: str) -> str:
     mean = _number(row.get(f"{measure}_mean"))
     if mean is None:
         return "-"
     spread = _number(row.get(f"{measure}_std")) or 0.0
     change = _number(row.get(f"{measure}_change_percent"))
-    suffix = f" ({change:+.0f}%)" if change is not None else ""
-    return f"{mean:.3g} ± {spread:.3g}{suffix}"
+    suffix = f" ({change:+.0f}{percent})" if change is not None else ""
+    return f"{mean:.3g} {plus_minus} {spread:.3g}{suffix}"
 
 
-def summary_rows(table: pd.DataFrame) -> list[list[str]]:
+def summary_rows(table: pd.DataFrame, plus_minus: str = "±", percent: str = "%") -> list[list[str]]:
     """The arm table as text cells: mean ± spread (change against the defaults) per measure."""
     return [
-        [str(row["arm"]), str(row["runs"]), *(_cell(row, measure) for measure in _SUMMARY_MEASURES)]
+        [
+            str(row["arm"]),
+            str(row["runs"]),
+            *(_cell(row, measure, plus_minus, percent) for measure in _SUMMARY_MEASURES),
+        ]
         for row in table.to_dict("records")
     ]
 

@@ -8,7 +8,8 @@
                                     [--out FILE]
     sustaindiffusion study expand ARMS_DIR [--runs 10] [--study NAME]   # | kubectl apply -f -
     sustaindiffusion study run ARMS_DIR [--runs 10] [--study NAME] [--out DIR] [--device ...]
-    sustaindiffusion analyze STUDY_OUT_DIR [--reference ARM] [--out DIR]
+    sustaindiffusion analyze STUDY_OUT_DIR [--reference ARM] [--out DIR] [--compare-paper]
+    sustaindiffusion analyze --study NAME [--namespace NS] [--kubeconfig FILE] [--reference ARM] [--out DIR]
 
 `run` writes to DIR (default: out/<search name>) and resumes from it when run again: nothing
 finished is evaluated twice. Ctrl-C stops it cleanly. `study run` runs each arm's runs in
@@ -40,6 +41,7 @@ from sustaindiffusion.local.runner import Progress as RunProgress
 from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.local.study import ARM_LABEL, RUN_LABEL, load_arms, run_directory
 from sustaindiffusion.local.study import expand as expand_study
+from sustaindiffusion.local.study_runs import local_runs
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
@@ -94,71 +96,90 @@ def _parser() -> argparse.ArgumentParser:
     run_study.add_argument("--out", type=Path, default=None, help="output directory (default: out/<study>)")
     run_study.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda or cuda:N")
     analyze = commands.add_parser("analyze", help="a study's runs: measures per arm and their statistics")
-    analyze.add_argument("directory", type=Path, help="a study's output directory (ARM/run-N inside)")
+    analyze.add_argument(
+        "directory", type=Path, nargs="?", help="a study's output directory (ARM/run-N inside)"
+    )
+    analyze.add_argument("--study", help="a study's SustainSearches in a cluster (by label), instead")
+    analyze.add_argument("--namespace", default="default", help="the study's namespace")
+    analyze.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: $KUBECONFIG)")
     analyze.add_argument("--reference", default=None, help="the arm the others are tested against")
-    analyze.add_argument("--out", type=Path, default=None, help="where the tables go (default: DIR/analysis)")
+    analyze.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: DIR/analysis, or out/<study>/analysis)",
+    )
     analyze.add_argument(
         "--compare-paper", action="store_true", help="print the paper's published means beside the study's"
     )
     return parser
 
 
-def analyze(directory: Path, reference: str | None, out: Path | None, compare_paper: bool = False) -> int:
-    from sustaindiffusion.local.analysis import (  # noqa: PLC0415 - pandas and scipy only when needed
-        SUMMARY_COLUMNS,
-        RunSummary,
-        arm_table,
-        comparisons,
-        paper_comparison,
-        per_run,
-        summary_rows,
-    )
+def analyze(args: argparse.Namespace) -> int:
+    from sustaindiffusion.local.analysis import SUMMARY_COLUMNS, RunSummary, summary_rows  # noqa: PLC0415
+    from sustaindiffusion.local.analysis_output import Analysis  # noqa: PLC0415 - pandas, scipy, matplotlib
 
-    runs = []
-    for run_directory_ in sorted(directory.glob("*/run-*")):
-        arm, number = run_directory_.parent.name, run_directory_.name.removeprefix("run-")
-        if not number.isdigit() or not (run_directory_ / "spec.json").exists():
-            continue
-        try:
-            _, engine = _engine_of(run_directory_)
-        except StoreError as error:
-            console.print(f"[red]{error}[/red]")
-            return EXIT_INVALID
-        if not engine.outcome().finished:
-            console.print(f"[yellow]{run_directory_}: not finished; left out[/yellow]", soft_wrap=True)
-            continue
-        runs.append(RunSummary.of(arm, int(number), engine))
-    if not runs:
-        console.print(f"[red]analyze: no finished run in {directory} (expected ARM/run-N directories)[/red]")
+    if (args.directory is None) == (args.study is None):
+        console.print("[red]analyze: give a study's output directory or --study NAME, not both[/red]")
         return EXIT_INVALID
-    arms = sorted({run.arm for run in runs})
-    chosen = reference or arms[0]
     try:
-        tests = comparisons(runs, chosen)
+        if args.study:
+            from sustaindiffusion.local.cluster import cluster_runs  # noqa: PLC0415
+
+            where = f"the study {args.study} in namespace {args.namespace}"
+            found = cluster_runs(args.study, args.namespace, args.kubeconfig)
+            target = args.out or Path("out") / args.study / "analysis"
+        else:
+            where = str(args.directory)
+            found = local_runs(args.directory)
+            target = args.out or args.directory / "analysis"
+    except (StoreError, LookupError) as error:
+        console.print(f"[red]analyze: {error}[/red]")
+        return EXIT_INVALID
+    for source in found.unfinished:
+        console.print(f"[yellow]{source}: not finished; left out[/yellow]", soft_wrap=True)
+    if not found.finished:
+        expected = "labelled SustainSearches" if args.study else "ARM/run-N directories"
+        console.print(f"[red]analyze: no finished run in {where} (expected {expected})[/red]")
+        return EXIT_INVALID
+    runs = [RunSummary.of(run.arm, run.run, run.engine) for run in found.finished]
+    reference = args.reference or sorted({run.arm for run in runs})[0]
+    try:
+        analysis = Analysis.of(runs, reference, compare_paper=args.compare_paper)
     except LookupError as error:
         console.print(f"[red]analyze: {error}[/red]")
         return EXIT_INVALID
-    table = arm_table(runs)
-    target = out or directory / "analysis"
-    target.mkdir(parents=True, exist_ok=True)
-    per_run(runs).to_csv(target / "runs.csv", index=False)
-    table.to_csv(target / "arms.csv", index=False)
-    tests.to_csv(target / "tests.csv", index=False)
-    shown = Table(title=f"{len(runs)} runs of {len(arms)} arms: mean ± standard deviation over runs")
+    written = analysis.write(target)
+    wide = Console(width=max(console.width, 160))
+    shown = Table(
+        title=f"{len(runs)} runs of {len(analysis.arms) - 1} arms: mean ± standard deviation over runs"
+    )
     for column in SUMMARY_COLUMNS:
         shown.add_column(column)
-    for cells in summary_rows(table):
+    for cells in summary_rows(analysis.arms):
         shown.add_row(*cells)
-    Console(width=max(console.width, 160)).print(shown)
-    if compare_paper:
-        beside = paper_comparison(table)
-        beside.to_csv(target / "paper.csv", index=False)
+    wide.print(shown)
+    if not analysis.held_out.empty:
+        held_out = Table(title="held-out validation: prompts won / traded / lost against the defaults")
+        for column in ("arm", "point", "runs", "won", "traded", "lost"):
+            held_out.add_column(column)
+        for row in analysis.held_out.to_dict("records"):
+            held_out.add_row(
+                str(row["arm"]),
+                str(row["role"]),
+                str(row["runs"]),
+                str(row["wins"]),
+                str(row["pareto"]),
+                str(row["losses"]),
+            )
+        wide.print(held_out)
+    if analysis.paper is not None:
         paper = Table(
             title="the paper's means beside the study's (docs/fidelity.md says why they may differ)"
         )
         for column in ("arm", "measure", "paper", "study", "difference"):
             paper.add_column(column)
-        for row in beside.to_dict("records"):
+        for row in analysis.paper.to_dict("records"):
             difference = row["difference_percent"]
             paper.add_row(
                 str(row["arm"]),
@@ -167,8 +188,12 @@ def analyze(directory: Path, reference: str | None, out: Path | None, compare_pa
                 f"{row['study']:.3g}",
                 "-" if math.isnan(difference) else f"{difference:+.0f}%",
             )
-        Console(width=max(console.width, 160)).print(paper)
-    console.print(f"against {chosen}: {target / 'tests.csv'}; per arm: {target / 'arms.csv'}", soft_wrap=True)
+        wide.print(paper)
+    console.print(
+        f"each arm against {reference}: {target / 'tests.csv'}; in {target}: "
+        + ", ".join(path.name for path in written),
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -403,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "study":
         return study(args)
     if args.command == "analyze":
-        return analyze(args.directory, args.reference, args.out, args.compare_paper)
+        return analyze(args)
     if args.command == "export-profile":
         return export_profile(args.directory, args.candidate or args.rule, args.out)
     return report(args)

@@ -27,7 +27,7 @@ from sustaindiffusion.search.status import validation_status
 FIGURE_DPI = 100
 
 
-def _save(figure: Figure, target: Path, stem: str) -> Path:
+def save_figure(figure: Figure, target: Path, stem: str) -> Path:
     png = target / f"{stem}.png"
     figure.savefig(png, dpi=FIGURE_DPI, bbox_inches="tight")
     figure.savefig(target / f"{stem}.svg", bbox_inches="tight")
@@ -81,7 +81,7 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
         axis.set_ylabel(OBJECTIVES[objective_j].axis_label)
     axes[0][0].legend(loc="best", fontsize="small")
     figure.suptitle("Objectives: every evaluation, the front and the defaults")
-    return _save(figure, target, "front_pairs")
+    return save_figure(figure, target, "front_pairs")
 
 
 def _parallel(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Path:
@@ -92,7 +92,7 @@ def _parallel(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
     axis.set_xticks(range(len(names)), names)
     axis.set_ylabel("normalised (0 best, 1 worst)")
     axis.set_title("Pareto front, parallel coordinates")
-    return _save(figure, target, "parallel_coordinates")
+    return save_figure(figure, target, "parallel_coordinates")
 
 
 def _hypervolume(engine: SearchEngine, target: Path) -> Path:
@@ -102,7 +102,7 @@ def _hypervolume(engine: SearchEngine, target: Path) -> Path:
     axis.set_xlabel("generation")
     axis.set_ylabel("hypervolume")
     axis.set_title("Hypervolume of the front per generation")
-    return _save(figure, target, "hypervolume")
+    return save_figure(figure, target, "hypervolume")
 
 
 def _grid(images: list[Path], target: Path, columns: int = 5, cell: int = 128) -> Path | None:
@@ -163,7 +163,7 @@ def _export_archive(engine: SearchEngine, target: Path) -> list[str]:
     return [*written, "archive.parquet"]
 
 
-def _embed(path: Path) -> str:
+def embed_png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
@@ -253,7 +253,7 @@ def write_report(name: str, engine: SearchEngine, run_directory: Path | None, ta
             f"<td>{html.escape(', '.join(settings.negative_keywords))}</td>"
             f"<td>{settings.prompt_weight}</td>{cells}<td>{point.metrics.quality:.4g}</td>"
             f"<td>{_share(point.metrics.valid_share)}</td>"
-            f"<td>{_embed(grid) if grid else ''}</td></tr>"
+            f"<td>{embed_png(grid) if grid else ''}</td></tr>"
         )
     baselines = "".join(
         f"<tr><td>{html.escape(c.baseline or '')}</td><td><code>{c.candidate_id}</code></td>"
@@ -280,7 +280,7 @@ in brackets: change against the defaults)</h2>
 <th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th><th>images</th></tr>
 {"".join(rows)}</table>
 {_validation_section(engine)}
-<h2>Plots</h2>{"".join(_embed(p) for p in plots)}
+<h2>Plots</h2>{"".join(embed_png(p) for p in plots)}
 <p>Exports: {", ".join(exports)}; plots also as SVG.</p>
 </body></html>
 """

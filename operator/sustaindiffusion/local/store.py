@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from sustaindiffusion.api.spec import IMMUTABLE_ALGORITHM_FIELDS, IMMUTABLE_SPEC_FIELDS, SustainSearchSpec
 from sustaindiffusion.search.records import ArchiveRecord, RecordError
 
@@ -63,8 +65,14 @@ class RunStore:
     def load_spec(self) -> tuple[str, SustainSearchSpec]:
         if not self.exists():
             raise StoreError(f"{self.directory} is not a search output directory (no spec.json)")
-        document = json.loads(self.spec_path.read_text())
-        return document["name"], SustainSearchSpec.model_validate(document["spec"])
+        try:
+            document = json.loads(self.spec_path.read_text())
+            return str(document["name"]), SustainSearchSpec.model_validate(document["spec"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as error:
+            problem = f"{type(error).__name__}: {error}".splitlines()[0]
+            raise StoreError(
+                f"{self.spec_path} is not a search's spec ({problem}); `sustaindiffusion run` writes it"
+            ) from None
 
     def records(self) -> list[ArchiveRecord]:
         """The archive, in order. A last line cut short by a crash is dropped from the file (its

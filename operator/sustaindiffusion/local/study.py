@@ -26,6 +26,7 @@ STUDY_LABEL = "sustaindiffusion.io/study"
 ARM_LABEL = "sustaindiffusion.io/arm"
 RUN_LABEL = "sustaindiffusion.io/run"
 MAX_RUNS = 100
+RESERVED_ARM = "defaults"  # the analysis's row of the model defaults
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_LIMIT = 63  # label values, and the names of the objects a search owns, stay within it
 
@@ -57,6 +58,11 @@ def load_arms(directory: Path) -> list[Arm]:
     if not arms:
         raise ManifestError(str(directory), [FieldError("<directory>", "holds no *.yaml arm manifest")])
     names = [arm.name for arm in arms]
+    if RESERVED_ARM in names:
+        raise ManifestError(
+            str(directory),
+            [FieldError("metadata.name", f"{RESERVED_ARM!r} names the model defaults' row of the analysis")],
+        )
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise ManifestError(
