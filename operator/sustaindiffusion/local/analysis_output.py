@@ -31,7 +31,7 @@ from sustaindiffusion.local.analysis import (
 from sustaindiffusion.local.report import embed_png, save_figure
 
 PLOTTED = (  # per-run column, axis label, and the better direction
-    ("quality", "quality (CLIP score)", "higher"),
+    ("quality", "quality", "higher"),
     ("gender_bias", "gender bias", "lower"),
     ("ethnic_bias", "ethnic bias", "lower"),
     ("cpu_kwh_per_image", "CPU kWh per image", "lower"),
