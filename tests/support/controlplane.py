@@ -39,6 +39,7 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "resourcequota-controller",  # quota usage, which quota admission needs (a shared cluster has quotas)
     "disruption-controller",  # evictions (the PodDisruptionBudget bookkeeping the eviction API reads)
+    "validatingadmissionpolicy-status-controller",  # type-checks admission policies against the CRD
 )
 
 READY_TIMEOUT_S = float(os.environ.get("SUSTAINDIFFUSION_CONTROL_PLANE_TIMEOUT", "180"))
