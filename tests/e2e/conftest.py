@@ -95,12 +95,19 @@ def crd_installed(control_plane: ControlPlane, api_client: client.ApiClient) -> 
     )
 
 
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
 @contextlib.contextmanager
 def fresh_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A new namespace whose default ServiceAccount exists; deleted afterwards."""
+    """A new namespace whose default ServiceAccount exists; deleted afterwards. It enforces the
+    `restricted` Pod Security Standard, so every worker and operator pod of the tests meets it."""
     core = client.CoreV1Api(api_client)
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
     wait_until(
         lambda: core.read_namespaced_service_account("default", name),
         timeout=60,

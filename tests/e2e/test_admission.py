@@ -321,7 +321,7 @@ def test_a_change_of_the_spec_is_checked_and_status_writes_are_not(
         control_plane.kubectl("delete", "sustainsearch", "kept", "-n", policy_namespace, "--wait=false")
 
 
-def test_the_chart_binds_the_policy_to_the_watched_namespaces_when_namespaced(
+def test_the_chart_binds_the_policy_to_the_namespaces_of_its_scope(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     values = write_values(
@@ -347,7 +347,14 @@ def test_the_chart_binds_the_policy_to_the_watched_namespaces_when_namespaced(
         ["team-a", "team-b"],
     )
     cluster = helm(
-        control_plane, "template", "sd", str(CHART), "--show-only", "templates/admission.yaml"
+        control_plane,
+        "template",
+        "sd",
+        str(CHART),
+        "--set",
+        "rbac.scope=cluster",
+        "--show-only",
+        "templates/admission.yaml",
     ).stdout
     binding = next(
         d for d in yaml.safe_load_all(cluster) if d and d["kind"] == "ValidatingAdmissionPolicyBinding"

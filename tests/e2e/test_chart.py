@@ -15,15 +15,20 @@ import yaml
 from kubernetes import client
 
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.kube import builders
+from tests.e2e.conftest import fresh_namespace
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import free_port, wait_until
 from tests.support.tiny import ensure_tiny_models
+from tests.unit.test_kube_objects import task_of
 
 CHART = REPO_ROOT / "charts" / "sustaindiffusion"
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "cluster": {"rbac": {"scope": "cluster"}, "networkPolicy": {"namespaces": ["team-a"]}},
     "namespaced": {
         "rbac": {"scope": "namespaced"},
         "watchNamespaces": ["team-a", "team-b"],
@@ -82,7 +87,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     name: str,
 ) -> None:
     core = client.CoreV1Api(api_client)
-    for extra in VALUE_SETS[name].get("watchNamespaces", []):
+    values = VALUE_SETS[name]
+    for extra in [*values.get("watchNamespaces", []), *values.get("networkPolicy", {}).get("namespaces", [])]:
         if not core.list_namespace(field_selector=f"metadata.name={extra}").items:
             core.create_namespace({"metadata": {"name": extra}})
     rendered = helm(
@@ -245,3 +251,76 @@ def test_install_runs_the_operator_with_exactly_its_permissions(
         tails = "\n".join(p.read_text(errors="replace")[-3000:] for p in logs)
         raise AssertionError(f"{error}\n--- operator pod log ---\n{tails}") from None
     helm(control_plane, "uninstall", "sd", "--namespace", namespace)
+
+
+def test_network_policies_select_the_pods_the_operator_builds(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    values = write_values(
+        tmp_path, {"rbac": {"scope": "namespaced"}, "watchNamespaces": ["team-a", "team-b"]}
+    )
+    rendered = helm(
+        control_plane,
+        "template",
+        "sd",
+        str(CHART),
+        "-f",
+        str(values),
+        "--show-only",
+        "templates/networkpolicy.yaml",
+    ).stdout
+    policies = [d for d in yaml.safe_load_all(rendered) if d]
+    workers = [p for p in policies if p["metadata"]["name"] == "sd-sustaindiffusion-workers"]
+    assert sorted(p["metadata"]["namespace"] for p in workers) == ["team-a", "team-b"]
+    spec = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})
+    pod = builders.worker_job(builders.SearchRef("s", "team-a", "uid"), spec, task_of(spec))["spec"][
+        "template"
+    ]
+    selector = workers[0]["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    assert {port["port"] for port in workers[0]["spec"]["ingress"][0]["ports"]} <= ports
+    egress_ports = [port["port"] for rule in workers[0]["spec"]["egress"] for port in rule.get("ports", [])]
+    assert egress_ports == [53, 53, 443]  # DNS and HTTPS to the hub, nothing else
+    off = helm(control_plane, "template", "sd", str(CHART), "--set", "networkPolicy.enabled=false").stdout
+    assert "kind: NetworkPolicy" not in off
+
+
+@pytest.mark.parametrize("scope", ["namespaced", "cluster"])
+def test_the_operators_rbac_reaches_exactly_the_namespaces_of_its_scope(
+    control_plane: ControlPlane, crd_installed: None, api_client: client.ApiClient, tmp_path: Path, scope: str
+) -> None:
+    """The can-i matrix of each scope: namespaced (the default) acts in its watched namespace and
+    nowhere else, kube-system included; cluster acts in every namespace."""
+    with fresh_namespace(api_client) as home, fresh_namespace(api_client) as elsewhere:
+        release = f"rbac-{scope}"
+        rendered = helm(
+            control_plane,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            home,
+            "--set",
+            f"rbac.scope={scope}",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ).stdout
+        control_plane.kubectl("apply", "-n", home, "-f", "-", input_text=rendered)
+        try:
+            account = f"system:serviceaccount:{home}:{release}-sustaindiffusion"
+            reached = [home, elsewhere, "kube-system"] if scope == "cluster" else [home]
+            for namespace in (home, elsewhere, "kube-system"):
+                for verb, resource in ALLOWED:
+                    if resource.startswith("leases"):
+                        continue  # the leader-election Lease lives in the release namespace only
+                    allowed = can_i(control_plane, account, verb, resource, namespace)
+                    assert allowed == (namespace in reached), f"{scope}: {verb} {resource} in {namespace}"
+                for verb, resource in DENIED:
+                    assert not can_i(control_plane, account, verb, resource, namespace), (
+                        f"{scope}: may {verb} {resource} in {namespace}"
+                    )
+        finally:
+            control_plane.kubectl("delete", "-n", home, "--ignore-not-found", "-f", "-", input_text=rendered)

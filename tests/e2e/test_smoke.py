@@ -190,7 +190,7 @@ def test_indexed_job_runs_on_the_fake_node_and_reports_termination_messages(
             },
         },
     }
-    batch.create_namespaced_job(namespace, job)
+    batch.create_namespaced_job(namespace, _restricted_job(job))
     _wait_job_condition(batch, "indexed", namespace, "Complete")
 
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=indexed").items
@@ -232,7 +232,7 @@ def test_failing_pods_are_retried_up_to_the_backoff_limit(
             },
         },
     }
-    batch.create_namespaced_job(namespace, job)
+    batch.create_namespaced_job(namespace, _restricted_job(job))
     failed_job = _wait_job_condition(batch, "failing", namespace, "Failed", timeout=180)
     assert any(c.reason == "BackoffLimitExceeded" for c in failed_job.status.conditions)
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=failing").items
@@ -256,24 +256,26 @@ def test_deleting_an_owner_garbage_collects_what_it_owns(
     )
     batch.create_namespaced_job(
         namespace,
-        {
-            "metadata": {"name": "owned-job", "ownerReferences": [reference]},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": "ignored",
-                                "command": _python("import time; time.sleep(600)"),
-                            }
-                        ],
+        _restricted_job(
+            {
+                "metadata": {"name": "owned-job", "ownerReferences": [reference]},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "terminationGracePeriodSeconds": 1,
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "ignored",
+                                    "command": _python("import time; time.sleep(600)"),
+                                }
+                            ],
+                        }
                     }
-                }
-            },
-        },
+                },
+            }
+        ),
     )
 
     def pod_running() -> client.V1Pod | None:
@@ -343,14 +345,29 @@ def _listening_addresses(pid: int) -> list[str]:
 
 
 def _bare_pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": "ignored", "command": command}],
-            **spec,
-        },
+    pod_spec = {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": "ignored", "command": command}],
+        **spec,
     }
+    return {"metadata": {"name": name}, "spec": _restricted(pod_spec)}
+
+
+def _restricted(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """`pod_spec` with what the namespaces' `restricted` Pod Security Standard asks of every pod."""
+    pod_spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for container in pod_spec["containers"]:
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return pod_spec
+
+
+def _restricted_job(job: dict[str, Any]) -> dict[str, Any]:
+    _restricted(job["spec"]["template"]["spec"])
+    return job
 
 
 def _wait_pod_phase(core: client.CoreV1Api, name: str, namespace: str, phase: str) -> client.V1Pod:

@@ -129,6 +129,9 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
         "limits": {"nvidia.com/gpu": "1"},
     }
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert {"/tmp", builders.CACHE_MOUNT, "/models", "/artifacts"} == writable  # and nothing else
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     env = {e["name"]: e for e in container["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
@@ -163,6 +166,9 @@ def test_optional_pod_fields_are_left_out_when_unset() -> None:
     pod = builders.worker_job(SEARCH, plain, task_of(plain))["spec"]["template"]["spec"]
     for absent in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName"):
         assert absent not in pod
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HF_HOME"] == f"{builders.CACHE_MOUNT}/huggingface"  # no weights cache: the pod's emptyDir
+    assert env["HOME"] == env["XDG_CACHE_HOME"] == builders.CACHE_MOUNT
     labels = builders.worker_job(SEARCH, plain, task_of(plain))["metadata"]["labels"]
     assert "kueue.x-k8s.io/queue-name" not in labels
 

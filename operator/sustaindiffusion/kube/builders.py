@@ -32,6 +32,7 @@ from sustaindiffusion.kube.names import (
 TASK_KEY = "task.json"
 ARCHIVE_KEY = "records.jsonl"
 TASK_MOUNT = "/etc/sustaindiffusion/task"
+CACHE_MOUNT = "/var/cache/sustaindiffusion"  # an emptyDir: the root filesystem is read-only
 WORKER_CONTAINER = "worker"
 WORKER_UID = 1000
 METRICS_PORT = 9400
@@ -149,10 +150,20 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, 
             "configMap": {"name": task_config_map_name(search.name, task.generation, task.round)},
         },
         {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
     ]
     mounts: list[Manifest] = [
         {"name": "task", "mountPath": TASK_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_MOUNT},
+    ]
+    # The root filesystem is read-only: home, library caches and (without a weights cache) the
+    # hub's downloads go to the pod's own emptyDir.
+    env += [
+        {"name": "HOME", "value": CACHE_MOUNT},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_MOUNT},
+        {"name": "MPLCONFIGDIR", "value": f"{CACHE_MOUNT}/matplotlib"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_MOUNT}/triton"},
     ]
     model = spec.model
     if model.token_secret_ref is not None:
@@ -177,7 +188,9 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, 
         mounts.append(
             {"name": "weights", "mountPath": model.cache.mount_path, "readOnly": model.cache.read_only}
         )
-        env.append({"name": "HF_HOME", "value": model.cache.mount_path})
+    env.append(
+        {"name": "HF_HOME", "value": model.cache.mount_path if model.cache else f"{CACHE_MOUNT}/huggingface"}
+    )
     if artifacts is not None:
         volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts.claim_name}})
         mounts.append({"name": "artifacts", "mountPath": artifacts.path})
@@ -202,6 +215,7 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, 
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
             "runAsUser": WORKER_UID,
+            "readOnlyRootFilesystem": True,
         },
     }
     pod: Manifest = {
