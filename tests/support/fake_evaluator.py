@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import NEGATIVE_MALE_LEADING, POSITIVE_FEMALE_LEADING
 from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.task import EvaluationTask
-from sustaindiffusion.search.engine import Candidate
+
+if TYPE_CHECKING:  # the stand-in worker imports this module: it starts faster without pymoo
+    from sustaindiffusion.search.engine import Candidate
 
 IMAGES = 4
 
