@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--long-generations", type=int, default=2)
     parser.add_argument("--idle-window", type=float, default=30.0, help="seconds of the idle count")
     parser.add_argument("--pods", default="48", help="pods the test kubelet runs at once")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="the operator's --workers (default: its own)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sd-scale-"))
     plane = ControlPlane(locate_binaries(), workdir / "control-plane")
@@ -81,6 +84,7 @@ def main() -> None:
             population=args.population,
             long_generations=args.long_generations,
             idle_window_s=args.idle_window,
+            operator_args=("--workers", str(args.workers)) if args.workers else (),
         )
         print("\n".join(figures.lines()))
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client
 
@@ -42,3 +43,11 @@ def test_twenty_searches_share_one_operator_through_a_restart(
         assert figures.turnarounds_s
         # Finished searches cost no requests: what is left is the operator's own Lease renewals.
         assert set(figures.idle_requests) <= {"PUT leases", "GET leases"}, figures.idle_requests
+        # Only worker pods and Jobs are sent to the operator: the API server filters them.
+        for kind in ("pods", "jobs"):
+            watches = [target for target in figures.watches if urlsplit(target).path.endswith(f"/{kind}")]
+            assert watches, figures.watches
+            for target in watches:
+                assert parse_qs(urlsplit(target).query)["labelSelector"] == [
+                    "sustaindiffusion.io/component=worker"
+                ]

@@ -26,13 +26,13 @@ Faults:
   fresh connections).
 
 Counters for assertions, all updated under the lock: `requests` (non-watch requests seen),
-`watches`, `faults_injected` (keyed "status-<code>", "timeout", "lost", "reset", "blackholed"
-for each held connection, "cut" for each connection a blackhole cut), `log` (the last 10,000
-non-watch requests as `(number, method, path, outcome)`, the outcome being "forwarded",
-"upstream-error" or a fault's label), `upstream_failures` (requests, watches included, that
-could not be sent upstream: answered 502 unless lost anyway, as when the apiserver is down) and
-`errors` (descriptions of unexpected exceptions and of requests the proxy could not parse,
-which a test may assert stays empty).
+`watches` (and `watch_targets`, their paths with their queries), `faults_injected` (keyed
+"status-<code>", "timeout", "lost", "reset", "blackholed" for each held connection, "cut" for
+each connection a blackhole cut), `log` (the last 10,000 non-watch requests as `(number, method,
+path, outcome)`, the outcome being "forwarded", "upstream-error" or a fault's label),
+`upstream_failures` (requests, watches included, that could not be sent upstream: answered 502
+unless lost anyway, as when the apiserver is down) and `errors` (descriptions of unexpected
+exceptions and of requests the proxy could not parse, which a test may assert stays empty).
 
 Not supported, as no operator client needs them: protocol upgrades (exec, attach, port-forward:
 the `Connection` header is replaced, so the apiserver refuses to upgrade), `Expect:
@@ -468,6 +468,7 @@ class FaultProxy:
         self.upstream_failures = 0
         self.faults_injected: collections.Counter[str] = collections.Counter()
         self.log: list[tuple[int, str, str, str]] = []
+        self.watch_targets: list[str] = []  # each watch's path and query, as the client sent it
         self.errors: list[str] = []
 
         self._server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -656,6 +657,8 @@ class FaultProxy:
         if request.is_watch:
             with self._lock:
                 self.watches += 1
+                self.watch_targets.append(request.target)
+                del self.watch_targets[:-_LOG_LIMIT]
         else:
             number, fault = self._decide(request)
 

@@ -3,8 +3,8 @@
 
 Worker pods run the stand-in worker (`tests/support/standin_worker.py`: deterministic results in
 milliseconds), so what is measured is the operator's cost. Half the searches end after their
-first generation, half run more. When the short ones have finished, the operator is killed and a
-new one started: its restart time is until every search still running is back in its metrics
+first generation, half run more. When half the searches have finished, the operator is killed
+and a new one started: its restart time is until every search still running is back in its metrics
 (archive replayed, Jobs observed). When all have finished, a third operator life talks to the
 API server through a counting proxy, and its requests over a quiet window give the idle request
 rate of finished searches. Throughout: the operator's resident memory and CPU, the API server's
@@ -66,6 +66,8 @@ class ScaleFigures:
     running_at_restart: int = 0
     idle_requests_per_s: float = 0.0  # the operator's own, all searches finished
     idle_requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    watches: list[str] = field(default_factory=list)  # the idle operator's watch requests
+    work: dict[str, tuple[float, int]] = field(default_factory=dict)  # mean s and count, after the restart
 
     def lines(self) -> list[str]:
         ordered = sorted(self.turnarounds_s)
@@ -82,6 +84,11 @@ class ScaleFigures:
             f"turnaround over {len(ordered)} generation changes: p50 {quantile(0.5):.2f} s, "
             f"p99 {quantile(0.99):.2f} s (target p99 < 2 s)",
             f"API server requests while searching, all clients: {self.apiserver_requests_per_s:.1f}/s",
+            "after the restart, a due search waited for a worker "
+            + ", a step took ".join(
+                f"{mean:.2f} s on average ({count}x)"
+                for mean, count in (self.work.get(w, (0.0, 0)) for w in ("queue_wait", "step"))
+            ),
             f"restart with {self.searches - self.running_at_restart} finished and {self.running_at_restart} "
             f"running: {self.restart_s:.1f} s until every running search is back (target < 30 s)",
             f"idle API rate of the operator, {self.searches} finished searches: "
@@ -183,13 +190,30 @@ def _phases(api: client.ApiClient, namespace: str) -> dict[str, str]:
     return {item["metadata"]["name"]: (item.get("status") or {}).get("phase", "") for item in listed["items"]}
 
 
+def _work_means(operator: OperatorProcess) -> dict[str, tuple[float, int]]:
+    """The operator's mean queue wait and step time so far, with their counts."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read()
+    except OSError:
+        return {}
+    values = dict(
+        re.findall(r"^(sustaindiffusion_operator_\w+_seconds_(?:sum|count)) (\S+)$", text.decode(), re.M)
+    )
+    means = {}
+    for what in ("queue_wait", "step"):
+        count = float(values.get(f"sustaindiffusion_operator_{what}_seconds_count", 0))
+        total = float(values.get(f"sustaindiffusion_operator_{what}_seconds_sum", 0))
+        means[what] = (total / count if count else float("nan"), int(count))
+    return means
+
+
 def _stepped(operator: OperatorProcess) -> set[str]:
     """The searches the operator has stepped since it started (its per-search metrics)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read()
     except OSError:
         return set()
-    return set(re.findall(r'^sustaindiffusion_search_generation\{[^}]*name="([^"]+)"', text.decode(), re.M))
+    return set(re.findall(r'^sustaindiffusion_search_generation\{[^}]*search="([^"]+)"', text.decode(), re.M))
 
 
 def _proxy_for(plane: ControlPlane) -> FaultProxy:
@@ -217,9 +241,13 @@ def _kubeconfig_via(plane: ControlPlane, proxy: FaultProxy, directory: Path) -> 
 
 @contextlib.contextmanager
 def _operator(
-    plane: ControlPlane, namespace: str, workdir: Path, kubeconfig: Path | None = None
+    plane: ControlPlane,
+    namespace: str,
+    workdir: Path,
+    kubeconfig: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(plane, namespace, workdir, kubeconfig=kubeconfig)
+    operator = OperatorProcess(plane, namespace, workdir, kubeconfig=kubeconfig, extra_args=extra_args)
     operator.start()
     try:
         yield operator
@@ -238,6 +266,7 @@ def run_scale(
     long_generations: int = 2,
     idle_window_s: float = 30.0,
     timeout_s: float = 1800.0,
+    operator_args: tuple[str, ...] = (),
 ) -> ScaleFigures:
     """Run `searches` searches (half of one generation, half of `long_generations`) on one
     operator at a time in `namespace`, which must exist and be watched by nobody else."""
@@ -252,7 +281,7 @@ def run_scale(
     started = time.monotonic()
     try:
         with standin_workers(kubelet, namespace):
-            with _operator(plane, namespace, workdir) as first:
+            with _operator(plane, namespace, workdir, extra_args=operator_args) as first:
                 assert first.process is not None
                 sampler.follow(first.process.pid)
                 requests_before = apiserver_requests(plane)
@@ -266,17 +295,17 @@ def run_scale(
                     }
                     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
                 wait_until(
-                    lambda: all(_phases(api, namespace).get(n) in TERMINAL for n in short),
+                    lambda: len(_finished(api, namespace)) >= len(short),
                     max(1.0, deadline - time.monotonic()),
-                    interval=1.0,
-                    what="the short searches to finish",
+                    interval=0.5,
+                    what="half the searches to finish",
                 )
             phases = _phases(api, namespace)
             running = {n for n in long if phases.get(n) not in TERMINAL}
             figures.running_at_restart = len(running)
             # Generations under way at the kill: their turnaround includes the restart.
             excluded = {(s, g) for (s, g) in timeline.pod_done if s in running}
-            with _operator(plane, namespace, workdir) as second:
+            with _operator(plane, namespace, workdir, extra_args=operator_args) as second:
                 restarted = time.monotonic()
                 assert second.process is not None
                 sampler.follow(second.process.pid)
@@ -294,6 +323,7 @@ def run_scale(
                     what="every search to finish",
                 )
                 figures.wall_s = time.monotonic() - started
+                figures.work = _work_means(second)
                 figures.apiserver_requests_per_s = (
                     apiserver_requests(plane) - requests_before
                 ) / figures.wall_s
@@ -301,13 +331,14 @@ def run_scale(
         figures.turnarounds_s = timeline.turnarounds(excluded)
         with _proxy_for(plane) as proxy:
             kubeconfig = _kubeconfig_via(plane, proxy, workdir)
-            with _operator(plane, namespace, workdir, kubeconfig=kubeconfig) as idle:
+            with _operator(plane, namespace, workdir, kubeconfig, operator_args) as idle:
                 assert idle.process is not None
                 sampler.follow(idle.process.pid)
                 time.sleep(IDLE_SETTLE_S)
                 before = proxy.requests
                 time.sleep(idle_window_s)
                 figures.idle_requests_per_s = (proxy.requests - before) / idle_window_s
+                figures.watches = list(proxy.watch_targets)
                 figures.idle_requests = collections.Counter(
                     f"{method} {_resource(path)}"
                     for number, method, path, _ in list(proxy.log)

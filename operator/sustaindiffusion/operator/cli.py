@@ -1,7 +1,7 @@
 """The operator's command line (`sustaindiffusion-operator`, or `python -m sustaindiffusion.operator`).
 
     sustaindiffusion-operator [--namespace NS ... | --all-namespaces] [--metrics-port 8080]
-                              [--health-port 8081] [--workers 4] [--resync-seconds 60]
+                              [--health-port 8081] [--workers 16] [--resync-seconds 60]
                               [--stuck-after-seconds 300] [--no-leader-election]
                               [--lease-namespace NS] [--lease-name NAME] [--identity ID]
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         api_timeout=args.api_timeout_seconds,
     )
     if args.metrics_port:
-        serve_metrics(args.metrics_port, RUNTIME.metrics, args.metrics_address)
+        serve_metrics(args.metrics_port, RUNTIME.metrics, args.metrics_address, RUNTIME.work_metrics)
     if args.health_port:
         serve_health(args.health_port, args.health_address, RUNTIME.health)
     asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace or []))

@@ -15,7 +15,7 @@ from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
 from sustaindiffusion.operator.events import EventPoster
-from sustaindiffusion.operator.metrics import SearchMetrics
+from sustaindiffusion.operator.metrics import SearchMetrics, WorkMetrics
 from sustaindiffusion.operator.supervisor import (
     RESYNC_SECONDS,
     STUCK_AFTER_SECONDS,
@@ -25,6 +25,8 @@ from sustaindiffusion.operator.supervisor import (
 )
 
 log = logging.getLogger(__name__)
+
+SPARE_CONNECTIONS = 4
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Runtime:
     def __init__(self) -> None:
         self.settings = RuntimeSettings()
         self.metrics = SearchMetrics()
+        self.work_metrics = WorkMetrics()
         self.supervisor: Supervisor | None = None
         self.leading = False
 
@@ -53,7 +56,11 @@ class Runtime:
         except config.ConfigException:
             config.load_kube_config()  # type: ignore[no-untyped-call]
         timeout = (min(CONNECT_TIMEOUT_S, self.settings.api_timeout), self.settings.api_timeout)
-        api = TimeoutApiClient(client.Configuration.get_default_copy(), timeout)
+        configuration = client.Configuration.get_default_copy()
+        # A connection for every worker, the event poster and the Lease: a smaller pool (urllib3's
+        # default is 10) discards connections under load, and each new one costs a TLS handshake.
+        configuration.connection_pool_maxsize = self.settings.workers + SPARE_CONNECTIONS
+        api = TimeoutApiClient(configuration, timeout)
         events = EventPoster(api)
         settings = self.settings
         supervisor = Supervisor(
@@ -61,6 +68,7 @@ class Runtime:
             workers=settings.workers,
             resync=settings.resync,
             stuck_after=settings.stuck_after,
+            timings=self.work_metrics,
         )
         self.supervisor = supervisor
 
@@ -92,6 +100,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 150  # a watch connection that went silent is reopened
     settings.watching.connect_timeout = 10
     settings.peering.standalone = True  # one writer is chosen by our Lease, not by kopf's peering
+    # The API server sends only worker Jobs and pods (the handlers' `labels=` filter on the client,
+    # after every pod and Job of the namespace has been sent and parsed).
+    workers = f"{LABEL_COMPONENT}={COMPONENT_WORKER}"
+    settings.watching.label_selectors["batch", "jobs"] = workers
+    settings.watching.label_selectors["v1", "pods"] = workers
     RUNTIME.start()
 
 

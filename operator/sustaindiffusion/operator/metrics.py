@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -118,8 +118,41 @@ class SearchMetrics(Collector):
         yield from (generation, finished, evaluations, energy, hypervolume, front_size, front_objective)
 
 
-def serve_metrics(port: int, collector: SearchMetrics, address: str = "0.0.0.0") -> CollectorRegistry:
+WORK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class WorkMetrics:
+    """The supervisor's timings, as a controller's work-queue metrics: how long a due search
+    waits for a worker, and how long one step of a search takes (its API calls included)."""
+
+    def __init__(self) -> None:
+        self.queue_wait = Histogram(
+            "sustaindiffusion_operator_queue_wait_seconds",
+            "Time a search that is due waits for a worker.",
+            buckets=WORK_BUCKETS,
+            registry=None,
+        )
+        self.step = Histogram(
+            "sustaindiffusion_operator_step_seconds",
+            "Time one step of a search takes.",
+            buckets=WORK_BUCKETS,
+            registry=None,
+        )
+
+    def waited(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
+
+    def stepped(self, seconds: float) -> None:
+        self.step.observe(seconds)
+
+
+def serve_metrics(
+    port: int, collector: SearchMetrics, address: str = "0.0.0.0", work: WorkMetrics | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(collector)
+    if work is not None:
+        registry.register(work.queue_wait)
+        registry.register(work.step)
     start_http_server(port, addr=address, registry=registry)
     return registry

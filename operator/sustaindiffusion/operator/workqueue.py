@@ -29,6 +29,7 @@ class WorkQueue(Generic[Key]):
         self._again: dict[Key, float] = {}  # processing keys to schedule again when done
         self._counter = itertools.count()
         self._closed = False
+        self.last_wait = 0.0  # how long past its due time the key last handed out waited
 
     def add(self, key: Key, delay: float = 0.0) -> None:
         when = time.monotonic() + max(0.0, delay)
@@ -53,9 +54,10 @@ class WorkQueue(Generic[Key]):
                 while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
                     heapq.heappop(self._heap)  # superseded by an earlier schedule, or forgotten
                 if self._heap and self._heap[0][0] <= now:
-                    _, token, key = heapq.heappop(self._heap)
+                    when, token, key = heapq.heappop(self._heap)
                     del self._due[key]
                     self._processing[key] = token
+                    self.last_wait = now - when
                     return key, token
                 wait = self._heap[0][0] - now if self._heap else None
                 if deadline is not None:
