@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from sustaindiffusion.api.resource import API_VERSION, KIND
-from tests.e2e.test_chart import CHART, helm, write_values
+from tests.e2e.test_chart import CHART, helm, render, write_values
 from tests.support.controlplane import ControlPlane
 from tests.support.processes import wait_until
 
@@ -324,41 +323,17 @@ def test_a_change_of_the_spec_is_checked_and_status_writes_are_not(
 def test_the_chart_binds_the_policy_to_the_namespaces_of_its_scope(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    values = write_values(
-        tmp_path, {"rbac": {"scope": "namespaced"}, "watchNamespaces": ["team-a", "team-b"]}
-    )
-    rendered = helm(
-        control_plane,
-        "template",
-        "sd",
-        str(CHART),
-        "-f",
-        str(values),
-        "--show-only",
-        "templates/admission.yaml",
-    ).stdout
-    binding = next(
-        d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingAdmissionPolicyBinding"
-    )
-    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+    def binding(values: dict[str, Any]) -> dict[str, Any]:
+        documents = render(control_plane, write_values(tmp_path, values), "templates/admission.yaml")
+        return next(d for d in documents if d["kind"] == "ValidatingAdmissionPolicyBinding")
+
+    namespaced = binding({"rbac": {"scope": "namespaced"}, "watchNamespaces": ["team-a", "team-b"]})
+    selector = namespaced["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
     assert (selector["key"], selector["operator"], selector["values"]) == (
         "kubernetes.io/metadata.name",
         "In",
         ["team-a", "team-b"],
     )
-    cluster = helm(
-        control_plane,
-        "template",
-        "sd",
-        str(CHART),
-        "--set",
-        "rbac.scope=cluster",
-        "--show-only",
-        "templates/admission.yaml",
-    ).stdout
-    binding = next(
-        d for d in yaml.safe_load_all(cluster) if d and d["kind"] == "ValidatingAdmissionPolicyBinding"
-    )
-    assert "matchResources" not in binding["spec"]  # every namespace
+    assert "matchResources" not in binding({"rbac": {"scope": "cluster"}})["spec"]  # every namespace
     off = helm(control_plane, "template", "sd", str(CHART), "--set", "admission.enabled=false")
     assert "ValidatingAdmissionPolicy" not in off.stdout

@@ -59,6 +59,12 @@ def helm(plane: ControlPlane, *args: str, check: bool = True) -> subprocess.Comp
     )
 
 
+def render(plane: ControlPlane, values: Path, template: str, release: str = "sd") -> list[dict[str, Any]]:
+    """The chart's documents from one template, rendered with `values`."""
+    rendered = helm(plane, "template", release, str(CHART), "-f", str(values), "--show-only", template).stdout
+    return [document for document in yaml.safe_load_all(rendered) if document]
+
+
 def write_values(tmp_path: Path, values: dict[str, Any]) -> Path:
     path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -259,17 +265,7 @@ def test_network_policies_select_the_pods_the_operator_builds(
     values = write_values(
         tmp_path, {"rbac": {"scope": "namespaced"}, "watchNamespaces": ["team-a", "team-b"]}
     )
-    rendered = helm(
-        control_plane,
-        "template",
-        "sd",
-        str(CHART),
-        "-f",
-        str(values),
-        "--show-only",
-        "templates/networkpolicy.yaml",
-    ).stdout
-    policies = [d for d in yaml.safe_load_all(rendered) if d]
+    policies = render(control_plane, values, "templates/networkpolicy.yaml")
     workers = [p for p in policies if p["metadata"]["name"] == "sd-sustaindiffusion-workers"]
     assert sorted(p["metadata"]["namespace"] for p in workers) == ["team-a", "team-b"]
     spec = SustainSearchSpec.model_validate({"prompts": {"inline": ["p"]}})

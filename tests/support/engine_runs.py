@@ -7,6 +7,7 @@ from typing import Any
 
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.loop import GenerationLoop
 from tests.support.fake_evaluator import fake_evaluate
 
 PROMPTS = {"inline": ["Photo portrait of a Software Engineer that codes"]}
@@ -28,3 +29,14 @@ def run(engine: SearchEngine, fails: Callable[[Candidate], bool] = lambda _: Fal
             evaluated.append(candidate.candidate_id)
             engine.tell(fake_evaluate(candidate, fails))
     return evaluated
+
+
+def drive_loop(loop: GenerationLoop, steps: int = 100) -> dict[str, Any]:
+    """Step `loop` until it finishes (at most `steps` times); its last status, as written."""
+    status: dict[str, Any] = {}
+    for _ in range(steps):
+        step = loop.step(status)
+        status = step.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if step.finished:
+            break
+    return status

@@ -59,8 +59,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+
+if TYPE_CHECKING:
+    from tests.support.controlplane import ControlPlane
 
 _MAX_HEAD = 64 * 1024
 # Kubernetes objects are limited to about 1.5 MiB by etcd; this cap only guards against runaway
@@ -762,3 +767,28 @@ class FaultProxy:
                         if not data:
                             return
                         client.sendall(data)
+
+
+def proxy_for(plane: ControlPlane) -> FaultProxy:
+    """A proxy (not started) in front of the control plane's API server, with its certificates."""
+    certs = plane.certs
+    assert certs is not None
+    host, port = plane.server.removeprefix("https://").rsplit(":", 1)
+    return FaultProxy(
+        host,
+        int(port),
+        certs.serving_cert,
+        certs.serving_key,
+        certs.ca_cert,
+        certs.admin_cert,
+        certs.admin_key,
+    )
+
+
+def proxied_kubeconfig(plane: ControlPlane, proxy: FaultProxy, directory: Path) -> Path:
+    """The control plane's kubeconfig, pointed at `proxy`."""
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = proxy.url
+    path = directory / "proxied-kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 from kubernetes import client, watch
 
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sustaindiffusion.kube import names
 from tests.support.controlplane import ControlPlane
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import proxied_kubeconfig, proxy_for
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import wait_until
 from tests.support.searches import OperatorProcess, standin_workers
@@ -216,29 +215,6 @@ def _stepped(operator: OperatorProcess) -> set[str]:
     return set(re.findall(r'^sustaindiffusion_search_generation\{[^}]*search="([^"]+)"', text.decode(), re.M))
 
 
-def _proxy_for(plane: ControlPlane) -> FaultProxy:
-    certs = plane.certs
-    assert certs is not None
-    host, port = plane.server.removeprefix("https://").rsplit(":", 1)
-    return FaultProxy(
-        host,
-        int(port),
-        certs.serving_cert,
-        certs.serving_key,
-        certs.ca_cert,
-        certs.admin_cert,
-        certs.admin_key,
-    )
-
-
-def _kubeconfig_via(plane: ControlPlane, proxy: FaultProxy, directory: Path) -> Path:
-    config = yaml.safe_load(plane.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["server"] = proxy.url
-    path = directory / "counted-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @contextlib.contextmanager
 def _operator(
     plane: ControlPlane,
@@ -329,8 +305,8 @@ def run_scale(
                 ) / figures.wall_s
         figures.phases = _phases(api, namespace)
         figures.turnarounds_s = timeline.turnarounds(excluded)
-        with _proxy_for(plane) as proxy:
-            kubeconfig = _kubeconfig_via(plane, proxy, workdir)
+        with proxy_for(plane) as proxy:
+            kubeconfig = proxied_kubeconfig(plane, proxy, workdir)
             with _operator(plane, namespace, workdir, kubeconfig, operator_args) as idle:
                 assert idle.process is not None
                 sampler.follow(idle.process.pid)

@@ -71,7 +71,7 @@ def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
     assert holm([]) == []
 
 
-def _point(quality: float, gender: float, energy: float) -> dict[str, float]:
+def front_point(quality: float, gender: float, energy: float) -> dict[str, float]:
     return {
         "quality": quality,
         "gender_bias": gender,
@@ -84,14 +84,14 @@ def _point(quality: float, gender: float, energy: float) -> dict[str, float]:
     }
 
 
-DEFAULTS = _point(0.6, 1.0, 1000.0)
+DEFAULTS = front_point(0.6, 1.0, 1000.0)
 
 
 def _runs() -> list[RunSummary]:
     runs = []
     for seed in range(5):
-        fair = [_point(0.6, 0.2 + 0.01 * seed, 600.0), _point(0.62, 0.4, 400.0)]
-        plain = [_point(0.6, 0.9 - 0.01 * seed, 900.0)]
+        fair = [front_point(0.6, 0.2 + 0.01 * seed, 600.0), front_point(0.62, 0.4, 400.0)]
+        plain = [front_point(0.6, 0.9 - 0.01 * seed, 900.0)]
         runs.append(RunSummary("fair", seed, fair, DEFAULTS, 1000.0))
         runs.append(RunSummary("plain", seed, plain, DEFAULTS, 1000.0))
     return runs
@@ -134,7 +134,7 @@ def test_a_run_without_a_front_has_no_means_and_no_hypervolume() -> None:
 
 def test_the_papers_table_sits_beside_the_studys_means() -> None:
     runs = [
-        RunSummary("sustaindiffusion", seed, [_point(0.69, 0.32 * 1.5, 1000.0)], DEFAULTS, 1000.0)
+        RunSummary("sustaindiffusion", seed, [front_point(0.69, 0.32 * 1.5, 1000.0)], DEFAULTS, 1000.0)
         for seed in range(2)
     ]
     beside = paper_comparison(arm_table(runs)).set_index(["arm", "measure"])
@@ -166,7 +166,7 @@ def test_a_runs_validated_points_count_prompts_won_traded_and_lost() -> None:
     assert without.held_out == ()
 
 
-def test_held_out_counts_sum_over_runs_per_arm_and_point() -> None:
+def test_held_out_counts_sum_over_runs_per_arm_andfront_point() -> None:
     runs = [
         RunSummary(
             "fair", 0, [], None, None, (HeldOutCounts("knee", 2, 1, 0), HeldOutCounts("spread", 0, 1, 2))

@@ -4,7 +4,6 @@ its box plots; and the discovery of a study directory's runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,24 +17,9 @@ from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.local.study_runs import local_runs
 from sustaindiffusion.search.loop import GenerationLoop
 from sustaindiffusion.search.records import ArchiveRecord
-from tests.support.engine_runs import make_spec
+from tests.support.engine_runs import drive_loop, make_spec
 from tests.support.fake_executor import FakeExecutor, MemoryArchive
-
-
-def _point(quality: float, gender: float, energy: float) -> dict[str, float]:
-    return {
-        "quality": quality,
-        "gender_bias": gender,
-        "ethnic_bias": 0.5,
-        "cpu_joules_per_image": energy * 0.1,
-        "gpu_joules_per_image": energy * 0.9,
-        "cpu_kwh_per_image": energy * 0.1 / 3.6e6,
-        "gpu_kwh_per_image": energy * 0.9 / 3.6e6,
-        "seconds_per_image": energy / 100,
-    }
-
-
-DEFAULTS = _point(0.6, 1.0, 1000.0)
+from tests.unit.test_analysis import DEFAULTS, front_point
 
 
 def _runs() -> list[RunSummary]:
@@ -45,9 +29,9 @@ def _runs() -> list[RunSummary]:
         for seed in range(3)
         for summary in (
             RunSummary(
-                "sustaindiffusion", seed, [_point(0.6, 0.3 + 0.01 * seed, 500.0)], DEFAULTS, 1000.0, knee
+                "sustaindiffusion", seed, [front_point(0.6, 0.3 + 0.01 * seed, 500.0)], DEFAULTS, 1000.0, knee
             ),
-            RunSummary("rs", seed, [_point(0.6, 0.8, 900.0 + seed)], DEFAULTS, 1000.0),
+            RunSummary("rs", seed, [front_point(0.6, 0.8, 900.0 + seed)], DEFAULTS, 1000.0),
         )
     ]
 
@@ -99,12 +83,7 @@ def _archived_search(generations: int) -> tuple[SustainSearchSpec, list[ArchiveR
     loop = GenerationLoop(
         "s", spec, archive, FakeExecutor(), prompts=lambda: ["a portrait"], save_images=False
     )
-    status: dict[str, Any] = {}
-    for _ in range(100):
-        step = loop.step(status)
-        status = step.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if step.finished:
-            break
+    drive_loop(loop)
     return spec, list(archive.records)
 
 

@@ -16,7 +16,7 @@ from sustaindiffusion.search.heldout import choose_points, held_out, pooled_valu
 from sustaindiffusion.search.loop import GenerationLoop
 from sustaindiffusion.search.records import ArchiveRecord
 from sustaindiffusion.search.status import change_against, defaults_reference
-from tests.support.engine_runs import make_spec, run
+from tests.support.engine_runs import drive_loop, make_spec, run
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
 from tests.support.fake_executor import FakeExecutor, MemoryArchive
 
@@ -152,12 +152,7 @@ def test_the_loop_runs_validation_on_held_out_prompts_and_fresh_seeds() -> None:
         save_images=False,
         validation_prompts=lambda: list(VALIDATION["prompts"]["inline"]),
     )
-    status: dict[str, Any] = {}
-    for _ in range(100):
-        step = loop.step(status)
-        status = step.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if step.finished:
-            break
+    status = drive_loop(loop)
     task = executor.tasks[(4, 0)]  # the baseline, 3 generations, then validation
     assert task.prompts == VALIDATION["prompts"]["inline"]
     assert (task.images_per_prompt, task.candidates_per_shard, task.seeds.base) == (4, 1, 9)

@@ -46,7 +46,7 @@ from sustaindiffusion.search.engine import Candidate
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_evaluator import fake_task_result
-from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.faultproxy import Fault, FaultProxy, proxied_kubeconfig, proxy_for
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import wait_until
 from tests.support.searches import (
@@ -111,28 +111,8 @@ class PodLedger:
 
 @pytest.fixture
 def proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
-    certs = control_plane.certs
-    assert certs is not None
-    upstream = control_plane.server.removeprefix("https://")
-    host, port = upstream.rsplit(":", 1)
-    with FaultProxy(
-        host,
-        int(port),
-        certs.serving_cert,
-        certs.serving_key,
-        certs.ca_cert,
-        certs.admin_cert,
-        certs.admin_key,
-    ) as running:
+    with proxy_for(control_plane) as running:
         yield running
-
-
-def proxied_kubeconfig(control_plane: ControlPlane, proxy: FaultProxy, directory: Path) -> Path:
-    config = yaml.safe_load(control_plane.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["server"] = proxy.url
-    path = directory / "proxied-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture
