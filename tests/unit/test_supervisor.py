@@ -66,6 +66,7 @@ class ScriptedDriver:
     def __init__(self, script: list[Any]) -> None:
         self.script, self.steps, self.reports = script, 0, []  # type: ignore[var-annotated]
         self.release = threading.Event()
+        self.written_version: str | None = None
 
     def step(self) -> DriverStep:
         self.steps += 1
@@ -194,4 +195,20 @@ def test_a_run_of_steps_stops_when_the_watchdog_hands_the_search_on() -> None:
         assert slow.steps == 2
     finally:
         slow.release.set()
+        supervisor.stop_all()
+
+
+def test_the_event_of_a_drivers_own_status_write_does_not_step_the_search_again() -> None:
+    driver = ScriptedDriver([DriverStep(False, False)] * 3)
+    supervisor = supervisor_of({"s": driver}, workers=1, resync=60)
+    try:
+        supervisor.ensure("ns", "s")
+        wait_until(lambda: driver.steps == 1, 5, what="the first step")
+        driver.written_version = "7"  # the status it wrote came back as resourceVersion 7
+        supervisor.ensure("ns", "s", "7")
+        time.sleep(0.3)
+        assert driver.steps == 1
+        supervisor.ensure("ns", "s", "8")  # someone else's change
+        wait_until(lambda: driver.steps == 2, 5, what="a step for the other change")
+    finally:
         supervisor.stop_all()

@@ -59,6 +59,7 @@ class SearchDriver:
         self.metrics, self.events = metrics, events
         self._loop: GenerationLoop | None = None
         self._loop_of: tuple[str, int] | None = None  # (uid, metadata.generation) the loop was built for
+        self.written_version: str | None = None  # resourceVersion of this driver's last status write
 
     def step(self) -> DriverStep:
         """One reconciliation."""
@@ -150,9 +151,10 @@ class SearchDriver:
             "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
             "status": {**status, **removed},
         }
-        self.custom.patch_namespaced_custom_object_status(
+        written: Any = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, self.namespace, PLURAL, self.name, patch
         )
+        self.written_version = str((written.get("metadata") or {}).get("resourceVersion") or "") or None
 
 
 def _same_status(current: Body, new: Body) -> bool:

@@ -123,7 +123,8 @@ def search_event(*, event: kopf.RawEvent, namespace: str | None, name: str, **_:
         supervisor.stop(namespace, name)
         RUNTIME.metrics.forget(namespace, name)
     else:
-        supervisor.ensure(namespace, name)
+        version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
+        supervisor.ensure(namespace, name, str(version) if version else None)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_COMPONENT: COMPONENT_WORKER})

@@ -114,11 +114,17 @@ class Supervisor:
 
     # ----------------------------------------------------------------- events
 
-    def ensure(self, namespace: str, name: str) -> None:
-        """Step the search soon (its object changed, or the operator just saw it)."""
+    def ensure(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        """Step the search soon (its object changed, or the operator just saw it), unless the
+        change at `resource_version` is its driver's own status write: stepping for that would
+        read back what the driver just wrote."""
         with self._lock:
-            self._states.setdefault((namespace, name), _State())
-        self.queue.add((namespace, name))
+            state = self._states.setdefault((namespace, name), _State())
+            own = resource_version is not None and (
+                state.driver is not None and state.driver.written_version == resource_version
+            )
+        if not own:
+            self.queue.add((namespace, name))
 
     def wake(self, namespace: str, label: str) -> None:
         """Step the search whose label value is `label` (from a Job or pod event)."""
