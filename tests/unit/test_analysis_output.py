@@ -132,3 +132,11 @@ def test_analyze_refuses_what_it_cannot_analyse_with_the_reason(
     argv = ["analyze", *(str(tmp_path) if a == "DIR" else a for a in arguments)]
     assert main(argv) == EXIT_INVALID
     assert message.replace("DIR", str(tmp_path)) in " ".join(capsys.readouterr().err.split())
+
+
+def test_analyze_without_a_cluster_to_read_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-kubeconfig"
+    assert main(["analyze", "--study", "paper", "--kubeconfig", str(missing)]) == EXIT_INVALID
+    assert "analyze: no cluster to read from" in " ".join(capsys.readouterr().err.split())

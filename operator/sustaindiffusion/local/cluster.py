@@ -8,6 +8,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
@@ -18,8 +19,19 @@ from sustaindiffusion.local.study_runs import StudyRun, StudyRuns, run_number
 from sustaindiffusion.search.engine import SearchEngine
 
 
+def _client(kubeconfig: Path | None) -> client.ApiClient:
+    """An API client from the kubeconfig (LookupError, with the reason, when there is none)."""
+    try:
+        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+        return api
+    except (ConfigException, OSError) as error:
+        raise LookupError(f"no cluster to read from: {error}") from None
+
+
 def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> SearchEngine:
-    api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)  # type: ignore[no-untyped-call]
+    api = _client(kubeconfig)
     try:
         body: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name
@@ -36,10 +48,15 @@ def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> S
 def cluster_runs(study: str, namespace: str, kubeconfig: Path | None) -> StudyRuns:
     """The SustainSearches of `namespace` labelled with `study`, each replayed from its archive,
     with its arm and run from its labels (as `study expand` wrote them)."""
-    api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)  # type: ignore[no-untyped-call]
-    listed: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, label_selector=f"{STUDY_LABEL}={study}"
-    )
+    api = _client(kubeconfig)
+    try:
+        listed: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=f"{STUDY_LABEL}={study}"
+        )
+    except ApiException as error:
+        raise LookupError(
+            f"cannot list the SustainSearches of namespace {namespace}: {error.status} {error.reason}"
+        ) from None
     runs = StudyRuns()
     for body in sorted(listed["items"], key=lambda item: str(item["metadata"]["name"])):
         metadata = body["metadata"]
