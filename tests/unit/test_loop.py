@@ -340,3 +340,59 @@ def test_a_result_on_other_images_than_its_task_asked_for_is_a_failure() -> None
         f"shard 0: the worker reported {wrong.metrics.images} images where the task asked for "
         f"{len(task.prompts) * task.images_per_prompt}"
     )
+
+
+class OrderedExecutor(FakeExecutor):
+    """Records launches and releases in one list, in order; launches of `refused` fail."""
+
+    def __init__(self, refused: set[int] | None = None, held: set[int] | None = None) -> None:
+        super().__init__(held=held or set())
+        self.calls: list[str] = []
+        self.refused = refused or set()
+
+    def launch(self, task: EvaluationTask) -> None:
+        if task.generation in self.refused:
+            raise ConnectionError("the API server is unreachable")
+        self.calls.append(f"launch {task.generation}")
+        super().launch(task)
+
+    def release(self, generation: int) -> None:
+        self.calls.append(f"release {generation}")
+        super().release(generation)
+
+
+def test_a_generation_that_completes_launches_the_next_in_the_same_step_before_releasing() -> None:
+    spec = make_spec()
+    executor = OrderedExecutor(held={1})
+    loop = loop_of(spec, MemoryArchive(), executor)
+    step = loop.step({})  # the fake's shards settle at once: generation 0 completes in this step
+    assert executor.calls == ["launch 0", "launch 1", "release 0"]
+    assert step.progressed
+    assert not step.again  # generation 1's workers run; their events wake the search
+    assert [e.reason for e in step.events] == ["GenerationStarted", "GenerationFinished", "GenerationStarted"]
+    population = spec.algorithm.population_size
+    assert step.events[-1].message.startswith(f"generation 1: {population} candidates")
+    assert step.observation.running == population
+    assert step.status.message == f"generation 1: {population} candidates being evaluated"
+    second = loop.step(step.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert executor.launches == [(0, 0), (1, 0)]  # nothing launched twice
+    assert not second.progressed
+    assert not second.again
+
+
+def test_a_next_generation_that_cannot_be_launched_is_left_to_the_next_step() -> None:
+    spec = make_spec()
+    executor = OrderedExecutor(refused={1})
+    archive = MemoryArchive()
+    loop = loop_of(spec, archive, executor)
+    step = loop.step({})
+    # The results are archived and reported; the launch is tried again at once, by the next step.
+    assert {r.generation for r in archive.records} == {0}
+    assert [e.reason for e in step.events] == ["GenerationStarted", "GenerationFinished"]
+    assert step.again
+    with pytest.raises(ConnectionError):  # the runtime reports the failure of this one
+        loop.step(step.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+    executor.refused.clear()
+    _, status = drive(loop)
+    assert status["phase"] == "Succeeded"
+    assert executor.launches == [(0, 0), (1, 0), (2, 0), (3, 0)]

@@ -10,6 +10,7 @@ from typing import Any, cast
 from kubernetes.client.exceptions import ApiException
 
 from sustaindiffusion.kube.api import ApiFailure, FailureKind
+from sustaindiffusion.kube.names import search_label
 from sustaindiffusion.operator.driver import DriverStep, SearchDriver, SearchGoneError
 from sustaindiffusion.operator.supervisor import STEPS_IN_A_ROW, Supervisor
 from sustaindiffusion.operator.workqueue import WorkQueue
@@ -67,13 +68,14 @@ class ScriptedDriver:
         self.script, self.steps, self.reports = script, 0, []  # type: ignore[var-annotated]
         self.release = threading.Event()
         self.written_version: str | None = None
+        self.generation: int | None = None
 
     def step(self) -> DriverStep:
         self.steps += 1
-        outcome = self.script.pop(0) if self.script else DriverStep(progressed=False, finished=False)
+        outcome = self.script.pop(0) if self.script else DriverStep(again=False, finished=False)
         if outcome == "hang":
             self.release.wait(30)
-            return DriverStep(progressed=False, finished=False)
+            return DriverStep(again=False, finished=False)
         if isinstance(outcome, BaseException):
             raise outcome
         return cast(DriverStep, outcome)
@@ -210,5 +212,26 @@ def test_the_event_of_a_drivers_own_status_write_does_not_step_the_search_again(
         assert driver.steps == 1
         supervisor.ensure("ns", "s", "8")  # someone else's change
         wait_until(lambda: driver.steps == 2, 5, what="a step for the other change")
+    finally:
+        supervisor.stop_all()
+
+
+def test_events_of_a_generation_the_search_has_left_do_not_step_it() -> None:
+    driver = ScriptedDriver([DriverStep(False, False)] * 4)
+    supervisor = supervisor_of({"s": driver}, workers=1, resync=60)
+    try:
+        supervisor.ensure("ns", "s")
+        wait_until(lambda: driver.steps == 1, 5, what="the first step")
+        driver.generation = 3
+        supervisor.wake("ns", search_label("s"), 2)  # generation 2's pods being deleted
+        supervisor.wake("other", search_label("s"), 3)  # a search of that name elsewhere
+        time.sleep(0.3)
+        assert driver.steps == 1
+        supervisor.wake("ns", search_label("s"), 3)
+        wait_until(lambda: driver.steps == 2, 5, what="a step for its current generation")
+        supervisor.wake("ns", search_label("s"), 3, delay=0.5)  # what only the status shows: soon
+        time.sleep(0.2)
+        assert driver.steps == 2
+        wait_until(lambda: driver.steps == 3, 5, what="the delayed step")
     finally:
         supervisor.stop_all()

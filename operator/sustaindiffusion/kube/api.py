@@ -12,7 +12,7 @@ pure function of the status code, body and headers.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -52,6 +52,19 @@ class TimeoutApiClient(client.ApiClient):
         return super().call_api(
             method, url, header_params, body, post_params, _request_timeout=_request_timeout or self.timeout
         )
+
+
+def read_json(request: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The body of a read (`request(*args, **kwargs)`, a method of the generated API classes) as
+    plain JSON. The client's typed models cost more CPU than the request itself (a list of pods is
+    parsed into objects, then turned back into dicts), and an operator stepping many searches spends
+    its time there; errors still raise ApiException."""
+    response = request(*args, _preload_content=False, **kwargs)
+    try:
+        body: dict[str, Any] = json.loads(response.data)
+    finally:
+        response.release_conn()
+    return body
 
 
 class FailureKind(StrEnum):

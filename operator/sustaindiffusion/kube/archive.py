@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sustaindiffusion.kube import names
+from sustaindiffusion.kube.api import read_json
 from sustaindiffusion.kube.builders import ARCHIVE_KEY, SearchRef, archive_config_map
 from sustaindiffusion.search.records import ArchiveRecord, parse_lines
 
@@ -47,10 +48,9 @@ class Chunk:
 def read_chunks(core: client.CoreV1Api, search: SearchRef) -> list[Chunk]:
     """The archive ConfigMaps of a search, in order, owned by its uid."""
     selector = names.selector(search.name, names.COMPONENT_ARCHIVE)
-    listing = core.list_namespaced_config_map(search.namespace, label_selector=selector)
+    listing = read_json(core.list_namespaced_config_map, search.namespace, label_selector=selector)
     chunks = []
-    for item in listing.items:
-        config_map: dict[str, Any] = core.api_client.sanitize_for_serialization(item)
+    for config_map in listing.get("items") or []:
         metadata = config_map["metadata"]
         if any(owner.get("uid") == search.uid for owner in metadata.get("ownerReferences") or []):
             text = (config_map.get("data") or {}).get(ARCHIVE_KEY, "")

@@ -72,8 +72,26 @@ def classify_round(job: Body | None, pods: Sequence[Body], task: EvaluationTask)
     return collected
 
 
-def _created(pod: Body) -> str:
-    return str(pod["metadata"].get("creationTimestamp", ""))
+Signal = tuple[object, ...]
+
+
+def pod_signal(pod: Body) -> Signal:
+    """What `classify_round` reads of a worker pod: whether it ended and how, and why it cannot run
+    (a pod starting or running without trouble reads the same as a new one)."""
+    phase = (pod.get("status") or {}).get("phase")
+    ended = phase if phase in ("Succeeded", "Failed") else None
+    return (ended, pending_reason(pod) if phase == "Pending" else None)
+
+
+def job_signal(job: Body) -> Signal:
+    """What `classify_round` reads of a worker Job and its pods do not show first: suspension, and
+    which indexes the Job gave up. (A completed index shows first as its pod's success.)"""
+    status = job.get("status") or {}
+    return (bool((job.get("spec") or {}).get("suspend")), status.get("failedIndexes") or "")
+
+
+NEW_POD: Signal = (None, None)
+NEW_JOB: Signal = (False, "")
 
 
 def _owned_by(pod: Body, uid: str | None) -> bool:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sustaindiffusion.api.spec import PromptSource, PromptsSpec, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube import builders, names
+from sustaindiffusion.kube.api import read_json
 from sustaindiffusion.kube.classify import classify_round
 from sustaindiffusion.search.loop import Collected, PromptsUnavailableError
 
@@ -40,10 +41,11 @@ class KubernetesExecutor:
 
     def launched_tasks(self, generation: int) -> list[EvaluationTask]:
         selector = names.selector(self.search.name, names.COMPONENT_TASK, generation)
-        listing = self.core.list_namespaced_config_map(self.search.namespace, label_selector=selector)
+        listing = read_json(
+            self.core.list_namespaced_config_map, self.search.namespace, label_selector=selector
+        )
         tasks = []
-        for item in listing.items:
-            config_map = self._plain(item)
+        for config_map in listing.get("items") or []:
             if not self._owned(config_map):
                 self._delete(self.core.delete_namespaced_config_map, config_map["metadata"]["name"])
                 continue
@@ -73,8 +75,8 @@ class KubernetesExecutor:
             self._delete(self.batch.delete_namespaced_job, job["metadata"]["name"])
             return Collected(workers_pending=EARLIER_SEARCH)
         selector = f"{JOB_UID_LABEL}={job['metadata']['uid']}"
-        listing = self.core.list_namespaced_pod(self.search.namespace, label_selector=selector)
-        return classify_round(job, [self._plain(pod) for pod in listing.items], task)
+        listing = read_json(self.core.list_namespaced_pod, self.search.namespace, label_selector=selector)
+        return classify_round(job, listing.get("items") or [], task)
 
     def release(self, generation: int) -> None:
         """Remove the generation's Jobs (their pods go with them) and tasks; all is archived by now."""
@@ -104,7 +106,7 @@ class KubernetesExecutor:
 
     def _read(self, read: Callable[..., Any], name: str) -> Body | None:
         try:
-            return self._plain(read(name, self.search.namespace))
+            return read_json(read, name, self.search.namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -120,10 +122,6 @@ class KubernetesExecutor:
     def _owned(self, body: Body) -> bool:
         owners = body["metadata"].get("ownerReferences") or []
         return any(owner.get("uid") == self.search.uid for owner in owners)
-
-    def _plain(self, obj: Any) -> Body:
-        plain: Body = self.core.api_client.sanitize_for_serialization(obj)
-        return plain
 
 
 def config_map_prompts(

@@ -46,7 +46,7 @@ class SearchGoneError(Exception):
 
 @dataclass(frozen=True)
 class DriverStep:
-    progressed: bool  # another step may follow at once
+    again: bool  # another step has work to do at once
     finished: bool  # nothing to do until the search changes: the driver may be dropped
 
 
@@ -61,24 +61,30 @@ class SearchDriver:
         self._loop_of: tuple[str, int] | None = None  # (uid, metadata.generation) the loop was built for
         self.written_version: str | None = None  # resourceVersion of this driver's last status write
 
+    @property
+    def generation(self) -> int | None:
+        """The generation the search is at, once its engine is built."""
+        loop = self._loop
+        return loop.engine.generation if loop is not None and loop.has_engine else None
+
     def step(self) -> DriverStep:
         """One reconciliation."""
         body = self._read_search()
         previous = body.get("status") or {}
         generation = int(body["metadata"].get("generation", 0))
         if not needs_reconciling(previous, generation):
-            return DriverStep(progressed=False, finished=True)
+            return DriverStep(again=False, finished=True)
         try:
             spec = SustainSearchSpec.model_validate(body["spec"])
         except ValidationError as error:
             decision = invalid_spec(str(error), previous)
             self._write_status(body, build_status(None, decision, previous, generation))
             self._post(body, decision.events)
-            return DriverStep(progressed=False, finished=True)
+            return DriverStep(again=False, finished=True)
         loop = self._loop_for(body, spec, generation)
         step = loop.step(previous)
         self._apply(body, step)
-        return DriverStep(step.progressed, step.finished)
+        return DriverStep(step.again, step.finished)
 
     def report(self, failure: ApiFailure) -> None:
         """Write `failure` into the search's status and post it as an event (best effort: the API

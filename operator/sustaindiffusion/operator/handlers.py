@@ -11,7 +11,7 @@ from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube.api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, TimeoutApiClient
-from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_SEARCH
+from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_GENERATION, LABEL_SEARCH
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
 from sustaindiffusion.operator.events import EventPoster
@@ -23,6 +23,7 @@ from sustaindiffusion.operator.supervisor import (
     Health,
     Supervisor,
 )
+from sustaindiffusion.operator.wakes import WorkerSignals
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Runtime:
         self.settings = RuntimeSettings()
         self.metrics = SearchMetrics()
         self.work_metrics = WorkMetrics()
+        self.worker_signals = WorkerSignals()
         self.supervisor: Supervisor | None = None
         self.leading = False
 
@@ -115,7 +117,7 @@ def shutdown(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def search_event(*, event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+async def search_event(*, event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
     supervisor = RUNTIME.supervisor
     if supervisor is None or namespace is None:
         return
@@ -127,8 +129,27 @@ def search_event(*, event: kopf.RawEvent, namespace: str | None, name: str, **_:
         supervisor.ensure(namespace, name, str(version) if version else None)
 
 
+# The handlers are coroutines: kopf runs them in its event loop, where queueing a key is immediate,
+# instead of handing each of the many worker events to a thread pool.
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_COMPONENT: COMPONENT_WORKER})
+async def job_event(
+    *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> None:
+    _wake(namespace, labels, RUNTIME.worker_signals.job_event(event.get("type"), body))
+
+
 @kopf.on.event("", "v1", "pods", labels={LABEL_COMPONENT: COMPONENT_WORKER})
-def worker_event(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    if RUNTIME.supervisor is not None and namespace is not None and LABEL_SEARCH in labels:
-        RUNTIME.supervisor.wake(namespace, labels[LABEL_SEARCH])
+async def pod_event(
+    *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> None:
+    _wake(namespace, labels, RUNTIME.worker_signals.pod_event(event.get("type"), body))
+
+
+def _wake(namespace: str | None, labels: kopf.Labels, delay: float | None) -> None:
+    if RUNTIME.supervisor is None or namespace is None or delay is None or LABEL_SEARCH not in labels:
+        return
+    try:
+        generation: int | None = int(labels.get(LABEL_GENERATION, ""))
+    except ValueError:
+        generation = None
+    RUNTIME.supervisor.wake(namespace, labels[LABEL_SEARCH], generation, delay)

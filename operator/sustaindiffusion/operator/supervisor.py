@@ -2,8 +2,8 @@
 
 kopf only watches (no finalizers: a finalizer would block the deletion of a search while the
 operator is down); its events put search keys in the queue. A worker takes a key, steps the search's
-driver (again at once, a few times, while its steps progress) and schedules it again: at once when
-the step progressed, after `resync` seconds when it did not (watch events usually come sooner),
+driver (again at once, a few times, while a step leaves work to do at once) and schedules it again:
+at once when the step left work, after `resync` seconds when it did not (watch events come sooner),
 after a backoff when it failed, and never when the search is finished, whose driver is dropped so
 its engine and archive are freed. A failure that keeps a search
 from going on is written into its status at once (permanent errors) or once it has repeated
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
-# Steps wait on the API server more than on the CPU: with 20 searches at once, 16 workers halved
-# the turnaround against 4 (benchmarks/operator_scale.py).
-WORKERS = 16
+# Steps wait on the API server more than on the CPU: with 100 searches at once on 2 cores, 32
+# workers halved the turnaround of 16; 64 did no better (benchmarks/operator_scale.py).
+WORKERS = 32
 RESYNC_SECONDS = 60.0
 STUCK_AFTER_SECONDS = 300.0
 REPORT_TRANSIENT_AFTER = 3  # failures in a row before a transient error is shown in the status
@@ -50,6 +50,11 @@ class _Busy:
 class _State:
     driver: SearchDriver | None = None
     failures: int = 0  # in a row
+
+
+def _past(driver: SearchDriver | None, generation: int | None) -> bool:
+    current = driver.generation if driver is not None else None
+    return current is not None and generation is not None and generation < current
 
 
 class WorkTimings(Protocol):
@@ -126,12 +131,20 @@ class Supervisor:
         if not own:
             self.queue.add((namespace, name))
 
-    def wake(self, namespace: str, label: str) -> None:
-        """Step the search whose label value is `label` (from a Job or pod event)."""
+    def wake(self, namespace: str, label: str, generation: int | None = None, delay: float = 0.0) -> None:
+        """Step the search whose label value is `label` (from an event of a Job or pod of its
+        `generation`) within `delay` seconds, unless its driver has gone past that generation: what
+        is left of an earlier generation (its Job and pods being deleted) decides nothing."""
         with self._lock:
-            keys = [key for key in self._states if key[0] == namespace and search_label(key[1]) == label]
+            keys = [
+                key
+                for key, state in self._states.items()
+                if key[0] == namespace
+                and search_label(key[1]) == label
+                and not _past(state.driver, generation)
+            ]
         for key in keys:
-            self.queue.add(key)
+            self.queue.add(key, delay)
 
     def stop(self, namespace: str, name: str) -> None:
         """The search was deleted: forget it (its objects are garbage-collected)."""
@@ -173,7 +186,7 @@ class Supervisor:
             if item is None:
                 continue
             key, token = item
-            self._timings.waited(self.queue.last_wait)
+            self._timings.waited(self.queue.waited(token))
             with self._lock:
                 self._busy[worker] = _Busy(key, time.monotonic())
             try:
@@ -198,11 +211,11 @@ class Supervisor:
             driver = state.driver
         try:
             step = self._step(driver)
-            # A step that progressed (results told, a generation advanced) is followed at once by
+            # A step that left work to do at once (what came next could not start) is followed by
             # the next on the same worker: going back to the queue would put the launch of the next
             # generation behind every other search that is due.
             for _ in range(STEPS_IN_A_ROW - 1):
-                if not step.progressed or step.finished or not self._still_mine(worker):
+                if not step.again or step.finished or not self._still_mine(worker):
                     break
                 step = self._step(driver)
         except SearchGoneError:
@@ -230,7 +243,7 @@ class Supervisor:
                 state.driver = None  # nothing to do until the search changes; free its engine
         if step.finished:
             return None
-        return 0.0 if step.progressed else self.resync
+        return 0.0 if step.again else self.resync
 
     def _step(self, driver: SearchDriver) -> DriverStep:
         started = time.monotonic()

@@ -29,7 +29,7 @@ class WorkQueue(Generic[Key]):
         self._again: dict[Key, float] = {}  # processing keys to schedule again when done
         self._counter = itertools.count()
         self._closed = False
-        self.last_wait = 0.0  # how long past its due time the key last handed out waited
+        self._waits: dict[int, float] = {}  # token -> how long past its due time its key waited
 
     def add(self, key: Key, delay: float = 0.0) -> None:
         when = time.monotonic() + max(0.0, delay)
@@ -57,7 +57,7 @@ class WorkQueue(Generic[Key]):
                     when, token, key = heapq.heappop(self._heap)
                     del self._due[key]
                     self._processing[key] = token
-                    self.last_wait = now - when
+                    self._waits[token] = now - when
                     return key, token
                 wait = self._heap[0][0] - now if self._heap else None
                 if deadline is not None:
@@ -67,8 +67,14 @@ class WorkQueue(Generic[Key]):
                 self._condition.wait(wait)
             return None
 
+    def waited(self, token: int) -> float:
+        """How long the key handed out with `token` waited past its due time (asked once)."""
+        with self._condition:
+            return self._waits.pop(token, 0.0)
+
     def done(self, key: Key, token: int) -> None:
         with self._condition:
+            self._waits.pop(token, None)
             if self._processing.get(key) != token:
                 return  # abandoned meanwhile: another worker owns the key now
             del self._processing[key]

@@ -77,6 +77,7 @@ class Observation:
     candidates: int = 0  # candidates of the generation's task
     running: int = 0  # candidates being evaluated
     launched: Launch | None = None
+    next_launched: Launch | None = None  # what comes next (a generation, a part), when it advanced
     retried: int = 0  # candidates this step put in a follow-up round (their report was unusable)
     ingested: Sequence[ArchiveRecord] = ()
     advanced: bool = False  # the generation completed in this step
@@ -198,15 +199,7 @@ def _progress_events(observation: Observation) -> list[Event]:
     """What happened in the step itself: a generation started or finished, candidates failed."""
     events = []
     if observation.launched is not None:
-        launch = observation.launched
-        events.append(
-            Event(
-                NORMAL,
-                "GenerationStarted",
-                f"generation {observation.generation}: "
-                f"{launch.candidates} candidates in {launch.shards} shards{launch.detail}",
-            )
-        )
+        events.append(_started(observation.generation, observation.launched))
     if observation.retried:
         events.append(
             Event(
@@ -230,7 +223,18 @@ def _progress_events(observation: Observation) -> list[Event]:
                 f"generation {observation.generation} finished; hypervolume {hypervolume}",
             )
         )
+    if observation.next_launched is not None:
+        generation = observation.generation + (1 if observation.advanced else 0)
+        events.append(_started(generation, observation.next_launched))
     return events
+
+
+def _started(generation: int, launch: Launch) -> Event:
+    return Event(
+        NORMAL,
+        "GenerationStarted",
+        f"generation {generation}: {launch.candidates} candidates in {launch.shards} shards{launch.detail}",
+    )
 
 
 def _condition(status: Mapping[str, Any], kind: str, value: str, reason: str | None = None) -> bool:

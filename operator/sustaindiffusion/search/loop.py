@@ -112,9 +112,10 @@ class Step:
 
     status: SustainSearchStatus
     events: list[Event]
-    progressed: bool  # something changed; another step may follow at once
+    progressed: bool  # something changed
     finished: bool
     observation: Observation
+    again: bool = False  # another step has work to do at once (what comes next could not start)
 
 
 class GenerationLoop:
@@ -183,6 +184,12 @@ class GenerationLoop:
         if plan.retry and not moved_on and not engine.outcome().finished:
             follow_up = self._follow_up(tasks, plan.retry)
             self.executor.launch(follow_up)
+        next_launched = None
+        if moved_on and not engine.outcome().finished:
+            # What comes next starts in this step, before the release and the status write: the
+            # time from a generation's last result to the next generation's workers is the search's
+            # idle time on the cluster.
+            next_launched = self._launch_next([] if advanced else launched_rounds)
         if advanced or engine.outcome().finished:
             self._release(generation)
         latest = rounds[-1][1]
@@ -190,8 +197,9 @@ class GenerationLoop:
             generation,
             engine.outcome(),
             candidates=len(tasks[0].candidates),
-            running=0 if advanced else len(engine.pending()),
+            running=len(engine.pending()) if next_launched or not advanced else 0,
             launched=launched,
+            next_launched=next_launched,
             retried=len(follow_up.candidates) if follow_up else 0,
             ingested=told,
             advanced=advanced,
@@ -201,7 +209,8 @@ class GenerationLoop:
             devices=engine.devices(),
         )
         progressed = bool(told) or moved_on or launched is not None or follow_up is not None
-        return self._report(observation, previous, progressed=progressed)
+        again = moved_on and next_launched is None and not engine.outcome().finished
+        return self._report(observation, previous, progressed=progressed, again=again)
 
     def blocked(self, blocked: Blocked, previous: Mapping[str, Any]) -> Step:
         """The step's report when the search cannot go on for `blocked`'s reason (the runtime's own
@@ -258,6 +267,18 @@ class GenerationLoop:
             update={"part": engine.part, "first_image": first_image, "images_per_prompt": images}
         )
 
+    def _launch_next(self, launched_rounds: Sequence[EvaluationTask]) -> Launch | None:
+        """Launch the engine's current generation or part, whose rounds so far are `launched_rounds`;
+        None when it cannot be launched now. The next step launches it then, and reports why not:
+        this step has results to archive and report first."""
+        round = 1 + max((t.round for t in launched_rounds), default=-1)
+        try:
+            task = self._task(self.engine.generation, round=round)
+            self.executor.launch(task)
+        except Exception:  # the next step meets the same failure and reports it
+            return None
+        return Launch(len(task.candidates), task.shard_count, _detail(task))
+
     def _follow_up(self, tasks: Sequence[EvaluationTask], retry: dict[str, int]) -> EvaluationTask:
         """The next round, of the candidates in `retry` (id -> attempts used); its workers may retry
         as often as the candidate with the fewest attempts left still may."""
@@ -290,12 +311,14 @@ class GenerationLoop:
             self.executor.release(generation)
             self._released.add(generation)
 
-    def _report(self, observation: Observation, previous: Mapping[str, Any], progressed: bool) -> Step:
+    def _report(
+        self, observation: Observation, previous: Mapping[str, Any], progressed: bool, again: bool = False
+    ) -> Step:
         decision = decide(observation, previous)
         status = build_status(
             self._engine, decision, previous, self.observed_generation, running=observation.running
         )
-        return Step(status, decision.events, progressed, decision.finished, observation)
+        return Step(status, decision.events, progressed, decision.finished, observation, again)
 
 
 RUNNING = Outcome(OutcomeState.RUNNING, OutcomeReason.RUNNING, "")
