@@ -61,6 +61,8 @@ class ScaleFigures:
     cpu_percent: list[float] = field(default_factory=list)
     turnarounds_s: list[float] = field(default_factory=list)
     apiserver_requests_per_s: float = 0.0  # all clients, while the searches ran
+    apiserver_requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    apiserver_latency_ms: dict[str, float] = field(default_factory=dict)  # mean, by verb
     restart_s: float = 0.0
     running_at_restart: int = 0
     idle_requests_per_s: float = 0.0  # the operator's own, all searches finished
@@ -81,8 +83,11 @@ class ScaleFigures:
             f"CPU: mean {statistics.mean(self.cpu_percent or [0]):.0f}% of one core, "
             f"max {max(self.cpu_percent, default=0):.0f}%",
             f"turnaround over {len(ordered)} generation changes: p50 {quantile(0.5):.2f} s, "
-            f"p99 {quantile(0.99):.2f} s (target p99 < 2 s)",
-            f"API server requests while searching, all clients: {self.apiserver_requests_per_s:.1f}/s",
+            f"p90 {quantile(0.9):.2f} s, p99 {quantile(0.99):.2f} s (target p99 < 2 s)",
+            f"API server requests while searching, all clients: {self.apiserver_requests_per_s:.1f}/s: "
+            + ", ".join(f"{what} x{count}" for what, count in self.apiserver_requests.most_common(12)),
+            "API server's mean time per request while searching: "
+            + ", ".join(f"{verb} {ms:.0f} ms" for verb, ms in self.apiserver_latency_ms.items()),
             "after the restart, a due search waited for a worker "
             + ", a step took ".join(
                 f"{mean:.2f} s on average ({count}x)"
@@ -142,11 +147,15 @@ class _Timeline:
                 key = (labels[names.LABEL_SEARCH], int(labels[names.LABEL_GENERATION]))
                 self.job_added.setdefault(key, time.monotonic())
 
-    def turnarounds(self, excluded: set[tuple[str, int]]) -> list[float]:
+    def turnarounds(self, outage: tuple[float, float]) -> list[float]:
+        """From each generation's last pod to the next generation's Job, except those that overlap
+        `outage` (from the kill of an operator until its successor is back): they measure the restart."""
+        down, back = outage
         return [
-            self.job_added[(search, generation + 1)] - done
+            added - done
             for (search, generation), done in self.pod_done.items()
-            if (search, generation + 1) in self.job_added and (search, generation) not in excluded
+            if (added := self.job_added.get((search, generation + 1))) is not None
+            and not (done < back and added > down)
         ]
 
 
@@ -174,12 +183,35 @@ class _Sampler:
                     self.cpu_percent.append(process.cpu_percent())
 
 
-def apiserver_requests(plane: ControlPlane) -> float:
-    """The API server's count of requests answered so far, every client and verb."""
+def apiserver_requests(plane: ControlPlane) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """The API server's count of requests answered so far, every client, by verb and resource
+    ("LIST pods", "PATCH sustainsearches/status"), and the microseconds it spent on them (watches
+    excluded: they last as long as they are open)."""
     text = plane.kubectl("get", "--raw", "/metrics").stdout
-    return sum(
-        float(m.group(1)) for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.M)
-    )
+    counts: collections.Counter[str] = collections.Counter()
+    micros: collections.Counter[str] = collections.Counter()
+    for metric, labels, value in re.findall(
+        r"^apiserver_request_(total|duration_seconds_sum)\{([^}]*)\} (\S+)$", text, re.M
+    ):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        resource = "/".join(filter(None, (named.get("resource"), named.get("subresource"))))
+        what = f"{named.get('verb', '?')} {resource}"
+        if metric == "total":
+            counts[what] += int(float(value))
+        elif not what.startswith("WATCH"):
+            micros[what] += int(float(value) * 1e6)
+    return counts, micros
+
+
+def _mean_latency_ms(counts: collections.Counter[str], micros: collections.Counter[str]) -> dict[str, float]:
+    """Mean server-side time of a request, by verb."""
+    by_verb: dict[str, list[float]] = {}
+    for what, total in micros.items():
+        verb = what.split(" ", 1)[0]
+        count_and_time = by_verb.setdefault(verb, [0.0, 0.0])
+        count_and_time[0] += counts[what]
+        count_and_time[1] += total
+    return {verb: t / n / 1000 for verb, (n, t) in sorted(by_verb.items()) if n}
 
 
 def _phases(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -260,7 +292,7 @@ def run_scale(
             with _operator(plane, namespace, workdir, extra_args=operator_args) as first:
                 assert first.process is not None
                 sampler.follow(first.process.pid)
-                requests_before = apiserver_requests(plane)
+                requests_before, micros_before = apiserver_requests(plane)
                 for index, name in enumerate(short + long):
                     generations = 1 if name.startswith("short") else long_generations
                     body = {
@@ -276,11 +308,10 @@ def run_scale(
                     interval=0.5,
                     what="half the searches to finish",
                 )
+            killed = time.monotonic()  # the first operator's life ended with the block above
             phases = _phases(api, namespace)
             running = {n for n in long if phases.get(n) not in TERMINAL}
             figures.running_at_restart = len(running)
-            # Generations under way at the kill: their turnaround includes the restart.
-            excluded = {(s, g) for (s, g) in timeline.pod_done if s in running}
             with _operator(plane, namespace, workdir, extra_args=operator_args) as second:
                 restarted = time.monotonic()
                 assert second.process is not None
@@ -291,7 +322,8 @@ def run_scale(
                     interval=0.2,
                     what="every running search to be back after the restart",
                 )
-                figures.restart_s = time.monotonic() - restarted
+                back = time.monotonic()
+                figures.restart_s = back - restarted
                 wait_until(
                     lambda: all(p in TERMINAL for p in _phases(api, namespace).values()),
                     max(1.0, deadline - time.monotonic()),
@@ -300,11 +332,14 @@ def run_scale(
                 )
                 figures.wall_s = time.monotonic() - started
                 figures.work = _work_means(second)
-                figures.apiserver_requests_per_s = (
-                    apiserver_requests(plane) - requests_before
-                ) / figures.wall_s
+                requests_after, micros_after = apiserver_requests(plane)
+                figures.apiserver_requests = requests_after - requests_before
+                figures.apiserver_latency_ms = _mean_latency_ms(
+                    figures.apiserver_requests, micros_after - micros_before
+                )
+                figures.apiserver_requests_per_s = figures.apiserver_requests.total() / figures.wall_s
         figures.phases = _phases(api, namespace)
-        figures.turnarounds_s = timeline.turnarounds(excluded)
+        figures.turnarounds_s = timeline.turnarounds((killed, back))
         with proxy_for(plane) as proxy:
             kubeconfig = proxied_kubeconfig(plane, proxy, workdir)
             with _operator(plane, namespace, workdir, kubeconfig, operator_args) as idle:
