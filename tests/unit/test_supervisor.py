@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from sustaindiffusion.kube.api import ApiFailure, FailureKind
 from sustaindiffusion.kube.names import search_label
 from sustaindiffusion.operator.driver import DriverStep, SearchDriver, SearchGoneError
-from sustaindiffusion.operator.supervisor import STEPS_IN_A_ROW, Supervisor
+from sustaindiffusion.operator.supervisor import Supervisor
 from sustaindiffusion.operator.workqueue import WorkQueue
 from tests.support.processes import wait_until
 
@@ -155,48 +155,6 @@ def test_a_stuck_step_is_abandoned_reported_and_its_search_goes_on_elsewhere() -
         wait_until(lambda: supervisor.health().ok, 5, what="health to recover")
     finally:
         stuck.release.set()
-        supervisor.stop_all()
-
-
-def test_a_progressing_search_keeps_its_worker_for_a_few_steps_then_yields() -> None:
-    """Steps in a row while they progress (the next generation is launched without queueing
-    behind other searches), at most STEPS_IN_A_ROW before the worker serves the queue again."""
-    order: list[str] = []
-
-    class Logged(ScriptedDriver):
-        def __init__(self, name: str, script: list[Any]) -> None:
-            super().__init__(script)
-            self.name = name
-
-        def step(self) -> DriverStep:
-            order.append(self.name)
-            return super().step()
-
-    busy = Logged("busy", [DriverStep(True, False)] * (2 * STEPS_IN_A_ROW))
-    other = Logged("other", [DriverStep(False, True)])
-    supervisor = supervisor_of({"busy": busy, "other": other}, workers=1, resync=60)
-    try:
-        supervisor.ensure("ns", "busy")
-        supervisor.ensure("ns", "other")
-        wait_until(lambda: len(order) >= 2 * STEPS_IN_A_ROW + 2, 5, what="two runs and a resync step")
-        runs = ["busy"] * STEPS_IN_A_ROW
-        assert order[: 2 * STEPS_IN_A_ROW + 2] == [*runs, "other", *runs, "busy"]
-    finally:
-        supervisor.stop_all()
-
-
-def test_a_run_of_steps_stops_when_the_watchdog_hands_the_search_on() -> None:
-    slow = ScriptedDriver([DriverStep(True, False), "hang", DriverStep(True, False)])
-    fresh = ScriptedDriver([DriverStep(False, True)])
-    supervisor = supervisor_of({"s": slow, "s#2": fresh}, workers=1, stuck_after=0.4)
-    try:
-        supervisor.ensure("ns", "s")
-        wait_until(lambda: fresh.steps == 1, 10, what="the search stepped by a fresh driver")
-        slow.release.set()  # the hung step returns; its worker must not step the search again
-        time.sleep(0.3)
-        assert slow.steps == 2
-    finally:
-        slow.release.set()
         supervisor.stop_all()
 
 

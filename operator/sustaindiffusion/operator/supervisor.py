@@ -2,8 +2,8 @@
 
 kopf only watches (no finalizers: a finalizer would block the deletion of a search while the
 operator is down); its events put search keys in the queue. A worker takes a key, steps the search's
-driver (again at once, a few times, while a step leaves work to do at once) and schedules it again:
-at once when the step left work, after `resync` seconds when it did not (watch events come sooner),
+driver and schedules it again: at once when the step left work to do at once (the next generation
+could not be launched), after `resync` seconds when it did not (watch events come sooner),
 after a backoff when it failed, and never when the search is finished, whose driver is dropped so
 its engine and archive are freed. A failure that keeps a search
 from going on is written into its status at once (permanent errors) or once it has repeated
@@ -36,7 +36,6 @@ WORKERS = 32
 RESYNC_SECONDS = 60.0
 STUCK_AFTER_SECONDS = 300.0
 REPORT_TRANSIENT_AFTER = 3  # failures in a row before a transient error is shown in the status
-STEPS_IN_A_ROW = 4  # steps of one progressing search before its worker serves the queue again
 
 
 @dataclass
@@ -190,7 +189,7 @@ class Supervisor:
             with self._lock:
                 self._busy[worker] = _Busy(key, time.monotonic())
             try:
-                delay = self._process(key, worker)
+                delay = self._process(key)
             finally:
                 with self._lock:
                     busy = self._busy.pop(worker, None)
@@ -200,7 +199,7 @@ class Supervisor:
             if delay is not None:
                 self.queue.add(key, delay)
 
-    def _process(self, key: Key, worker: int) -> float | None:
+    def _process(self, key: Key) -> float | None:
         """Step the search; the delay before its next step, or None for none."""
         with self._lock:
             state = self._states.get(key)
@@ -211,13 +210,6 @@ class Supervisor:
             driver = state.driver
         try:
             step = self._step(driver)
-            # A step that left work to do at once (what came next could not start) is followed by
-            # the next on the same worker: going back to the queue would put the launch of the next
-            # generation behind every other search that is due.
-            for _ in range(STEPS_IN_A_ROW - 1):
-                if not step.again or step.finished or not self._still_mine(worker):
-                    break
-                step = self._step(driver)
         except SearchGoneError:
             self.stop(*key)
             return None
@@ -251,16 +243,6 @@ class Supervisor:
             return driver.step()
         finally:
             self._timings.stepped(time.monotonic() - started)
-
-    def _still_mine(self, worker: int) -> bool:
-        """Whether `worker` still holds its key (the watchdog may have handed it on); restarts the
-        watchdog's clock, which times each step, not a run of steps."""
-        with self._lock:
-            busy = self._busy.get(worker)
-            if busy is None or busy.abandoned:
-                return False
-            busy.since = time.monotonic()
-            return True
 
     def _watch(self) -> None:
         while not self._stopped.wait(min(5.0, self.stuck_after / 4)):
