@@ -21,7 +21,13 @@ from sustaindiffusion.api.status import EnergyTotals, EvaluationCounters, Phase,
 from sustaindiffusion.local.study import expand, load_arms
 from tests.support.controlplane import ControlPlane
 from tests.support.processes import wait_until
-from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
+from tests.support.spec_cases import (
+    BASE_SPEC,
+    INVALID_CASES,
+    VALID_FAMILY_CASES,
+    InvalidCase,
+    valid_family_spec,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted((EXAMPLES_DIR / "paper").glob("*.yaml"))
@@ -75,6 +81,16 @@ def test_invalid_spec_is_refused_with_the_expected_message(
     # Strict field validation reports unknown fields in the message only.
     in_message = case.path.removeprefix("spec.") in status["message"] and case.message in status["message"]
     assert matching or in_message, f"expected {case.path}: {case.message}\ngot: {status['message']}"
+
+
+@pytest.mark.parametrize("name", VALID_FAMILY_CASES)
+def test_what_a_model_family_can_use_is_accepted(
+    custom: client.CustomObjectsApi, namespace: str, name: str
+) -> None:
+    spec = valid_family_spec(name)
+    created = _create(custom, namespace, _body(spec))
+    local = SustainSearchSpec.model_validate(spec)
+    assert created["spec"] == local.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def test_server_defaults_equal_pydantic_defaults(custom: client.CustomObjectsApi, namespace: str) -> None:

@@ -340,6 +340,57 @@ INVALID_CASES = [
         "should match",
     ),
     InvalidCase(
+        "unknown model family",
+        {"model.family": "Kandinsky"},
+        "spec.model.family",
+        'Unsupported value: "Kandinsky"',
+    ),
+    InvalidCase(
+        "negative keyword pool on FLUX.1-dev (the default pool)",
+        {"model.family": "Flux1Dev"},
+        "spec.searchSpace.negativeKeywords",
+        "FLUX.1-dev and FLUX.1-schnell have no negative prompt (no classifier-free guidance): "
+        "set negativeKeywords to fixed: []",
+    ),
+    InvalidCase(
+        "fixed negative keywords on a FLUX.1 hub id",
+        {
+            "model.id": "black-forest-labs/FLUX.1-schnell",
+            "searchSpace.guidanceScale": {"fixed": 0.0},
+            "searchSpace.negativeKeywords": {"fixed": ["lowres"]},
+        },
+        "spec.searchSpace.negativeKeywords",
+        "have no negative prompt (no classifier-free guidance)",
+    ),
+    InvalidCase(
+        "negative keywords on a FluxPipeline of unknown id",
+        {"model.id": "/models/my-flux", "model.pipelineClass": "FluxPipeline"},
+        "spec.searchSpace.negativeKeywords",
+        "have no negative prompt (no classifier-free guidance)",
+    ),
+    InvalidCase(
+        "guidance searched on FLUX.1-schnell",
+        {"model.family": "Flux1Schnell", "searchSpace.negativeKeywords": {"fixed": []}},
+        "spec.searchSpace.guidanceScale",
+        "FLUX.1-schnell takes no guidance (the value is ignored): set guidanceScale to fixed: 0",
+    ),
+    InvalidCase(
+        "guidance searched on the FLUX.1-schnell hub id",
+        {"model.id": "black-forest-labs/FLUX.1-schnell", "searchSpace.negativeKeywords": {"fixed": []}},
+        "spec.searchSpace.guidanceScale",
+        "takes no guidance",
+    ),
+    InvalidCase(
+        "a baseline with negative keywords on FLUX.1",
+        {
+            "model.family": "Flux1Dev",
+            "searchSpace.negativeKeywords": {"fixed": []},
+            "baselines": [{"name": "plain", "negativeKeywords": ["lowres"]}],
+        },
+        "spec.baselines",
+        "have no negative prompt: baselines must not set negativeKeywords",
+    ),
+    InvalidCase(
         "duplicate baseline names",
         {"baselines": [{"name": "fast", "inferenceSteps": 20}, {"name": "fast", "inferenceSteps": 30}]},
         "spec.baselines",
@@ -353,3 +404,29 @@ INVALID_CASES = [
     ),
     InvalidCase("unknown field", {"searchSpce": {}}, "spec.searchSpce", "unknown field"),
 ]
+
+
+# Specs the family rules must accept (the same on the API server and locally): what a family can use.
+VALID_FAMILY_CASES: dict[str, dict[str, Any]] = {
+    "a FluxPipeline of unknown id may be FLUX.1-dev: guidance searched": {
+        "model": {"id": "/models/my-flux", "pipelineClass": "FluxPipeline"},
+        "searchSpace": {"negativeKeywords": {"fixed": []}},
+    },
+    "FLUX.1-dev searches its distilled guidance": {
+        "model": {"family": "Flux1Dev"},
+        "searchSpace": {"negativeKeywords": {"fixed": []}, "guidanceScale": {"min": 1.0, "max": 6.0}},
+        "baselines": [{"name": "card", "inferenceSteps": 50, "guidanceScale": 3.5}],
+    },
+    "FLUX.1-schnell with a fixed guidance it ignores": {
+        "model": {"family": "Flux1Schnell"},
+        "searchSpace": {"negativeKeywords": {"fixed": []}, "guidanceScale": {"fixed": 3.5}},
+    },
+    "a known hub id decides over the pipeline class": {
+        "model": {"id": "stabilityai/stable-diffusion-3.5-large", "pipelineClass": "FluxPipeline"},
+    },
+    "SDXL with the method's pools": {"model": {"family": "StableDiffusionXL"}},
+}
+
+
+def valid_family_spec(name: str) -> dict[str, Any]:
+    return copy.deepcopy(BASE_SPEC) | copy.deepcopy(VALID_FAMILY_CASES[name])

@@ -22,8 +22,13 @@ def tiny_models_dir() -> Path:
 
 
 def ensure_tiny_models() -> Path:
-    from sustaindiffusion.worker.tiny_models import build_tiny_models  # noqa: PLC0415 - needs torch
+    """The tiny models, one pipeline per model family included."""
+    from sustaindiffusion.worker.tiny_models import (  # noqa: PLC0415 - needs torch
+        TINY_FAMILY_NAMES,
+        TINY_MODEL_NAMES,
+        build_tiny_models,
+    )
 
     directory = tiny_models_dir()
-    build_tiny_models(directory)
+    build_tiny_models(directory, TINY_MODEL_NAMES + TINY_FAMILY_NAMES)
     return directory

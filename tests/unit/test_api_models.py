@@ -11,13 +11,20 @@ import pytest
 from pydantic import BaseModel
 
 from sustaindiffusion.api import crd
+from sustaindiffusion.api.families import ModelFamily
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
 from sustaindiffusion.api.objectives import Direction, ObjectiveName
 from sustaindiffusion.api.rules import Rule
-from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.spec import ModelSpec, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.validation import ManifestError, load_manifest, validate_manifest, validate_spec
-from tests.support.spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
+from tests.support.spec_cases import (
+    BASE_SPEC,
+    INVALID_CASES,
+    VALID_FAMILY_CASES,
+    InvalidCase,
+    valid_family_spec,
+)
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -169,3 +176,27 @@ def test_status_round_trips_through_its_schema_names() -> None:
     assert dumped["generationProgress"] == "1/3"
     assert dumped["energy"]["totalJoules"] == 5.0
     assert SustainSearchStatus.model_validate(dumped) == status
+
+
+@pytest.mark.parametrize("name", VALID_FAMILY_CASES)
+def test_what_a_model_family_can_use_is_accepted(name: str) -> None:
+    validate_spec(valid_family_spec(name))
+
+
+@pytest.mark.parametrize(
+    ("model", "families"),
+    [
+        ({}, ["StableDiffusion3"]),  # the default model id is SD3 medium
+        ({"family": "Flux1Dev", "id": "stabilityai/stable-diffusion-3.5-large"}, ["Flux1Dev"]),  # named wins
+        ({"id": "black-forest-labs/FLUX.1-schnell"}, ["Flux1Schnell"]),
+        ({"id": "/models/x", "pipelineClass": "FluxPipeline"}, ["Flux1Dev", "Flux1Schnell"]),
+        (
+            {"id": "/models/x", "pipelineClass": "StableDiffusion3Pipeline"},
+            ["StableDiffusion3", "StableDiffusion35"],
+        ),
+        ({"id": "/models/x"}, [family.value for family in ModelFamily if family is not ModelFamily.AUTO]),
+    ],
+)
+def test_the_family_is_resolved_from_what_the_spec_says(model: dict[str, str], families: list[str]) -> None:
+    spec = ModelSpec.model_validate(model)
+    assert [facts.family.value for facts in spec.possible_families()] == families

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,23 @@ def sd1_pipeline(sd1_model: ModelSpec) -> Any:
     from sustaindiffusion.worker.generation import load_pipeline  # noqa: PLC0415
 
     return load_pipeline(sd1_model, "cpu")
+
+
+# The tiny pipeline of each model family (`sustaindiffusion.worker.families`), by folder name.
+FAMILY_MODELS = ("sd1", "sdxl", "sd3", "sd35", "flux-dev", "flux-schnell")
+
+
+def family_model(tiny_models: Path, name: str) -> ModelSpec:
+    return ModelSpec(id=str(tiny_models / name), width=64, height=64, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def family_pipeline(tiny_models: Path) -> Callable[[str], Any]:
+    """Loads a family's tiny pipeline on first use, once per session."""
+    from sustaindiffusion.worker.generation import load_pipeline  # noqa: PLC0415
+
+    @functools.cache
+    def load(name: str) -> Any:
+        return load_pipeline(family_model(tiny_models, name), "cpu")
+
+    return load

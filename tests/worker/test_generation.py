@@ -13,10 +13,10 @@ from sustaindiffusion.api.spec import ModelSpec, SeedMode, SeedPolicy
 from sustaindiffusion.api.task import image_seed
 from sustaindiffusion.worker.generation import ImageGenerator
 from sustaindiffusion.worker.weighting import (
-    apply_row_weights,
+    apply_segment_weights,
     parse_weighted,
-    prompt_arguments,
     token_weights,
+    without_weight,
 )
 
 PROMPT = "Photo portrait of a Software Engineer that codes."
@@ -47,65 +47,23 @@ def test_token_weights_cover_exactly_the_weighted_tokens(sd3_pipeline: Any) -> N
     assert weights[weighted_positions[0]].item() == pytest.approx(1.331)
 
 
-def test_row_weights_keep_the_mean() -> None:
-    embeds = torch.rand(2, 5, 4) + 0.5
+def test_segment_weights_keep_the_blocks_mean_and_leave_the_rest() -> None:
+    embeds = torch.rand(2, 5, 6) + 0.5
     weights = torch.tensor([1.0, 1.5, 1.0])
-    scaled = apply_row_weights(embeds, weights)
-    assert torch.allclose(scaled.mean(dim=(1, 2)), embeds.mean(dim=(1, 2)), atol=1e-6)
-    assert not torch.allclose(scaled, embeds)
-    assert apply_row_weights(embeds, torch.ones(3)) is embeds
+    scaled = apply_segment_weights(embeds, 1, weights, slice(2, 4))
+    block = (slice(None), slice(1, 4), slice(2, 4))
+    assert torch.allclose(scaled[block].mean(dim=(1, 2)), embeds[block].mean(dim=(1, 2)), atol=1e-6)
+    assert not torch.allclose(scaled[block], embeds[block])
+    outside = torch.ones_like(embeds, dtype=torch.bool)
+    outside[block] = False
+    assert torch.equal(scaled[outside], embeds[outside])
+    assert apply_segment_weights(embeds, 0, torch.ones(3)) is embeds
 
 
-@pytest.mark.parametrize("pipeline_fixture", ["sd3_pipeline", "sd1_pipeline"])
-def test_weight_one_equals_the_pipelines_plain_encoding(
-    pipeline_fixture: str, request: pytest.FixtureRequest
-) -> None:
-    pipeline = request.getfixturevalue(pipeline_fixture)
-    plain_prompt = "Photo portrait, photograph, film grain"
-    ours = prompt_arguments(pipeline, plain_prompt, "lowres", "cpu", 2, guidance=True)
-    if type(pipeline).__name__ == "StableDiffusion3Pipeline":
-        reference = pipeline.encode_prompt(
-            prompt=plain_prompt,
-            prompt_2=None,
-            prompt_3=None,
-            negative_prompt="lowres",
-            device="cpu",
-            num_images_per_prompt=2,
-            do_classifier_free_guidance=True,
-        )
-        names = [
-            "prompt_embeds",
-            "negative_prompt_embeds",
-            "pooled_prompt_embeds",
-            "negative_pooled_prompt_embeds",
-        ]
-    else:
-        reference = pipeline.encode_prompt(
-            prompt=plain_prompt,
-            negative_prompt="lowres",
-            device="cpu",
-            num_images_per_prompt=2,
-            do_classifier_free_guidance=True,
-        )
-        names = ["prompt_embeds", "negative_prompt_embeds"]
-    for name, expected in zip(names, reference, strict=True):
-        assert torch.equal(ours[name], expected), name
-
-
-def test_weights_change_only_the_weighted_rows_direction(sd3_pipeline: Any) -> None:
-    plain = prompt_arguments(sd3_pipeline, "a portrait, photograph", "", "cpu", 1, guidance=True)
-    weighted = prompt_arguments(sd3_pipeline, "a portrait, (photograph)+++", "", "cpu", 1, guidance=True)
-    a, b = plain["prompt_embeds"][0], weighted["prompt_embeds"][0]
-    assert not torch.equal(a, b)
-    assert torch.allclose(a.mean(), b.mean(), atol=1e-5)
-    ratio = b / torch.where(a == 0, torch.ones_like(a), a)
-    weights = token_weights(sd3_pipeline.tokenizer, parse_weighted("a portrait, (photograph)+++"), 77)
-    unweighted_row = int((weights == 1.0).nonzero()[1])
-    weighted_row = int((weights != 1.0).nonzero()[0])
-    # Rows are scaled by their weight times one common mean-restoring factor.
-    common = ratio[unweighted_row].median()
-    assert torch.allclose(ratio[weighted_row].median(), common * 1.331, rtol=1e-3)
-    assert torch.equal(plain["pooled_prompt_embeds"], weighted["pooled_prompt_embeds"])
+def test_text_without_a_weight_drops_those_spans_and_their_commas() -> None:
+    parsed = parse_weighted("(a portrait)++, photograph, (film grain)++, (lowres)+")
+    assert without_weight(parsed, 1.1**2) == "photograph, lowres"
+    assert without_weight(parsed, 1.1) == "a portrait, photograph, film grain"
 
 
 def test_equal_seeds_give_equal_images_and_batching_does_not_change_them(

@@ -14,6 +14,16 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from sustaindiffusion.api.families import (
+    WITHOUT_GUIDANCE,
+    WITHOUT_NEGATIVE_PROMPT,
+    FamilyFacts,
+    ModelFamily,
+    families_cel,
+    lacks,
+    possible_families,
+    titles,
+)
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
 from sustaindiffusion.api.objectives import OBJECTIVES, Direction, ObjectiveName
 from sustaindiffusion.api.rules import RULE_ERROR_TYPE, ApiModel, Rule, immutable
@@ -103,6 +113,11 @@ class ModelSpec(ApiModel):
             description="diffusers pipeline class, e.g. StableDiffusion3Pipeline; Auto: from the model.",
         )
     )
+    family: ModelFamily = Field(
+        default=ModelFamily.AUTO,
+        description="Model family (what negative prompt and guidance mean, default steps and guidance); "
+        "Auto: from a known hub id or the pipeline class, else from the loaded model.",
+    )
     dtype: PipelineDtype = Field(
         default=PipelineDtype.AUTO,
         description="Weights dtype; Auto picks bfloat16 on GPUs that support it and float32 on CPUs.",
@@ -121,6 +136,9 @@ class ModelSpec(ApiModel):
             check=lambda m: m.width % 8 == 0 and m.height % 8 == 0,
         ),
     )
+
+    def possible_families(self) -> list[FamilyFacts]:
+        return possible_families(self.family, self.id, self.pipeline_class)
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -647,6 +665,53 @@ class ValidationSpec(ApiModel):
     points: int = Field(default=5, ge=1, le=20, description="Front points validated beside the defaults.")
 
 
+# ----------------------------------------------------------------------------- family rules
+
+
+def _no_negative_keywords(spec: Any) -> bool:
+    negative = spec.search_space.negative_keywords
+    return negative.pool is None and not negative.fixed
+
+
+_NO_NEGATIVE = families_cel("self.model", WITHOUT_NEGATIVE_PROMPT)
+_NO_GUIDANCE = families_cel("self.model", WITHOUT_GUIDANCE)
+# Settings a family cannot use would waste every evaluation that varies them: refused up front.
+FAMILY_RULES = (
+    Rule(
+        cel=f"!{_NO_NEGATIVE} || (!has(self.searchSpace.negativeKeywords.pool) && "
+        "(!has(self.searchSpace.negativeKeywords.fixed) "
+        "|| size(self.searchSpace.negativeKeywords.fixed) == 0))",
+        message=f"{titles(WITHOUT_NEGATIVE_PROMPT)} have no negative prompt (no classifier-free guidance): "
+        "set negativeKeywords to fixed: []",
+        check=lambda s: (
+            not lacks(s.model.possible_families(), WITHOUT_NEGATIVE_PROMPT) or _no_negative_keywords(s)
+        ),
+        field_path=".searchSpace.negativeKeywords",
+    ),
+    Rule(
+        cel=f"!{_NO_NEGATIVE} || !has(self.baselines) || "
+        "self.baselines.all(b, !has(b.negativeKeywords) || size(b.negativeKeywords) == 0)",
+        message=f"{titles(WITHOUT_NEGATIVE_PROMPT)} have no negative prompt: "
+        "baselines must not set negativeKeywords",
+        check=lambda s: (
+            not lacks(s.model.possible_families(), WITHOUT_NEGATIVE_PROMPT)
+            or not any(b.negative_keywords for b in s.baselines or [])
+        ),
+        field_path=".baselines",
+    ),
+    Rule(
+        cel=f"!{_NO_GUIDANCE} || has(self.searchSpace.guidanceScale.fixed)",
+        message=f"{titles(WITHOUT_GUIDANCE)} takes no guidance (the value is ignored): "
+        "set guidanceScale to fixed: 0",
+        check=lambda s: (
+            not lacks(s.model.possible_families(), WITHOUT_GUIDANCE)
+            or not s.search_space.guidance_scale.searched
+        ),
+        field_path=".searchSpace.guidanceScale",
+    ),
+)
+
+
 # ----------------------------------------------------------------------------- the spec
 
 
@@ -677,6 +742,7 @@ class SustainSearchSpec(ApiModel):
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        *FAMILY_RULES,
         Rule(
             cel="self.objectives.all(o, self.objectives.exists_one(p, p.name == o.name))",
             message="each objective may appear only once",

@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     tiny = commands.add_parser("build-tiny-models", help="build tiny random-weight models offline")
     tiny.add_argument("directory", type=Path)
+    tiny.add_argument(
+        "--families",
+        action="store_true",
+        help="also build one tiny pipeline per further model family (sdxl, sd35, flux-dev, flux-schnell)",
+    )
     return parser
 
 
@@ -194,9 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     if args.command == "build-tiny-models":
-        from sustaindiffusion.worker.tiny_models import build_tiny_models  # noqa: PLC0415
+        from sustaindiffusion.worker.tiny_models import (  # noqa: PLC0415
+            TINY_FAMILY_NAMES,
+            TINY_MODEL_NAMES,
+            build_tiny_models,
+        )
 
-        for name, path in build_tiny_models(args.directory).items():
+        names = TINY_MODEL_NAMES + (TINY_FAMILY_NAMES if args.families else ())
+        for name, path in build_tiny_models(args.directory, names).items():
             print(f"{name}: {path}")
         return EXIT_OK
     return run(args)

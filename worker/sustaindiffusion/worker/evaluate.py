@@ -39,7 +39,6 @@ from sustaindiffusion.worker.scoring import (
     human_mask,
     pooled_quality,
 )
-from sustaindiffusion.worker.weighting import UnsupportedWeightingError
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +89,6 @@ class Evaluator:
         except CandidateError as error:
             return CandidateOutcome(
                 EvaluationResult.failed(candidate.candidate_id, error.reason), error.retryable
-            )
-        except UnsupportedWeightingError as error:
-            return CandidateOutcome(
-                EvaluationResult.failed(candidate.candidate_id, str(error)), retryable=False
             )
         except Exception as error:  # a scorer or pipeline bug must not take the other candidates down
             log.exception("candidate %s failed", candidate.candidate_id)

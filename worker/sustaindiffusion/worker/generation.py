@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from PIL import Image
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.spec import ModelSpec, PipelineDtype
 from sustaindiffusion.worker.errors import CandidateError, PermanentTaskError
-from sustaindiffusion.worker.weighting import prompt_arguments
+from sustaindiffusion.worker.families import adapter_for
 
 HUB_TOKEN_ENV = "HF_TOKEN"
 
@@ -83,9 +82,9 @@ class ResolvedSettings:
 class ImageGenerator:
     def __init__(self, pipeline: Any, model: ModelSpec, device: str, max_batch: int = 8) -> None:
         self.pipeline, self.model, self.device, self.max_batch = pipeline, model, device, max_batch
-        defaults = inspect.signature(pipeline.__call__).parameters
-        self.default_steps = int(defaults["num_inference_steps"].default)
-        self.default_guidance = float(defaults["guidance_scale"].default)
+        self.adapter = adapter_for(pipeline, model.family)
+        defaults = self.adapter.defaults()
+        self.default_steps, self.default_guidance = defaults.inference_steps, defaults.guidance_scale
 
     def resolve(self, settings: CandidateSettings) -> ResolvedSettings:
         return ResolvedSettings(
@@ -134,13 +133,12 @@ class ImageGenerator:
         self, settings: CandidateSettings, resolved: ResolvedSettings, base_prompt: str, seeds: Sequence[int]
     ) -> list[Image.Image]:
         generators = [torch.Generator(device=self.device).manual_seed(seed) for seed in seeds]
-        arguments = prompt_arguments(
-            self.pipeline,
+        arguments = self.adapter.prompt_arguments(
             settings.positive_prompt(base_prompt),
             settings.negative_prompt(),
             self.device,
             len(seeds),
-            guidance=resolved.guidance_scale > 1.0,
+            resolved.guidance_scale,
         )
         output = self.pipeline(
             **arguments,

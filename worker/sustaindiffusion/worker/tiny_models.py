@@ -5,7 +5,10 @@
 writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
 (BlipForQuestionAnswering + BlipProcessor whose answer head is fitted to answer each question with
 a word of its answer group that depends on the image: `tiny_vqa`), DIR/clip (CLIPModel +
-CLIPProcessor) and DIR/detector (YolosForObjectDetection + its image processor). Tokenizers are
+CLIPProcessor) and DIR/detector (YolosForObjectDetection + its image processor); with `--families`
+also DIR/sdxl (StableDiffusionXLPipeline), DIR/sd35 (StableDiffusion3Pipeline with SD3.5's
+query-key normalisation and a dual-attention layer), DIR/flux-dev and DIR/flux-schnell
+(FluxPipeline with and without the guidance embedding). Tokenizers are
 trained here on a small corpus (the method's prompts and keywords, the VQA questions and answers);
 nothing comes from a model hub. Tests and the quickstart load these folders through the same
 `from_pretrained` code path as real models. The numbers such models produce are meaningless.
@@ -29,10 +32,14 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from PIL import Image
@@ -64,6 +71,8 @@ from sustaindiffusion.worker.tiny_vqa import build_blip_vqa as build_fitted_vqa
 SEED = 1234
 CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip", "detector")
+# One tiny pipeline per further model family (`sustaindiffusion.worker.families`), built on demand.
+TINY_FAMILY_NAMES = ("sdxl", "sd35", "flux-dev", "flux-schnell")
 
 
 def corpus() -> list[str]:
@@ -238,7 +247,7 @@ SMALL_SD3 = Sd3Size(
 VELOCITY_SCALE = 10.0
 
 
-def build_sd3(directory: Path, size: Sd3Size = TINY_SD3) -> None:
+def build_sd3(directory: Path, size: Sd3Size = TINY_SD3, **transformer_config: Any) -> None:
     torch.manual_seed(SEED)
     tokenizer = clip_tokenizer()
     tokenizer_3 = t5_tokenizer()
@@ -269,6 +278,7 @@ def build_sd3(directory: Path, size: Sd3Size = TINY_SD3) -> None:
         caption_projection_dim=size.heads * size.head_dim,
         pooled_projection_dim=2 * clip,  # the two CLIP projections side by side
         pos_embed_max_size=64,
+        **transformer_config,
     )
     with torch.no_grad():
         transformer.proj_out.weight.mul_(VELOCITY_SCALE)
@@ -321,6 +331,98 @@ def build_sd1(directory: Path) -> None:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(directory)
+
+
+def build_sdxl(directory: Path) -> None:
+    """Two CLIP encoders of different widths (as CLIP-L and OpenCLIP-G), side by side in the UNet's
+    cross-attention, the second one's projection as the pooled embedding."""
+    torch.manual_seed(SEED)
+    tokenizer = clip_tokenizer()
+    first, second, time_embed = 16, 24, 8
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        cross_attention_dim=first + second,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * time_embed + second,  # 6 size/crop ids + pooled
+        norm_num_groups=8,
+    )
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(VELOCITY_SCALE)
+    pipeline = StableDiffusionXLPipeline(
+        vae=_tiny_vae(4),
+        text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer), first, first)),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), second, second)),
+        tokenizer=tokenizer,
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        ),
+        force_zeros_for_empty_prompt=True,
+    )
+    pipeline.save_pretrained(directory)
+
+
+def build_sd35(directory: Path) -> None:
+    """SD3.5's MMDiT: query-key RMS normalisation and (as in 3.5 Medium) a dual-attention layer."""
+    build_sd3(directory, TINY_SD3, qk_norm="rms_norm", dual_attention_layers=(0,))
+
+
+def build_flux(directory: Path, guidance_embeds: bool) -> None:
+    """FLUX.1's layout: CLIP-L gives only the pooled embedding, T5 the whole sequence; FLUX.1-dev's
+    transformer embeds the guidance value, schnell's has no such embedding."""
+    torch.manual_seed(SEED)
+    tokenizer_2 = t5_tokenizer(max_length=512)
+    tokenizer = clip_tokenizer()
+    clip, t5 = 16, 32
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels packed 2 x 2
+        out_channels=None,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=t5,
+        pooled_projection_dim=clip,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),
+    )
+    with torch.no_grad():
+        transformer.proj_out.weight.mul_(VELOCITY_SCALE)
+    pipeline = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_tiny_vae(
+            4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611
+        ),
+        text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer), clip, clip)),
+        tokenizer=tokenizer,
+        text_encoder_2=T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                d_model=t5,
+                d_kv=8,
+                d_ff=2 * t5,
+                num_layers=2,
+                num_heads=2,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
+        ),
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
     )
     pipeline.save_pretrained(directory)
 
@@ -418,6 +520,10 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "clip": build_clip,
     "detector": build_detector,
     "sd3-small": lambda directory: build_sd3(directory, SMALL_SD3),  # for benchmarks, built on demand
+    "sdxl": build_sdxl,
+    "sd35": build_sd35,
+    "flux-dev": lambda directory: build_flux(directory, guidance_embeds=True),
+    "flux-schnell": lambda directory: build_flux(directory, guidance_embeds=False),
 }
 
 

@@ -1,15 +1,15 @@
-"""Prompt weighting at the embedding level (diffusers has none for SD3).
+"""Prompt weighting at the embedding level (diffusers has none), for every family (`families`).
 
 Prompts carry Compel-style emphasis: `(film grain)++` weighs "film grain" by 1.1 ** 2. The marks are
 removed from the text, the pipeline encodes the clean text with its own `encode_prompt`, and the
 rows of the embedding that belong to each weighted span's tokens are scaled by the weight, then
-the whole embedding is rescaled to its original mean (as the A1111 web UI does; Compel, whose
-syntax the marks follow, does not rescale), so emphasis shifts attention between tokens without
-changing the embedding's overall magnitude. With every weight 1
-the result is exactly the pipeline's own encoding.
+each text encoder's block of the embedding is rescaled to its original mean (as the A1111 web UI
+does; Compel, whose syntax the marks follow, does not rescale), so emphasis shifts attention between
+tokens without changing the embedding's overall magnitude. With every weight 1 the result is
+exactly the pipeline's own encoding.
 
-Supported: StableDiffusion3Pipeline (CLIP rows and T5 rows), StableDiffusionPipeline and
-StableDiffusionXLPipeline (CLIP rows). Other pipelines take plain prompts, and refuse weights.
+Which rows and features belong to which tokenizer, and how pooled embeddings take emphasis, is
+each family's business (`families`); this module holds the parsing and the arithmetic.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ import torch
 from sustaindiffusion.api.candidate import EMPHASIS_PER_MARK
 
 _EMPHASIS = re.compile(r"\(([^()]+)\)(\++)")
-
-
-class UnsupportedWeightingError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -74,80 +70,34 @@ def token_weights(tokenizer: Any, parsed: WeightedText, max_length: int) -> torc
     return weights
 
 
-def apply_row_weights(embeds: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
-    """Scale rows [0, len(row_weights)) of [batch, rows, features] embeddings, keeping their mean."""
+def apply_segment_weights(
+    embeds: torch.Tensor, first_row: int, row_weights: torch.Tensor, features: slice = slice(None)
+) -> torch.Tensor:
+    """Scale rows [first_row, first_row + len(row_weights)) of the `features` of [batch, rows,
+    features] embeddings by their weights, then bring that block back to its own mean (each text
+    encoder's block keeps its scale)."""
     if torch.all(row_weights == 1.0):
         return embeds
-    original_mean = embeds.float().mean(dim=(1, 2), keepdim=True)
-    scaled = embeds.float().clone()
-    rows = row_weights.shape[0]
-    scaled[:, :rows, :] *= row_weights.to(scaled.device)[None, :, None]
+    rows = slice(first_row, first_row + row_weights.shape[0])
+    block = embeds[:, rows, features].float()
+    original_mean = block.mean(dim=(1, 2), keepdim=True)
+    scaled = block * row_weights.to(block.device)[None, :, None]
     new_mean = scaled.mean(dim=(1, 2), keepdim=True)
     scaled *= original_mean / new_mean.where(new_mean != 0, torch.ones_like(new_mean))
-    return scaled.to(embeds.dtype)
+    result = embeds.clone()
+    result[:, rows, features] = scaled.to(embeds.dtype)
+    return result
 
 
-def _segments(pipeline: Any) -> list[tuple[Any, int, int]]:
-    """(tokenizer, first row, rows) of each tokenizer's part of the prompt embedding."""
-    name = type(pipeline).__name__
-    clip_rows = int(getattr(pipeline, "tokenizer_max_length", 77))
-    if name == "StableDiffusion3Pipeline":
-        segments = [(pipeline.tokenizer, 0, clip_rows)]
-        if pipeline.text_encoder_3 is not None:
-            segments.append((pipeline.tokenizer_3, clip_rows, T5_ROWS))
-        return segments
-    if name in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
-        return [(pipeline.tokenizer, 0, pipeline.tokenizer.model_max_length)]
-    return []
+_SEPARATOR_BEFORE = re.compile(r",\s*$")
 
 
-T5_ROWS = 256  # SD3's default max_sequence_length
-
-
-def supports_weighting(pipeline: Any) -> bool:
-    return bool(_segments(pipeline))
-
-
-def prompt_arguments(
-    pipeline: Any, prompt: str, negative_prompt: str, device: str, images: int, guidance: bool
-) -> dict[str, Any]:
-    """Keyword arguments for `pipeline(...)`: weighted embeddings where supported, else plain text."""
-    positive, negative = parse_weighted(prompt), parse_weighted(negative_prompt)
-    if not supports_weighting(pipeline):
-        if positive.weighted or negative.weighted:
-            raise UnsupportedWeightingError(
-                f"prompt weighting is not supported for {type(pipeline).__name__}; use promptWeight 0"
-            )
-        return {
-            "prompt": positive.text,
-            "negative_prompt": negative.text or None,
-            "num_images_per_prompt": images,
-        }
-    name = type(pipeline).__name__
-    common = {"device": device, "num_images_per_prompt": images, "do_classifier_free_guidance": guidance}
-    if name == "StableDiffusion3Pipeline":
-        embeds, negative_embeds, pooled, negative_pooled = pipeline.encode_prompt(
-            prompt=positive.text, prompt_2=None, prompt_3=None, negative_prompt=negative.text, **common
-        )
-    elif name == "StableDiffusionXLPipeline":
-        embeds, negative_embeds, pooled, negative_pooled = pipeline.encode_prompt(
-            prompt=positive.text, prompt_2=None, negative_prompt=negative.text, **common
-        )
-    else:
-        embeds, negative_embeds = pipeline.encode_prompt(
-            prompt=positive.text, negative_prompt=negative.text, **common
-        )
-        pooled = negative_pooled = None
-    for tokenizer, first, rows in _segments(pipeline):
-        for parsed, target in ((positive, "positive"), (negative, "negative")):
-            if not parsed.weighted:
-                continue
-            weights = torch.cat([torch.ones(first), token_weights(tokenizer, parsed, rows)])
-            if target == "positive":
-                embeds = apply_row_weights(embeds, weights)
-            elif negative_embeds is not None:
-                negative_embeds = apply_row_weights(negative_embeds, weights)
-    arguments: dict[str, Any] = {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
-    if pooled is not None:
-        arguments |= {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
-    return arguments
+def without_weight(parsed: WeightedText, weight: float) -> str:
+    """The clean text without the spans of `weight` (and the comma that led into each)."""
+    pieces, cursor = [], 0
+    for start, end, span_weight in parsed.spans:
+        if span_weight == weight:
+            pieces.append(_SEPARATOR_BEFORE.sub("", parsed.text[cursor:start]))
+            cursor = end
+    pieces.append(parsed.text[cursor:])
+    return " ".join("".join(pieces).split()).lstrip(", ")
