@@ -48,8 +48,8 @@ class CandidateSettings(ApiModel):
         """The same images' settings with what provably cannot change them removed, so that
         equivalent settings share one id and are evaluated once: negative keywords when guidance
         is off (classifier-free guidance disabled: no negative prompt is used), and the weight when
-        no keyword is left for it to emphasise. Absent guidance is the pipeline's default (above 1
-        for every pipeline supported), so it keeps its negative keywords."""
+        no keyword is left for it to emphasise. Absent guidance is the family's default (above 1
+        for every family that has a negative prompt), so it keeps its negative keywords."""
         negative = self.negative_keywords
         if self.guidance_scale is not None and self.guidance_scale <= GUIDANCE_OFF_AT_OR_BELOW:
             negative = []
