@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries from Go modules into a cache outside the repository,
-# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm,
+# and Kueue's controller manager with the CRDs and webhook manifests of the same module version.
 # A binary already in the cache is reused; nothing is rebuilt unless it is missing.
 # Prints the cache directory (the one with the binaries) as its last line.
 #
@@ -19,8 +20,9 @@ k8s_dir="$cache_root/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache_root/etcd-$ETCD_VERSION"
 kwok_dir="$cache_root/kwok-$KWOK_VERSION"
 helm_dir="$cache_root/helm-$HELM_VERSION"
-out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION"
-mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$out_dir"
+kueue_dir="$cache_root/kueue-$KUEUE_VERSION"
+out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION-$KUEUE_VERSION"
+mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$kueue_dir" "$out_dir"
 
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
@@ -107,13 +109,33 @@ build_helm() {
   log "built helm in $((SECONDS - t0)) s"
 }
 
+# Kueue's go.mod has no replace directives, so `go install` builds it as released. Its CRDs and
+# webhook manifests come from the same module version (the tests point them at a loopback URL).
+build_kueue() {
+  [ -x "$kueue_dir/kueue" ] && [ -f "$kueue_dir/manifests/webhooks.yaml" ] && { log "kueue $KUEUE_VERSION: cached"; return; }
+  log "kueue $KUEUE_VERSION: building"
+  local t0=$SECONDS
+  GOBIN="$kueue_dir" go install -ldflags "$ldflags \
+    -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  local source
+  source=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$kueue_dir/manifests.tmp" && mkdir -p "$kueue_dir/manifests.tmp/crds"
+  cp "$source"/config/components/crd/bases/*.yaml "$kueue_dir/manifests.tmp/crds/"
+  cp "$source/config/components/webhook/manifests.yaml" "$kueue_dir/manifests.tmp/webhooks.yaml"
+  rm -rf "$kueue_dir/manifests" && mv "$kueue_dir/manifests.tmp" "$kueue_dir/manifests"
+  log "built kueue in $((SECONDS - t0)) s"
+}
+
 build_etcd
 build_kubernetes
 build_helm
 if [ "${SKIP_KWOK:-0}" != 1 ]; then build_kwok; fi
+build_kueue
 
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
 ln -sf "$etcd_dir/etcd" "$out_dir/etcd"
 [ -x "$kwok_dir/kwok" ] && ln -sf "$kwok_dir/kwok" "$out_dir/kwok"
 ln -sf "$helm_dir/helm" "$out_dir/helm"
+ln -sf "$kueue_dir/kueue" "$out_dir/kueue"
+ln -sfn "$kueue_dir/manifests" "$out_dir/kueue-manifests"
 echo "$out_dir"

@@ -45,6 +45,12 @@ def status_body(message: str, code: int) -> str:
         ),
         (401, "Unauthorized", FailureKind.FORBIDDEN),
         (
+            403,
+            'admission webhook "vjob.kb.io" denied the request: metadata.annotations[kueue.x-k8s.io/x]: '
+            "Invalid value",
+            FailureKind.WEBHOOK_DENIED,
+        ),
+        (
             422,
             'Job.batch "s-g0001" is invalid: spec.template.spec.affinity: Invalid value',
             FailureKind.REJECTED,
@@ -58,7 +64,13 @@ def test_responses_are_classified_with_the_servers_message(
     failure = classify_response(status, status_body(message, status), {})
     assert (failure.kind, failure.status, failure.message) == (kind, status, message)
     assert failure.permanent is (
-        kind in (FailureKind.FORBIDDEN, FailureKind.QUOTA_EXCEEDED, FailureKind.REJECTED)
+        kind
+        in (
+            FailureKind.FORBIDDEN,
+            FailureKind.WEBHOOK_DENIED,
+            FailureKind.QUOTA_EXCEEDED,
+            FailureKind.REJECTED,
+        )
     )
 
 

@@ -101,6 +101,7 @@ def test_job_carries_the_spec_kueue_labels_and_owner() -> None:
     assert metadata["name"] == "my-search-g0004"
     assert metadata["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert metadata["labels"]["kueue.x-k8s.io/priority-class"] == "low"
+    assert metadata["annotations"]["kueue.x-k8s.io/job-min-parallelism"] == "1"  # partial admission
     assert metadata["labels"][names.LABEL_GENERATION] == "4"
     owner = metadata["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("SustainSearch", "my-search", "0000-uid")
@@ -169,8 +170,9 @@ def test_optional_pod_fields_are_left_out_when_unset() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["HF_HOME"] == f"{builders.CACHE_MOUNT}/huggingface"  # no weights cache: the pod's emptyDir
     assert env["HOME"] == env["XDG_CACHE_HOME"] == builders.CACHE_MOUNT
-    labels = builders.worker_job(SEARCH, plain, task_of(plain))["metadata"]["labels"]
-    assert "kueue.x-k8s.io/queue-name" not in labels
+    plain_metadata = builders.worker_job(SEARCH, plain, task_of(plain))["metadata"]
+    assert "kueue.x-k8s.io/queue-name" not in plain_metadata["labels"]
+    assert "annotations" not in plain_metadata
 
 
 def test_task_config_map_round_trips_the_task() -> None:

@@ -60,4 +60,8 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Kueue's Workloads, read only, for why a queued generation waits (harmless where Kueue is absent).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
 {{- end -}}

@@ -135,6 +135,8 @@ def _printer_columns() -> list[Schema]:
         {"name": "Generation", "type": "string", "jsonPath": ".status.generationProgress"},
         {"name": "Evaluations", "type": "integer", "jsonPath": ".status.evaluations.succeeded"},
         {"name": "Front", "type": "integer", "jsonPath": ".status.frontSize"},
+        {"name": "Queue", "type": "string", "jsonPath": ".spec.execution.queueName"},
+        {"name": "Queued", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Queued")].reason'},
         {"name": "Energy-J", "type": "number", "format": "float", "jsonPath": ".status.energy.totalJoules"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

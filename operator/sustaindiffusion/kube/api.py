@@ -72,6 +72,7 @@ class FailureKind(StrEnum):
     CONFLICT = "Conflict"
     NOT_FOUND = "NotFound"
     FORBIDDEN = "Forbidden"
+    WEBHOOK_DENIED = "AdmissionWebhookDenied"  # e.g. Kueue's or a policy engine's validation
     QUOTA_EXCEEDED = "QuotaExceeded"
     REJECTED = "RequestRejected"
     INTERNAL = "InternalError"  # not the API's doing: a bug of ours
@@ -87,7 +88,12 @@ class ApiFailure:
     @property
     def permanent(self) -> bool:
         """Retrying the same request will not help until something else changes."""
-        return self.kind in (FailureKind.FORBIDDEN, FailureKind.QUOTA_EXCEEDED, FailureKind.REJECTED)
+        return self.kind in (
+            FailureKind.FORBIDDEN,
+            FailureKind.WEBHOOK_DENIED,
+            FailureKind.QUOTA_EXCEEDED,
+            FailureKind.REJECTED,
+        )
 
 
 def classify_response(status: int, body: str | bytes | None, headers: Mapping[str, str] | None) -> ApiFailure:
@@ -99,8 +105,12 @@ def classify_response(status: int, body: str | bytes | None, headers: Mapping[st
     if status == 404:
         return ApiFailure(FailureKind.NOT_FOUND, message, status)
     if status in (401, 403):
-        kind = FailureKind.QUOTA_EXCEEDED if "exceeded quota" in message.lower() else FailureKind.FORBIDDEN
-        return ApiFailure(kind, message, status)
+        if "exceeded quota" in message.lower():
+            return ApiFailure(FailureKind.QUOTA_EXCEEDED, message, status)
+        # A webhook's denial comes back as 403 too, but it is no missing permission (RBAC).
+        if message.startswith("admission webhook") and "denied the request" in message:
+            return ApiFailure(FailureKind.WEBHOOK_DENIED, message, status)
+        return ApiFailure(FailureKind.FORBIDDEN, message, status)
     if status in (400, 405, 413, 415, 422):
         return ApiFailure(FailureKind.REJECTED, message, status)
     return ApiFailure(FailureKind.TRANSIENT, message, status, retry_after)  # 408, 429, 5xx, others
@@ -163,6 +173,12 @@ def blocked_by(failure: ApiFailure) -> Blocked:
             failure.kind.value,
             f"the operator is not allowed to act for this search: {failure.message}; "
             "grant it (the chart's RBAC) and the search goes on",
+        )
+    if failure.kind is FailureKind.WEBHOOK_DENIED:
+        return Blocked(
+            failure.kind.value,
+            f"an admission webhook of the cluster refused the search's objects: {failure.message}; "
+            "fix the spec (or the webhook's policy) and the search goes on",
         )
     if failure.kind is FailureKind.QUOTA_EXCEEDED:
         return Blocked(failure.kind.value, f"waiting for quota: {failure.message}")

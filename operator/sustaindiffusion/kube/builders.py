@@ -21,6 +21,7 @@ from sustaindiffusion.kube.names import (
     COMPONENT_ARCHIVE,
     COMPONENT_TASK,
     COMPONENT_WORKER,
+    KUEUE_MIN_PARALLELISM_ANNOTATION,
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     archive_config_map_name,
@@ -92,19 +93,26 @@ def worker_job(
     if execution.workload_priority_class:
         job_labels[KUEUE_PRIORITY_LABEL] = execution.workload_priority_class
     pod_labels = labels(search.name, COMPONENT_WORKER, generation, task.round)
+    metadata: Manifest = {
+        "name": job_name(search.name, generation, task.round),
+        "namespace": search.namespace,
+        "labels": job_labels,
+        "ownerReferences": [search.owner_reference()],
+    }
+    parallelism = min(execution.parallelism, shards)
+    if execution.queue_name and parallelism > 1:
+        # Shards are independent: Kueue may admit fewer pods at once than `parallelism` asks for
+        # (partial admission) rather than hold the whole generation back until all fit. Kueue
+        # wants the minimum below the parallelism.
+        metadata["annotations"] = {KUEUE_MIN_PARALLELISM_ANNOTATION: "1"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(search.name, generation, task.round),
-            "namespace": search.namespace,
-            "labels": job_labels,
-            "ownerReferences": [search.owner_reference()],
-        },
+        "metadata": metadata,
         "spec": {
             "completionMode": "Indexed",
             "completions": shards,
-            "parallelism": min(execution.parallelism, shards),
+            "parallelism": parallelism,
             "backoffLimitPerIndex": task.retries,
             "maxFailedIndexes": shards,  # a failed shard is recorded; the generation goes on
             "podFailurePolicy": {

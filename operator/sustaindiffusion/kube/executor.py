@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from sustaindiffusion.api.spec import PromptSource, PromptsSpec, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
-from sustaindiffusion.kube import builders, names
+from sustaindiffusion.kube import builders, kueue, names
 from sustaindiffusion.kube.api import read_json
 from sustaindiffusion.kube.classify import classify_round
 from sustaindiffusion.search.loop import Collected, PromptsUnavailableError
@@ -37,6 +37,7 @@ class KubernetesExecutor:
         default_image: str | None = None,
     ) -> None:
         self.core, self.batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
         self.search, self.spec, self.default_image = search, spec, default_image
 
     def launched_tasks(self, generation: int) -> list[EvaluationTask]:
@@ -76,7 +77,12 @@ class KubernetesExecutor:
             return Collected(workers_pending=EARLIER_SEARCH)
         selector = f"{JOB_UID_LABEL}={job['metadata']['uid']}"
         listing = read_json(self.core.list_namespaced_pod, self.search.namespace, label_selector=selector)
-        return classify_round(job, listing.get("items") or [], task)
+        collected = classify_round(job, listing.get("items") or [], task)
+        if collected.queued and self.spec.execution.queue_name:
+            kueue_says = self._kueue_reason(job)
+            if kueue_says:
+                collected.queued_reason, collected.queued = kueue_says
+        return collected
 
     def release(self, generation: int) -> None:
         """Remove the generation's Jobs (their pods go with them) and tasks; all is archived by now."""
@@ -89,6 +95,24 @@ class KubernetesExecutor:
                 label_selector=names.selector(self.search.name, component, generation),
                 propagation_policy="Background",
             )
+
+    def _kueue_reason(self, job: Body) -> tuple[str, str] | None:
+        """Kueue's own reason for holding the Job back, from its Workload (None: Kueue is not
+        installed, or has not made the Workload yet)."""
+        try:
+            listing = read_json(
+                self.custom.list_namespaced_custom_object,
+                kueue.GROUP,
+                kueue.VERSION,
+                self.search.namespace,
+                kueue.PLURAL,
+                label_selector=f"{kueue.JOB_UID_LABEL}={job['metadata']['uid']}",
+            )
+        except ApiException as error:
+            if error.status in (403, 404):
+                return None  # no Kueue CRDs, or no permission to read them: the generic message stays
+            raise
+        return kueue.queued_reason(listing.get("items") or [], self.spec.execution.queue_name)
 
     # ----------------------------------------------------------------- helpers
 

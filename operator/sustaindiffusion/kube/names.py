@@ -19,6 +19,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "sustaindiffusion-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+KUEUE_MIN_PARALLELISM_ANNOTATION = "kueue.x-k8s.io/job-min-parallelism"  # partial admission
 
 COMPONENT_TASK = "task"
 COMPONENT_WORKER = "worker"

@@ -83,6 +83,7 @@ class Observation:
     advanced: bool = False  # the generation completed in this step
     hypervolume: float | None = None  # after the generation, when it advanced
     queued: str | None = None  # why the generation's workers are held back by a queue
+    queued_reason: str = "JobSuspended"
     workers_pending: str | None = None  # why started workers cannot run (unschedulable, image pull)
     blocked: Blocked | None = None
     devices: Sequence[str] = ()  # the GPU models results were measured on so far
@@ -138,7 +139,7 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
     queued = None if observation.advanced else observation.queued
     pending = None if observation.advanced else observation.workers_pending
     conditions.append(
-        ConditionUpdate(QUEUED, True, "JobSuspended", queued)
+        ConditionUpdate(QUEUED, True, observation.queued_reason, queued)
         if queued
         else ConditionUpdate(QUEUED, False, "Admitted")
     )

@@ -76,6 +76,7 @@ class Collected:
 
     shards: dict[int, ShardOutcome] = field(default_factory=dict)
     queued: str | None = None  # held back by a queue (a suspended Job)
+    queued_reason: str = "JobSuspended"  # the queue's own reason where it gives one (Kueue's)
     workers_pending: str | None = None  # workers started but cannot run (unschedulable, image pull)
 
 
@@ -205,6 +206,7 @@ class GenerationLoop:
             advanced=advanced,
             hypervolume=engine.hypervolume_history[-1] if advanced and engine.hypervolume_history else None,
             queued=latest.queued,
+            queued_reason=latest.queued_reason,
             workers_pending=latest.workers_pending,
             devices=engine.devices(),
         )

@@ -1,0 +1,49 @@
+"""What Kueue says about a worker Job it holds back: a pure function over its Workload (a dict).
+
+Kueue makes one Workload per Job (labelled with the Job's uid) and writes its decisions there as
+conditions: `QuotaReserved` False with why it cannot fit (e.g. "couldn't assign flavors to pod set
+main: insufficient quota for nvidia.com/gpu in flavor gpu, 1 more needed"), `Evicted` True when it
+took the quota back (reason Preempted, with who preempted it). The operator shows that reason and
+message instead of "the Job is suspended".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+GROUP, VERSION, PLURAL = "kueue.x-k8s.io", "v1beta2", "workloads"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+
+Body = dict[str, Any]
+
+
+def _condition(workload: Body, kind: str) -> Body | None:
+    for condition in (workload.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def queued_reason(workloads: Sequence[Body], queue_name: str | None) -> tuple[str, str] | None:
+    """Why Kueue holds the Job back, as a condition reason (`Kueue` + Kueue's own) and Kueue's
+    message; None when no Workload says (yet)."""
+    if not workloads:
+        return None
+    workload = max(workloads, key=lambda w: str((w.get("metadata") or {}).get("creationTimestamp", "")))
+    queue = (workload.get("spec") or {}).get("queueName") or queue_name
+    where = f"Kueue (LocalQueue {queue})" if queue else "Kueue"
+    evicted = _condition(workload, "Evicted")
+    reserved = _condition(workload, "QuotaReserved")
+    if evicted and evicted.get("status") == "True" and not (reserved and reserved.get("status") == "True"):
+        return _reason(evicted, "Evicted"), f"{where}: {evicted.get('message') or 'evicted'}"
+    if reserved and reserved.get("status") == "False":
+        return _reason(reserved, "Pending"), f"{where}: {reserved.get('message') or 'waiting for quota'}"
+    if reserved is None:
+        return "KueuePending", f"{where}: waiting for Kueue to consider the Workload"
+    return None
+
+
+def _reason(condition: Body, default: str) -> str:
+    reason = "".join(ch for ch in str(condition.get("reason") or default) if ch.isalnum())
+    return f"Kueue{reason}"

@@ -1,0 +1,214 @@
+"""Searches on a cluster that admits batch work through Kueue (its real controller manager, built
+from its Go module): quota admission, queueing with Kueue's own reason, preemption by a
+WorkloadPriorityClass, and partial admission when `parallelism` exceeds the quota. Workers are the
+stand-in (deterministic metrics), slowed down where a test needs them running when Kueue acts."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from tests.support.controlplane import ControlPlane
+from tests.support.kubelet import TestKubelet
+from tests.support.kueue import Kueue
+from tests.support.searches import (
+    OperatorProcess,
+    create_search,
+    get_search,
+    pod_key,
+    standin_spec,
+    wait_phase,
+)
+from tests.support.standin_worker import PROGRAM
+
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
+LOCAL_QUEUE = "team"
+
+
+def apply(control_plane: ControlPlane, *documents: dict[str, Any]) -> None:
+    control_plane.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(documents))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def priorities(control_plane: ControlPlane, kueue: Kueue) -> None:
+    apply(
+        control_plane,
+        {
+            "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": "gpu"},
+        },
+        *(
+            {
+                "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+                "kind": "WorkloadPriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+                "description": f"{name} searches",
+            }
+            for name, value in (("background", 10), ("urgent", 1000))
+        ),
+    )
+
+
+def cluster_queue(control_plane: ControlPlane, namespace: str, gpus: int) -> dict[str, Any]:
+    """A ClusterQueue for `namespace` only, with `gpus` of nvidia.com/gpu quota; preemption of lower
+    priorities within it; and the namespace's LocalQueue `team` pointing at it. Returns the manifests."""
+    queue = {
+        "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+        "kind": "ClusterQueue",
+        "metadata": {"name": f"gpus-{namespace}"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "preemption": {"withinClusterQueue": "LowerPriority"},
+            "resourceGroups": [
+                {
+                    "coveredResources": ["cpu", "nvidia.com/gpu"],
+                    "flavors": [
+                        {
+                            "name": "gpu",
+                            "resources": [
+                                {"name": "cpu", "nominalQuota": "16"},
+                                {"name": "nvidia.com/gpu", "nominalQuota": gpus},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    local = {
+        "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+        "kind": "LocalQueue",
+        "metadata": {"name": LOCAL_QUEUE, "namespace": namespace},
+        "spec": {"clusterQueue": f"gpus-{namespace}"},
+    }
+    apply(control_plane, queue, local)
+    return {"clusterQueue": queue, "localQueue": local}
+
+
+def slow_standin(
+    kubelet: TestKubelet, namespace: str, seconds: float
+) -> Callable[[dict[str, Any], list[str]], Any]:
+    """Worker pods of `namespace` run the stand-in worker after `seconds` of sleep (a GPU's work)."""
+
+    def program(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
+        if pod_key(pod, namespace) is None:
+            return None
+        return ["sh", "-c", f'sleep {seconds} && exec "$@"', "sh", *PROGRAM, *argv[1:]]
+
+    kubelet.programs.append(program)
+    return program
+
+
+@pytest.fixture
+def standin(test_kubelet: TestKubelet, namespace: str) -> Iterator[Callable[[float], None]]:
+    installed: list[Any] = []
+
+    def install(seconds: float) -> None:
+        installed.append(slow_standin(test_kubelet, namespace, seconds))
+
+    yield install
+    for program in installed:
+        test_kubelet.programs.remove(program)
+
+
+def kueue_spec(**execution: Any) -> dict[str, Any]:
+    return standin_spec(execution={"queueName": LOCAL_QUEUE, **execution})
+
+
+def conditions(api: client.ApiClient, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    status = get_search(api, namespace, name).get("status") or {}
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+def workloads(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listing = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads"
+    )
+    return list(listing.get("items") or [])
+
+
+class History:
+    """What Kueue and the operator said while searches ran: the Workloads' conditions and each
+    search's Queued condition, polled in the background (Workloads go with their Jobs when a
+    generation is released)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.workloads: dict[str, dict[str, Any]] = {}  # name: the last seen
+        self.reserved: set[str] = set()  # Workloads seen holding quota
+        self.evicted: dict[str, str] = {}  # Workload name: eviction message
+        self.queued: dict[str, list[tuple[str, str]]] = {}  # search: (reason, message) while Queued
+        self.states: dict[str, set[tuple[str, str]]] = {}  # search: (status, reason) of Queued
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> History:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        while not self._stop.wait(0.3):
+            with contextlib.suppress(Exception):  # a poll that fails is taken again
+                for workload in workloads(self.api, self.namespace):
+                    name = workload["metadata"]["name"]
+                    self.workloads[name] = workload
+                    for condition in (workload.get("status") or {}).get("conditions") or []:
+                        if condition["type"] == "QuotaReserved" and condition["status"] == "True":
+                            self.reserved.add(name)
+                        if condition["type"] == "Evicted" and condition["status"] == "True":
+                            self.evicted[name] = condition.get("message", "")
+                listing = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+                for search in listing.get("items") or []:
+                    for condition in (search.get("status") or {}).get("conditions") or []:
+                        if condition["type"] == "Queued":
+                            states = self.states.setdefault(search["metadata"]["name"], set())
+                            states.add((condition["status"], condition["reason"]))
+                        if condition["type"] == "Queued" and condition["status"] == "True":
+                            seen = self.queued.setdefault(search["metadata"]["name"], [])
+                            said = (condition["reason"], condition.get("message", ""))
+                            if said not in seen:
+                                seen.append(said)
+
+
+def front_of(search: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    return sorted((e["candidateId"], e["objectives"]) for e in search["status"]["front"])
+
+
+def test_a_generation_that_fits_the_quota_is_admitted_and_runs(
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    standin: Callable[[float], None],
+) -> None:
+    cluster_queue(control_plane, namespace, gpus=3)
+    standin(0.0)
+    started = time.monotonic()
+    with History(api_client, namespace) as history:
+        create_search(api_client, namespace, "fits", kueue_spec(parallelism=3))
+        search = wait_phase(api_client, namespace, "fits", operator)
+    assert search["status"]["evaluations"]["failed"] == 0
+    assert history.workloads, "Kueue made Workloads for the search's Jobs"
+    assert all(w["spec"]["queueName"] == LOCAL_QUEUE for w in history.workloads.values())
+    assert history.reserved, "Kueue reserved quota for them"
+    assert not history.evicted
+    assert ("False", "Admitted") in history.states["fits"]
+    columns = control_plane.kubectl("get", "sds", "fits", "-n", namespace).stdout.split("\n")
+    assert columns[0].split()[5:7] == ["QUEUE", "QUEUED"]
+    assert columns[1].split()[5] == LOCAL_QUEUE
+    print(f"admitted search: {time.monotonic() - started:.1f} s")

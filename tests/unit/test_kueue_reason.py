@@ -1,0 +1,54 @@
+"""Kueue's own reason for a queued generation, read from its Workload's conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sustaindiffusion.kube.kueue import queued_reason
+
+
+def workload(*conditions: dict[str, str], created: str = "2026-12-01T00:00:00Z") -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": created},
+        "spec": {"queueName": "team-a"},
+        "status": {"conditions": list(conditions)},
+    }
+
+
+PENDING = {
+    "type": "QuotaReserved",
+    "status": "False",
+    "reason": "Pending",
+    "message": "couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu in flavor gpu",
+}
+
+
+def test_waiting_for_quota_shows_kueues_reason_and_message_with_the_queue() -> None:
+    reason, message = queued_reason([workload(PENDING)], "team-a") or ("", "")
+    assert reason == "KueuePending"
+    assert message == f"Kueue (LocalQueue team-a): {PENDING['message']}"
+
+
+def test_an_evicted_workload_says_who_preempted_it() -> None:
+    evicted = {
+        "type": "Evicted",
+        "status": "True",
+        "reason": "Preempted",
+        "message": "Preempted to accommodate a workload (UID: 42) due to prioritization in the ClusterQueue",
+    }
+    released = PENDING | {"message": "quota released"}
+    reason, message = queued_reason([workload(released, evicted)], None) or ("", "")
+    assert reason == "KueuePreempted"
+    assert "Preempted to accommodate a workload" in message
+    assert message.startswith("Kueue (LocalQueue team-a): ")
+
+
+def test_the_newest_workload_counts_and_an_admitted_one_says_nothing() -> None:
+    admitted = {"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "ok"}
+    old = workload(PENDING, created="2026-12-01T00:00:00Z")
+    new = workload(admitted, created="2026-12-01T00:01:00Z")
+    assert queued_reason([old, new], "team-a") is None
+    assert queued_reason([], "team-a") is None
+    fresh = queued_reason([workload()], "team-a")
+    assert fresh is not None
+    assert fresh[0] == "KueuePending"
