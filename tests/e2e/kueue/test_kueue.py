@@ -16,11 +16,14 @@ import yaml
 from kubernetes import client
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.kube import names
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.kueue import Kueue
+from tests.support.processes import wait_until
 from tests.support.searches import (
     OperatorProcess,
+    archive_records,
     create_search,
     get_search,
     pod_key,
@@ -212,3 +215,105 @@ def test_a_generation_that_fits_the_quota_is_admitted_and_runs(
     assert columns[0].split()[5:7] == ["QUEUE", "QUEUED"]
     assert columns[1].split()[5] == LOCAL_QUEUE
     print(f"admitted search: {time.monotonic() - started:.1f} s")
+
+
+def test_searches_competing_for_the_quota_wait_with_kueues_reason_and_both_complete(
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    standin: Callable[[float], None],
+) -> None:
+    cluster_queue(control_plane, namespace, gpus=1)  # room for one worker pod of either search
+    standin(2.0)
+    started = time.monotonic()
+    with History(api_client, namespace) as history:
+        for name in ("first", "second"):
+            create_search(api_client, namespace, name, kueue_spec(parallelism=1))
+        finished = [wait_phase(api_client, namespace, name, operator) for name in ("first", "second")]
+    assert all(search["status"]["evaluations"]["failed"] == 0 for search in finished)
+    waits = [said for name in ("first", "second") for said in history.queued.get(name, [])]
+    assert waits, f"one search waited for the other's quota; states seen: {history.states}"
+    reasons = {reason for reason, _ in waits}
+    assert "KueuePending" in reasons, waits
+    messages = [message for reason, message in waits if reason == "KueuePending"]
+    assert any(
+        message.startswith(f"Kueue (LocalQueue {LOCAL_QUEUE}): ") and "quota for nvidia.com/gpu" in message
+        for message in messages
+    ), messages
+    print(f"two searches, one GPU of quota: {time.monotonic() - started:.1f} s; Kueue said: {messages[0]}")
+
+
+def test_a_preempted_generation_is_run_again_not_failed_and_the_front_is_the_undisturbed_one(
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    standin: Callable[[float], None],
+    test_kubelet: TestKubelet,
+) -> None:
+    cluster_queue(control_plane, namespace, gpus=2)
+    standin(4.0)  # long enough for the urgent search to arrive while the background one runs
+    spec = kueue_spec(parallelism=2, workloadPriorityClass="background")
+    create_search(api_client, namespace, "alone", spec)
+    undisturbed = wait_phase(api_client, namespace, "alone", operator)
+    started = time.monotonic()
+    with History(api_client, namespace) as history:
+        create_search(api_client, namespace, "background", spec)
+
+        def running_workers() -> bool:
+            pods = client.CoreV1Api(api_client).list_namespaced_pod(
+                namespace, label_selector=f"{names.LABEL_SEARCH}=background,{names.LABEL_GENERATION}=1"
+            )
+            return sum(1 for pod in pods.items if pod.status.phase == "Running") >= 1
+
+        wait_until(running_workers, 120, interval=0.2, what="the background search's generation 1 running")
+        create_search(
+            api_client, namespace, "urgent", kueue_spec(parallelism=2, workloadPriorityClass="urgent")
+        )
+        urgent = wait_phase(api_client, namespace, "urgent", operator)
+        background = wait_phase(api_client, namespace, "background", operator)
+    assert history.evicted, "Kueue preempted the background search's Workload"
+    assert any("Preempted" in message or "preempt" in message.lower() for message in history.evicted.values())
+    assert any(
+        reason in ("KueuePreempted", "KueueEvicted", "KueuePending")
+        for reason, _ in history.queued.get("background", [])
+    )
+    assert urgent["status"]["evaluations"]["failed"] == 0
+    # The preempted shards ran again: no candidate failed, and the search ended where an
+    # undisturbed run of the same spec ended.
+    assert background["status"]["evaluations"]["failed"] == 0
+    assert (
+        background["status"]["evaluations"]["succeeded"] == undisturbed["status"]["evaluations"]["succeeded"]
+    )
+    assert front_of(background) == front_of(undisturbed)
+    archived = sorted(
+        (r.generation, r.result.candidate_id) for r in archive_records(api_client, namespace, "background")
+    )
+    assert archived == sorted(
+        (r.generation, r.result.candidate_id) for r in archive_records(api_client, namespace, "alone")
+    )
+    print(f"preemption: {time.monotonic() - started:.1f} s; evictions: {list(history.evicted.values())[:1]}")
+
+
+def test_parallelism_beyond_the_quota_is_partially_admitted_and_the_search_completes(
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    standin: Callable[[float], None],
+) -> None:
+    cluster_queue(control_plane, namespace, gpus=2)
+    standin(0.5)
+    started = time.monotonic()
+    with History(api_client, namespace) as history:
+        create_search(api_client, namespace, "wide", kueue_spec(parallelism=3))
+        search = wait_phase(api_client, namespace, "wide", operator)
+    assert search["status"]["evaluations"]["failed"] == 0
+    counts = [
+        pod_set.get("count")
+        for workload in history.workloads.values()
+        for pod_set in ((workload.get("status") or {}).get("admission") or {}).get("podSetAssignments") or []
+    ]
+    assert 2 in counts, f"Kueue admitted 2 of the 3 pods asked for: {counts}"
+    print(f"partial admission: {time.monotonic() - started:.1f} s; pods admitted per Job: {counts}")
