@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,8 @@ class SearchDriver:
         self._loop: GenerationLoop | None = None
         self._loop_of: tuple[str, int] | None = None  # (uid, metadata.generation) the loop was built for
         self.written_version: str | None = None  # resourceVersion of this driver's last status write
+        self.queued_seconds = 0.0  # time the search's workers were held back by a queue
+        self._queued_since: float | None = None  # when a step last saw them held back
 
     @property
     def generation(self) -> int | None:
@@ -103,9 +106,22 @@ class SearchDriver:
     def _apply(self, body: Body, step: Step) -> None:
         self._write_status(body, step.status)
         self._post(body, step.events)
+        queued = self._clock_queue(step)
         if self._loop is not None and self._loop.has_engine:
-            snapshot = SearchSnapshot.of(self._loop.engine, step.observation.running)
+            snapshot = SearchSnapshot.of(
+                self._loop.engine, step.observation.running, queued, self.queued_seconds
+            )
             self.metrics.update(self.namespace, self.name, snapshot)
+
+    def _clock_queue(self, step: Step) -> bool:
+        """Whether the step saw the workers held back; the time between steps that saw it adds up
+        (until the step that sees them admitted)."""
+        now = time.monotonic()
+        queued = step.observation.queued is not None and not step.observation.advanced
+        if self._queued_since is not None:
+            self.queued_seconds += now - self._queued_since
+        self._queued_since = now if queued else None
+        return queued
 
     def _loop_for(self, body: Body, spec: SustainSearchSpec, generation: int) -> GenerationLoop:
         uid = body["metadata"]["uid"]

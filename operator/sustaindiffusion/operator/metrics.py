@@ -28,9 +28,13 @@ class SearchSnapshot:
     front_size: int
     front_objectives: dict[str, list[float]] = field(default_factory=dict)
     finished: bool = False
+    queued: bool = False  # the generation's workers are held back by a queue (Kueue) now
+    queued_seconds: float = 0.0  # in all, since this operator process took the search up
 
     @classmethod
-    def of(cls, engine: SearchEngine, running: int) -> SearchSnapshot:
+    def of(
+        cls, engine: SearchEngine, running: int, queued: bool = False, queued_seconds: float = 0.0
+    ) -> SearchSnapshot:
         front = engine.front()
         gpu, cpu = engine.energy_joules()
         objectives: dict[str, list[float]] = {}
@@ -49,6 +53,8 @@ class SearchSnapshot:
             front_size=len(front),
             front_objectives=objectives,
             finished=engine.outcome().finished,
+            queued=queued,
+            queued_seconds=queued_seconds,
         )
 
 
@@ -98,6 +104,17 @@ class SearchMetrics(Collector):
             "Objective values over the Pareto front (min, median, max).",
             labels=[*keys, "objective", "stat"],
         )
+        queued = GaugeMetricFamily(
+            "sustaindiffusion_search_queued",
+            "1 while the generation's workers are held back by a queue (Kueue), else 0.",
+            labels=keys,
+        )
+        queued_seconds = CounterMetricFamily(
+            "sustaindiffusion_search_queued_seconds",
+            "Seconds the search's workers spent held back by a queue (Kueue), since this operator "
+            "process took the search up.",
+            labels=keys,
+        )
         for (namespace, name), snapshot in sorted(snapshots.items()):
             base = [namespace, name]
             generation.add_metric(base, snapshot.generation)
@@ -107,6 +124,8 @@ class SearchMetrics(Collector):
             for component, joules in snapshot.energy_joules.items():
                 energy.add_metric([*base, component], joules)
             hypervolume.add_metric(base, snapshot.hypervolume)
+            queued.add_metric(base, float(snapshot.queued))
+            queued_seconds.add_metric(base, snapshot.queued_seconds)
             front_size.add_metric(base, snapshot.front_size)
             for objective, values in snapshot.front_objectives.items():
                 for stat, value in (
@@ -115,7 +134,17 @@ class SearchMetrics(Collector):
                     ("max", max(values)),
                 ):
                     front_objective.add_metric([*base, objective, stat], value)
-        yield from (generation, finished, evaluations, energy, hypervolume, front_size, front_objective)
+        yield from (
+            generation,
+            finished,
+            evaluations,
+            energy,
+            hypervolume,
+            front_size,
+            front_objective,
+            queued,
+            queued_seconds,
+        )
 
 
 WORK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
