@@ -5,24 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from sustaindiffusion.api.crd import CRD_PATH
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
-from tests.support.controlplane import ControlPlane, locate_binaries
+from tests.support.controlplane import ControlPlane
+from tests.support.environment import KEEP_ENV, admin_client, started_control_plane, started_kubelet
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import group_is_empty, wait_until
+from tests.support.processes import wait_until
 from tests.support.searches import OperatorProcess
 from tests.support.tiny import ensure_tiny_models
-
-KEEP_ENV = "SUSTAINDIFFUSION_KEEP_TEST_DIRS"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,47 +32,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    workdir = Path(tempfile.mkdtemp(prefix="sd-controlplane-"))
-    plane = ControlPlane(locate_binaries(), workdir)
-    plane.start()
-    try:
+    with started_control_plane("sd-controlplane-") as plane:
         yield plane
-    finally:
-        plane.stop()
-        if not os.environ.get(KEEP_ENV):
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def api_client(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-    try:
+    with admin_client(control_plane) as api:
         yield api
-    finally:
-        api.close()
 
 
 @pytest.fixture(scope="session")
 def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
-    root = Path(tempfile.mkdtemp(prefix="sd-kubelet-"))
-    # Pods run console scripts of this environment (sustaindiffusion-worker): put its bin first.
-    env = {
-        k: os.environ[k]
-        for k in ("HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-        if k in os.environ
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    env["HF_HUB_OFFLINE"] = "1"
-    kubelet = TestKubelet(api_client, root, base_env=env)
-    kubelet.start()
-    try:
+    with started_kubelet(api_client, "sd-kubelet-") as kubelet:
         yield kubelet
-    finally:
-        kubelet.stop()
-        leftovers = [pgid for pgid in kubelet.process_groups() if not group_is_empty(pgid)]
-        if not os.environ.get(KEEP_ENV):
-            shutil.rmtree(root, ignore_errors=True)
-        assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
 
 
 @pytest.fixture(scope="session")

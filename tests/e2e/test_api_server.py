@@ -159,9 +159,10 @@ def test_printer_columns_render(
         {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)},
     )
     table = control_plane.kubectl("get", "sds", name, "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "GENERATION", "EVALUATIONS", "FRONT", "ENERGY-J", "AGE"]
+    header = ["NAME", "PHASE", "GENERATION", "EVALUATIONS", "FRONT", "QUEUE", "QUEUED", "ENERGY-J", "AGE"]
+    assert table[0].split() == header
     row = table[1].split()
-    assert row[:6] == [name, "Running", "3/10", "60", "7", "1234.5"]
+    assert row[:6] == [name, "Running", "3/10", "60", "7", "1234.5"]  # no queue: both cells empty
 
 
 def test_immutable_fields_cannot_change_but_budgets_can(

@@ -199,6 +199,17 @@ class History:
                                 seen.append(said)
 
 
+def run_watched(
+    api: client.ApiClient, namespace: str, operator: OperatorProcess, name: str, spec: dict[str, Any]
+) -> tuple[dict[str, Any], History]:
+    """Run one search to Succeeded while History records what Kueue and the operator said."""
+    with History(api, namespace) as history:
+        create_search(api, namespace, name, spec)
+        search = wait_phase(api, namespace, name, operator)
+    assert search["status"]["evaluations"]["failed"] == 0
+    return search, history
+
+
 def front_of(search: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return sorted((e["candidateId"], e["objectives"]) for e in search["status"]["front"])
 
@@ -213,10 +224,7 @@ def test_a_generation_that_fits_the_quota_is_admitted_and_runs(
     cluster_queue(control_plane, namespace, gpus=3)
     standin(0.0)
     started = time.monotonic()
-    with History(api_client, namespace) as history:
-        create_search(api_client, namespace, "fits", kueue_spec(parallelism=3))
-        search = wait_phase(api_client, namespace, "fits", operator)
-    assert search["status"]["evaluations"]["failed"] == 0
+    _, history = run_watched(api_client, namespace, operator, "fits", kueue_spec(parallelism=3))
     assert history.workloads, "Kueue made Workloads for the search's Jobs"
     assert all(w["spec"]["queueName"] == LOCAL_QUEUE for w in history.workloads.values())
     assert history.reserved, "Kueue reserved quota for them"
@@ -329,12 +337,9 @@ def test_parallelism_beyond_the_quota_is_partially_admitted_and_the_search_compl
     standin: Callable[[float], None],
 ) -> None:
     cluster_queue(control_plane, namespace, gpus=2)
-    standin(0.5)
+    standin(2.0)  # Workloads live while their Jobs run: long enough to be seen admitted
     started = time.monotonic()
-    with History(api_client, namespace) as history:
-        create_search(api_client, namespace, "wide", kueue_spec(parallelism=3))
-        search = wait_phase(api_client, namespace, "wide", operator)
-    assert search["status"]["evaluations"]["failed"] == 0
+    _, history = run_watched(api_client, namespace, operator, "wide", kueue_spec(parallelism=3))
     counts = sorted(history.admitted_pods)
     assert 2 in counts, f"Kueue admitted 2 of the 3 pods asked for: {counts}"
     assert 3 not in counts
