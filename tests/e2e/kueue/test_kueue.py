@@ -154,7 +154,7 @@ class History:
         self.workloads: dict[str, dict[str, Any]] = {}  # name: the last seen
         self.reserved: set[str] = set()  # Workloads seen holding quota
         self.evicted: dict[str, str] = {}  # Workload name: eviction message
-        self.admitted_pods: set[int] = set()  # pod counts Kueue admitted (podSetAssignments)
+        self.admitted_pods: set[tuple[int, int]] = set()  # (pods asked for, pods Kueue admitted)
         self.queued: dict[str, list[tuple[str, str]]] = {}  # search: (reason, message) while Queued
         self.states: dict[str, set[tuple[str, str]]] = {}  # search: (status, reason) of Queued
         self._stop = threading.Event()
@@ -175,9 +175,13 @@ class History:
                 for workload in workloads(self.api, self.namespace):
                     name = workload["metadata"]["name"]
                     self.workloads[name] = workload
+                    asked = {
+                        p["name"]: int(p.get("count") or 0) for p in workload["spec"].get("podSets") or []
+                    }
                     admission = (workload.get("status") or {}).get("admission") or {}
                     for pod_set in admission.get("podSetAssignments") or []:
-                        self.admitted_pods.add(int(pod_set.get("count") or 0))
+                        admitted = int(pod_set.get("count") or 0)
+                        self.admitted_pods.add((asked.get(pod_set["name"], admitted), admitted))
                     for condition in (workload.get("status") or {}).get("conditions") or []:
                         if condition["type"] == "QuotaReserved" and condition["status"] == "True":
                             self.reserved.add(name)
@@ -341,6 +345,8 @@ def test_parallelism_beyond_the_quota_is_partially_admitted_and_the_search_compl
     started = time.monotonic()
     _, history = run_watched(api_client, namespace, operator, "wide", kueue_spec(parallelism=3))
     counts = sorted(history.admitted_pods)
-    assert 2 in counts, f"Kueue admitted 2 of the 3 pods asked for: {counts}"
-    assert 3 not in counts
-    print(f"partial admission: {time.monotonic() - started:.1f} s; pods admitted per Job: {counts}")
+    # A Job asking for 3 pods against 2 GPUs of quota runs with fewer (1 when the generation
+    # before still held a GPU as the next was launched, else 2), never with all 3.
+    assert any(asked == 3 and 0 < admitted < 3 for asked, admitted in counts), counts
+    assert all(admitted <= 2 for _, admitted in counts), counts
+    print(f"partial admission: {time.monotonic() - started:.1f} s; (pods asked, admitted): {counts}")
