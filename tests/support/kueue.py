@@ -40,20 +40,13 @@ WEBHOOK_PATH_PARTS = ("-batch-v1-job", "-kueue-x-k8s-io-")
 CONVERTED_CRDS = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 
 
-def kueue_binary(bin_dir: Path) -> Path:
-    return bin_dir / "kueue"
-
-
-def kueue_manifests(bin_dir: Path) -> Path:
-    return bin_dir / "kueue-manifests"
-
-
 class Kueue:
     """Start with `start()`, always finish with `stop()`."""
 
     def __init__(self, control_plane: ControlPlane, bin_dir: Path, workdir: Path) -> None:
         self.control_plane, self.workdir = control_plane, workdir
-        self.binary, self.manifests = kueue_binary(bin_dir), kueue_manifests(bin_dir)
+        # Beside the control-plane binaries, as hack/build-binaries.sh links them.
+        self.binary, self.manifests = bin_dir / "kueue", bin_dir / "kueue-manifests"
         self.process: ManagedProcess | None = None
         self.webhook_port = 0
 

@@ -48,11 +48,7 @@ def pipelines_own_encoding(pipeline: Any, prompt: str, negative: str) -> dict[st
     elif hasattr(pipeline, "transformer"):  # FLUX.1: no negative prompt
         embeds, pooled, _ids = pipeline.encode_prompt(prompt=prompt, prompt_2=None, **common)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-    elif hasattr(pipeline, "tokenizer_2"):  # SDXL
-        encoded = pipeline.encode_prompt(
-            prompt=prompt, negative_prompt=negative, do_classifier_free_guidance=True, **common
-        )
-    else:
+    else:  # SDXL (its second prompt defaults to the first) and SD 1.x/2.x
         encoded = pipeline.encode_prompt(
             prompt=prompt, negative_prompt=negative, do_classifier_free_guidance=True, **common
         )

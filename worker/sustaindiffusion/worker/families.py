@@ -67,7 +67,6 @@ class FamilyAdapter:
     """A pipeline that takes plain prompts: no emphasis, its own call signature's defaults."""
 
     family: ModelFamily | None = None
-    pipeline_class = "DiffusionPipeline"
 
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
@@ -187,7 +186,6 @@ def _clip_pooled(tokenizer: Any, encoder: Any, text: str, device: str, projected
 
 class StableDiffusionAdapter(FamilyAdapter):
     family = ModelFamily.STABLE_DIFFUSION
-    pipeline_class = "StableDiffusionPipeline"
 
     def defaults(self) -> Defaults:
         return Defaults(50, 7.5)
@@ -208,7 +206,6 @@ class StableDiffusionAdapter(FamilyAdapter):
 
 class StableDiffusionXLAdapter(FamilyAdapter):
     family = ModelFamily.STABLE_DIFFUSION_XL
-    pipeline_class = "StableDiffusionXLPipeline"
 
     def defaults(self) -> Defaults:
         return Defaults(50, 5.0)
@@ -248,7 +245,6 @@ class StableDiffusionXLAdapter(FamilyAdapter):
 
 class StableDiffusion3Adapter(FamilyAdapter):
     family = ModelFamily.STABLE_DIFFUSION_3
-    pipeline_class = "StableDiffusion3Pipeline"
 
     def defaults(self) -> Defaults:
         return Defaults(28, 7.0)
@@ -303,7 +299,6 @@ class StableDiffusion35Adapter(StableDiffusion3Adapter):
 
 class FluxAdapter(FamilyAdapter):
     family = ModelFamily.FLUX1_DEV
-    pipeline_class = "FluxPipeline"
 
     def defaults(self) -> Defaults:
         return Defaults(50, 3.5)  # FLUX.1-dev's model card
