@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # at whichever checkout ran last: this checkout's sources come first for everything make runs.
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/worker:$(CURDIR)
 
-.PHONY: test venv binaries system-deps lint typecheck imports pytest chaos crds constraints quickstart clean
+.PHONY: test venv binaries system-deps lint typecheck imports pytest chaos crds constraints quickstart images containers clean
 
 test: venv binaries system-deps lint typecheck imports pytest
 
@@ -43,6 +43,12 @@ chaos: venv binaries system-deps
 	  $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
 
+# The container suite alone, its measurements printed: the images run by a real kubelet.
+containers: venv binaries system-deps images
+	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
+	  SUSTAINDIFFUSION_CONTAINERS=1 $(BIN)/pytest -m containers -s $(PYTEST_ARGS)
+	@bash hack/check-no-leftovers.sh
+
 # The quickstart: tiny offline models, a small local search, and its report (out/quickstart/report).
 quickstart: venv
 	$(BIN)/sustaindiffusion-worker build-tiny-models examples/tiny-models
@@ -53,6 +59,11 @@ quickstart: venv
 # Regenerate crds/sustainsearch.yaml from the pydantic models (a unit test fails when it is stale).
 crds: venv
 	$(BIN)/python -m sustaindiffusion.api.crd --write
+
+# The operator and worker images as OCI archives (out/images/*.tar), built with podman, offline by
+# default; unchanged inputs reuse the cached archives. `make images IMAGES=worker` builds one.
+images: system-deps
+	@bash hack/build-images.sh $(IMAGES)
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^sustaindiffusion' \

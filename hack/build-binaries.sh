@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries from Go modules into a cache outside the repository,
-# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm,
+# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
+# (the container end-to-end test runs a real node), kwok, helm,
 # and Kueue's controller manager with the CRDs and webhook manifests of the same module version.
 # A binary already in the cache is reused; nothing is rebuilt unless it is missing.
 # Prints the cache directory (the one with the binaries) as its last line.
@@ -31,7 +32,7 @@ export GOMAXPROCS=${GOMAXPROCS:-2}
 ldflags="-s -w"
 
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=()
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) missing=()
   for b in "${want[@]}"; do [ -x "$k8s_dir/$b" ] || missing+=("$b"); done
   [ ${#missing[@]} -eq 0 ] && { log "kubernetes $KUBERNETES_VERSION: cached"; return; }
   log "kubernetes $KUBERNETES_VERSION: building ${missing[*]}"
@@ -132,7 +133,7 @@ build_helm
 if [ "${SKIP_KWOK:-0}" != 1 ]; then build_kwok; fi
 build_kueue
 
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
 ln -sf "$etcd_dir/etcd" "$out_dir/etcd"
 [ -x "$kwok_dir/kwok" ] && ln -sf "$kwok_dir/kwok" "$out_dir/kwok"
 ln -sf "$helm_dir/helm" "$out_dir/helm"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Fail when a control-plane binary or a test-kubelet pod process outlived the test run.
+# Fail when a control-plane binary, a test-kubelet pod process or the container node's containerd
+# (or a container of it) outlived the test run.
 set -euo pipefail
 cache_root=${SUSTAINDIFFUSION_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sustaindiffusion/bin}
 leftovers=$(pgrep -af -- "$cache_root/" || true)
+# The container node's containerd and its shims run from Debian's binaries, with the node's directory.
+leftovers+=$(pgrep -af -- "sd-container-node-" || true)
 if [ -n "$leftovers" ]; then
   echo "processes left running after the tests:" >&2
   echo "$leftovers" >&2

@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # System packages the tests need, from Debian's archive: prometheus (the observability end-to-end
-# test runs the dashboard's queries against a real Prometheus).
+# test runs the dashboard's queries against a real Prometheus); podman and mmdebstrap (the images
+# are built offline by hack/build-images.sh); containerd, runc, the CNI plugins and iptables (the
+# container end-to-end suite runs a real kubelet whose pods are containers).
 set -euo pipefail
 missing=()
-command -v prometheus >/dev/null || missing+=(prometheus)
+need() { # need COMMAND-OR-PATH PACKAGE
+  if [[ $1 == /* ]]; then [ -e "$1" ] && return; else command -v "$1" >/dev/null && return; fi
+  missing+=("$2")
+}
+need prometheus prometheus
+need podman podman
+need mmdebstrap mmdebstrap
+need containerd containerd
+need runc runc
+need /usr/lib/cni/bridge containernetworking-plugins
+need iptables iptables
+need skopeo skopeo
 [ ${#missing[@]} -eq 0 ] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 if [ "$(id -u)" != 0 ]; then
   echo "ensure-system-deps: install ${missing[*]} (Debian packages), e.g. sudo apt-get install ${missing[*]}" >&2
   exit 1

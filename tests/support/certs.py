@@ -68,8 +68,9 @@ def _builder(
     )
 
 
-def generate_certs(directory: Path) -> ControlPlaneCerts:
-    """Write a CA, a serving pair for 127.0.0.1, an admin client pair and a service-account key pair."""
+def generate_certs(directory: Path, extra_ips: tuple[str, ...] = ()) -> ControlPlaneCerts:
+    """Write a CA, a serving pair for 127.0.0.1 (and `extra_ips`: the addresses pods reach the API
+    server at), an admin client pair and a service-account key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("sustaindiffusion-test-ca")
@@ -100,6 +101,7 @@ def generate_certs(directory: Path) -> ControlPlaneCerts:
             x509.SubjectAlternativeName(
                 [
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
                     x509.DNSName("localhost"),
                     x509.DNSName("kubernetes.default.svc"),
                 ]

@@ -1,8 +1,9 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler, built from Go modules by `hack/build-binaries.sh`.
 
-Everything listens on 127.0.0.1 on free ports and lives in one temporary directory. `stop()`
-terminates every process group and checks that nothing is left running.
+Everything listens on 127.0.0.1 on free ports and lives in one temporary directory (a plane for a
+real node's pods serves the API on every address: `pod_reachable_ips`). `stop()` terminates
+every process group and checks that nothing is left running.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
 BIN_DIR_ENV = "SUSTAINDIFFUSION_K8S_BIN_DIR"
 
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+# The `kubernetes` Service's ClusterIP (the first of the range): in-cluster clients connect to it.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+
 # The controllers the tests rely on. The node-lifecycle controller lifts the not-ready taint that
 # admission puts on a new node; it stays content because the test kubelet renews the node's Lease.
 CONTROLLERS = (
@@ -40,6 +45,7 @@ CONTROLLERS = (
     "resourcequota-controller",  # quota usage, which quota admission needs (a shared cluster has quotas)
     "disruption-controller",  # evictions (the PodDisruptionBudget bookkeeping the eviction API reads)
     "validatingadmissionpolicy-status-controller",  # type-checks admission policies against the CRD
+    "persistentvolume-binder-controller",  # binds the weights-cache claims of the container node's pods
 )
 
 READY_TIMEOUT_S = float(os.environ.get("SUSTAINDIFFUSION_CONTROL_PLANE_TIMEOUT", "180"))
@@ -84,8 +90,11 @@ def locate_binaries() -> Binaries:
 class ControlPlane:
     """Start with `start()`, always finish with `stop()` (it is safe to call twice)."""
 
-    def __init__(self, binaries: Binaries, workdir: Path) -> None:
+    def __init__(self, binaries: Binaries, workdir: Path, pod_reachable_ips: tuple[str, ...] = ()) -> None:
         self.binaries = binaries
+        # Addresses of this machine that pods in containers reach the API server at (the serving
+        # certificate names them and the `kubernetes` Service's IP); empty: loopback only.
+        self.pod_reachable_ips = pod_reachable_ips
         self.workdir = workdir
         self.processes: list[ManagedProcess] = []
         self.certs: ControlPlaneCerts | None = None
@@ -105,7 +114,8 @@ class ControlPlane:
 
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.certs = certs = generate_certs(self.workdir / "pki")
+        extra_ips = (*self.pod_reachable_ips, KUBERNETES_SERVICE_IP) if self.pod_reachable_ips else ()
+        self.certs = certs = generate_certs(self.workdir / "pki", extra_ips)
         etcd_client, etcd_peer = free_port(), free_port()
         etcd = self._spawn(
             "etcd",
@@ -131,8 +141,8 @@ class ControlPlane:
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={'0.0.0.0' if self.pod_reachable_ips else '127.0.0.1'}",
+                f"--advertise-address={self.pod_reachable_ips[0] if self.pod_reachable_ips else '127.0.0.1'}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={certs.serving_cert}",
@@ -141,11 +151,17 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={certs.service_account_pub}",
                 f"--service-account-signing-key-file={certs.service_account_key}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 "--v=1",
+                # A real node's name resolves nowhere: its pods' logs are read at its InternalIP.
+                *(
+                    ["--kubelet-preferred-address-types=InternalIP,Hostname"]
+                    if self.pod_reachable_ips
+                    else []
+                ),
             ],
         )
         self._write_kubeconfig()

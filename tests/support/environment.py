@@ -21,9 +21,9 @@ KEEP_ENV = "SUSTAINDIFFUSION_KEEP_TEST_DIRS"
 
 
 @contextlib.contextmanager
-def started_control_plane(prefix: str) -> Iterator[ControlPlane]:
+def started_control_plane(prefix: str, pod_reachable_ips: tuple[str, ...] = ()) -> Iterator[ControlPlane]:
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    plane = ControlPlane(locate_binaries(), workdir)
+    plane = ControlPlane(locate_binaries(), workdir, pod_reachable_ips)
     plane.start()
     try:
         yield plane

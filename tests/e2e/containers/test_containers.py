@@ -1,0 +1,274 @@
+"""The images users install, run by a real kubelet: the Helm-installed operator runs from the
+operator image (in-cluster config, its service-account token, real probes), and its search's worker
+pods run from the worker image with the tiny models mounted read-only from a PersistentVolume, the
+pods' security contexts applied by the container runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT
+from tests.e2e.conftest import fresh_namespace
+from tests.e2e.test_chart import CHART, helm
+from tests.support.controlplane import ControlPlane
+from tests.support.images import IMAGE_NAMES
+from tests.support.node import ContainerNode
+from tests.support.processes import wait_until
+from tests.support.tiny import ensure_tiny_models
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+MODELS_CLAIM = "tiny-models"
+
+
+class RuntimeSpecs:
+    """The OCI runtime specs containerd holds for a namespace's containers, read while they exist
+    (the operator deletes finished Jobs, and their containers go with them)."""
+
+    def __init__(self, node: ContainerNode, namespace: str) -> None:
+        self.node = node
+        self.namespace = namespace
+        self.by_container: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> RuntimeSpecs:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.read_once()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self.read_once()
+
+    def read_once(self) -> None:
+        listed = self.node.ctr("containers", "list", "--quiet")
+        for container_id in listed.stdout.split():
+            if container_id in self.by_container:
+                continue
+            info = self.node.ctr("containers", "info", container_id)
+            if info.returncode != 0:
+                continue  # gone between the list and the read
+            body = json.loads(info.stdout)
+            labels = body.get("Labels") or {}
+            if labels.get("io.kubernetes.pod.namespace") != self.namespace:
+                continue
+            if labels.get("io.cri-containerd.kind") != "container":
+                continue  # a sandbox (pause) container
+            self.by_container[container_id] = {"labels": labels, "spec": body.get("Spec") or {}}
+
+    def of(self, container_name: str) -> list[dict[str, Any]]:
+        return [
+            entry["spec"]
+            for entry in self.by_container.values()
+            if entry["labels"].get("io.kubernetes.container.name") == container_name
+        ]
+
+
+def _mounts(spec: dict[str, Any]) -> dict[str, list[str]]:
+    return {mount["destination"]: mount.get("options") or [] for mount in spec.get("mounts") or []}
+
+
+def _models_volume(core: client.CoreV1Api, namespace: str) -> None:
+    """A hostPath PersistentVolume of the tiny models, bound to a claim in `namespace`."""
+    models = ensure_tiny_models()
+    volume = f"tiny-models-{namespace}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(models), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": MODELS_CLAIM},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    wait_until(
+        lambda: core.read_namespaced_persistent_volume_claim(MODELS_CLAIM, namespace).status.phase == "Bound",
+        60,
+        what="the tiny-models claim to be bound",
+    )
+
+
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
+# The first run on a machine imports the images into containerd (the worker's takes minutes).
+@pytest.mark.timeout(2400)
+def test_operator_and_workers_run_as_containers_from_their_images(
+    control_plane: ControlPlane, api_client: client.ApiClient, node: ContainerNode, crd_installed: None
+) -> None:
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    with fresh_namespace(api_client) as namespace:
+        _models_volume(core, namespace)
+        # The chart's own image names; the images were imported into the node, nothing is pulled.
+        helm(
+            control_plane,
+            "install",
+            "sd",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            "image.pullPolicy=Never",
+        )
+        with RuntimeSpecs(node, namespace) as specs:
+
+            def operator_ready() -> bool:
+                pods = core.list_namespaced_pod(
+                    namespace, label_selector="app.kubernetes.io/component=operator"
+                ).items
+                statuses = (pods[0].status.container_statuses or []) if pods else []
+                return bool(statuses) and statuses[0].ready
+
+            try:
+                wait_until(
+                    operator_ready, 180, interval=1.0, what="the operator pod to be Ready (its probes)"
+                )
+            except TimeoutError as error:
+                raise AssertionError(f"{error}\n{_pod_report(core, namespace)}") from None
+
+            spec = {
+                "model": {
+                    "id": "/models/sd3",
+                    "dtype": "float32",
+                    "width": 64,
+                    "height": 64,
+                    "cache": {"claimName": MODELS_CLAIM, "mountPath": "/models", "readOnly": True},
+                },
+                "prompts": {
+                    "inline": ["Photo portrait of a Software Engineer that codes."],
+                    "imagesPerPrompt": 1,
+                },
+                "searchSpace": {"inferenceSteps": {"min": 1, "max": 2}},
+                "scoring": {
+                    "vqaModel": {"id": "/models/blip-vqa"},
+                    "quality": {"model": {"id": "/models/clip"}},
+                    "humanFilter": {"enabled": False},
+                },
+                "constraints": {"quality": {"enabled": False}},
+                "algorithm": {"populationSize": 4, "generations": 1, "seed": 2},
+                "execution": {
+                    "candidatesPerPod": 4,
+                    "imagePullPolicy": "Never",
+                    "resources": {"requests": {"cpu": "100m"}},
+                },
+            }
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "metadata": {"name": "in-containers"},
+                    "spec": spec,
+                },
+            )
+            worker_times: dict[str, tuple[float | None, float | None]] = {}
+
+            def succeeded() -> bool:
+                for pod in core.list_namespaced_pod(
+                    namespace, label_selector=f"{LABEL_COMPONENT}={COMPONENT_WORKER}"
+                ).items:
+                    for status in pod.status.container_statuses or []:
+                        terminated = status.state.terminated if status.state else None
+                        if terminated is not None:
+                            created = pod.metadata.creation_timestamp
+                            worker_times[pod.metadata.name] = (
+                                _seconds(created, terminated.started_at),
+                                _seconds(terminated.started_at, terminated.finished_at),
+                            )
+                body: Any = custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "in-containers"
+                )
+                phase = (body.get("status") or {}).get("phase")
+                if phase == "Failed":
+                    raise AssertionError(
+                        f"the search failed: {json.dumps(body.get('status'), indent=1)[:3000]}"
+                    )
+                return phase == "Succeeded"
+
+            try:
+                wait_until(succeeded, 600, interval=1.0, what="the search run in containers")
+            except TimeoutError as error:
+                raise AssertionError(f"{error}\n{_pod_report(core, namespace)}") from None
+
+        status: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "in-containers")[
+            "status"
+        ]
+        assert status["evaluations"]["succeeded"] == 4
+        assert status["evaluations"]["failed"] == 0
+        assert status["front"]
+        print(
+            "\nworker pods (seconds from pod creation to container start, container start to exit):",
+            worker_times,
+        )
+
+        # The operator's container: its image's non-root user, its service-account token mounted.
+        (operator_spec,) = specs.of("operator")
+        assert operator_spec["process"]["user"]["uid"] == 1000
+        assert SERVICE_ACCOUNT_DIR in _mounts(operator_spec)
+        # Each worker container: non-root, read-only root, no capabilities, no token, the models read-only.
+        workers = specs.of("worker")
+        assert workers, "no worker container was seen"
+        for worker in workers:
+            assert worker["process"]["user"]["uid"] == 1000
+            assert worker["root"].get("readonly") is True
+            assert worker["process"].get("noNewPrivileges") is True
+            assert not (worker["process"].get("capabilities") or {}).get("effective")
+            mounts = _mounts(worker)
+            assert not any(path.startswith(SERVICE_ACCOUNT_DIR) for path in mounts)
+            assert "ro" in mounts["/models"]
+            assert worker["process"]["args"][0] == "sustaindiffusion-worker"
+        # The images ran are the ones built from this checkout (containerd holds them by name).
+        held = node.image_digests()
+        assert IMAGE_NAMES["operator"] in held
+        assert IMAGE_NAMES["worker"] in held
+        helm(control_plane, "uninstall", "sd", "--namespace", namespace)
+        core.delete_persistent_volume(f"tiny-models-{namespace}")
+
+
+def _pod_report(core: client.CoreV1Api, namespace: str) -> str:
+    lines = []
+    for pod in core.list_namespaced_pod(namespace).items:
+        lines.append(f"--- pod {pod.metadata.name}: {pod.status.phase}")
+        for status in pod.status.container_statuses or []:
+            lines.append(f"    {status.name}: {status.state}")
+        for event in core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={pod.metadata.name}"
+        ).items:
+            lines.append(f"    event {event.reason}: {event.message}")
+        try:
+            lines.append(core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=40))
+        except client.ApiException as error:
+            lines.append(f"    (no log: {error.reason})")
+    return "\n".join(lines)
