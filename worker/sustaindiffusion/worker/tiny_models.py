@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import math
 import shutil
+import stat
 import tempfile
 import unicodedata
 from collections import Counter
@@ -533,6 +534,15 @@ def builder_version() -> str:
     return hashlib.sha256(b"".join(source.read_bytes() for source in sources)).hexdigest()[:12]
 
 
+def _make_world_readable(directory: Path) -> None:
+    """Let any user read the files: some writers create them 0600, and the worker image runs as uid 1000."""
+    for path in [directory, *directory.rglob("*")]:
+        extra = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+        if path.is_dir():
+            extra |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        path.chmod(path.stat().st_mode | extra)
+
+
 def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES) -> dict[str, Path]:
     """Build the named tiny models under `directory` (skipping those this version already built)."""
     built, version = {}, builder_version()
@@ -544,6 +554,7 @@ def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES
                 shutil.rmtree(target)
             target.mkdir(parents=True)
             BUILDERS[name](target)
+            _make_world_readable(target)
             marker.write_text(version + "\n")
         built[name] = target
     return built
