@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from tests.support.certs import ControlPlaneCerts, generate_certs
-from tests.support.processes import ManagedProcess, free_port, group_is_empty, wait_until
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    group_is_empty,
+    http_ok,
+    wait_while_running,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
@@ -246,18 +251,9 @@ class ControlPlane:
         return context
 
     def _wait_http(self, process: ManagedProcess, url: str, context: ssl.SSLContext | None) -> None:
-        def ready() -> bool:
-            if not process.alive():
-                raise RuntimeError(
-                    f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}"
-                )
-            with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                return bool(response.status == 200)
-
-        try:
-            wait_until(ready, READY_TIMEOUT_S, interval=0.5, what=f"{process.name} at {url}")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}\n--- {process.name} log tail ---\n{process.log_tail()}") from None
+        wait_while_running(
+            process, lambda: http_ok(url, context), READY_TIMEOUT_S, what=f"{process.name} at {url}"
+        )
 
     def _write_kubeconfig(self) -> None:
         assert self.certs is not None

@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import base64
 import shutil
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.support.controlplane import READY_TIMEOUT_S, ControlPlane
-from tests.support.processes import ManagedProcess, free_port, group_is_empty, wait_until
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    group_is_empty,
+    http_ok,
+    wait_until,
+    wait_while_running,
+)
 
 KUEUE_NAMESPACE = "kueue-system"
 METRICS_CERT_PATH = "/etc/kueue/metrics/certs"  # fixed in Kueue's main.go when certificates are external
@@ -160,19 +166,13 @@ class Kueue:
         self.control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _wait_ready(self, health_port: int) -> None:
-        process = self.process
-        assert process is not None
-
-        def ready() -> bool:
-            if not process.alive():
-                raise RuntimeError(f"kueue exited with {process.popen.returncode}:\n{process.log_tail()}")
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=5) as response:
-                return bool(response.status == 200)
-
-        try:
-            wait_until(ready, READY_TIMEOUT_S, interval=0.5, what="kueue readyz")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}\n--- kueue log tail ---\n{process.log_tail()}") from None
+        assert self.process is not None
+        wait_while_running(
+            self.process,
+            lambda: http_ok(f"http://127.0.0.1:{health_port}/readyz"),
+            READY_TIMEOUT_S,
+            what="kueue readyz",
+        )
 
     def _wait_webhooks(self) -> None:
         """Until the API server reaches the webhooks: a dry-run ResourceFlavor goes through Kueue's

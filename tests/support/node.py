@@ -42,7 +42,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from tests.support.controlplane import KUBERNETES_SERVICE_IP, REPO_ROOT, ControlPlane
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import ManagedProcess, free_port, wait_until, wait_while_running
 
 BRIDGE = "sdtest0"
 POD_SUBNET = "10.244.7.0/24"
@@ -292,7 +292,7 @@ class ContainerNode:
     def import_image(self, archive: Path, name: str) -> float:
         """Import an OCI archive's image as `name` unless containerd already holds that very image;
         returns the seconds the import took (0 when it was already there)."""
-        wanted = _archive_digest(archive)
+        wanted = archive_digest(archive)
         if self.image_digests().get(name) == wanted:
             return 0.0
         started = time.monotonic()
@@ -383,12 +383,12 @@ state = "{state / "state"}"
         )
         self.processes.append(process)
 
-        def serving() -> bool:
-            if not process.alive():
-                raise RuntimeError(f"containerd exited:\n{process.log_tail()}")
-            return self.socket.exists() and self.ctr("version").returncode == 0
-
-        wait_until(serving, 60, interval=0.5, what="containerd to serve")
+        wait_while_running(
+            process,
+            lambda: self.socket.exists() and self.ctr("version").returncode == 0,
+            60,
+            what="containerd to serve",
+        )
 
     def _import_pause_image(self) -> None:
         binary = self.workdir / "pause"
@@ -462,17 +462,14 @@ state = "{state / "state"}"
         self.processes.append(process)
 
         def ready() -> bool:
-            if not process.alive():
-                raise RuntimeError(f"the kubelet exited:\n{process.log_tail()}")
             with self._core() as core:
                 node = core.read_node(NODE_NAME)
             conditions = node.status.conditions or []
             return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
-        try:
-            wait_until(ready, NODE_READY_TIMEOUT_S, interval=1.0, what=f"node {NODE_NAME} to be Ready")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}\n--- kubelet log tail ---\n{process.log_tail()}") from None
+        wait_while_running(
+            process, ready, NODE_READY_TIMEOUT_S, interval=1.0, what=f"node {NODE_NAME} to be Ready"
+        )
 
     @contextlib.contextmanager
     def _core(self) -> Any:
@@ -529,7 +526,7 @@ state = "{state / "state"}"
             _run(["umount", "--lazy", mount], check=False)
 
 
-def _archive_digest(archive: Path) -> str:
+def archive_digest(archive: Path) -> str:
     """The digest of the (single) manifest an OCI archive's index.json names."""
     with tarfile.open(archive) as tar:
         member = tar.extractfile("index.json")

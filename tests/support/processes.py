@@ -13,8 +13,10 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -114,10 +116,19 @@ def group_is_empty(pgid: int) -> bool:
     return True
 
 
+class ProcessExitedError(RuntimeError):
+    """A process that was being waited for exited."""
+
+
 def wait_until(
-    predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> None:
-    """Poll `predicate()` until it is truthy; raise TimeoutError naming `what` otherwise."""
+    """Poll `predicate()` until it is truthy; raise TimeoutError naming `what` otherwise. Errors of
+    the `fatal` types end the wait at once; others are retried (and the last one reported)."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
@@ -125,8 +136,39 @@ def wait_until(
             if predicate():
                 return
             last_error = None
+        except fatal:
+            raise
         except Exception as error:
             last_error = error
         time.sleep(interval)
     suffix = f" (last error: {last_error!r})" if last_error else ""
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{suffix}")
+
+
+def wait_while_running(
+    process: ManagedProcess,
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.5,
+    what: str = "it to be ready",
+) -> None:
+    """`wait_until` for a process's readiness: fails at once if the process exits, and either
+    failure carries the tail of its log."""
+
+    def check() -> object:
+        if not process.alive():
+            raise ProcessExitedError(
+                f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}"
+            )
+        return predicate()
+
+    try:
+        wait_until(check, timeout, interval=interval, what=what, fatal=(ProcessExitedError,))
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}\n--- {process.name} log tail ---\n{process.log_tail()}") from None
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether `url` answers 200 (connection errors propagate, for `wait_until` to retry)."""
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+        return bool(response.status == 200)
