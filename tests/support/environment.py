@@ -1,5 +1,6 @@
 """The pieces of an end-to-end environment, for the suites' fixtures: a control plane in a temp
-dir, an admin client of it, and a test kubelet whose pods run this environment's commands."""
+dir, an admin client of it, a test kubelet whose pods run this environment's commands, and a real
+kubelet with containerd whose pods run images."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kubernetes import client, config
 
 from tests.support.controlplane import ControlPlane, locate_binaries
 from tests.support.kubelet import TestKubelet
+from tests.support.node import ContainerNode
 from tests.support.processes import group_is_empty
 
 KEEP_ENV = "SUSTAINDIFFUSION_KEEP_TEST_DIRS"
@@ -63,3 +65,16 @@ def started_kubelet(api_client: client.ApiClient, prefix: str) -> Iterator[TestK
         if not os.environ.get(KEEP_ENV):
             shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
+
+
+@contextlib.contextmanager
+def started_container_node(plane: ControlPlane, prefix: str) -> Iterator[ContainerNode]:
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    node = ContainerNode(plane, workdir)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        if not os.environ.get(KEEP_ENV):
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from tests.e2e.conftest import fresh_namespace
 from tests.e2e.test_chart import CHART, helm
 from tests.support.controlplane import ControlPlane
 from tests.support.images import IMAGE_NAMES
-from tests.support.node import ContainerNode
+from tests.support.node import ContainerNode, archive_digest
 from tests.support.processes import wait_until
 from tests.support.tiny import ensure_tiny_models
 
@@ -119,10 +120,33 @@ def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None
     return (end - start).total_seconds() if start and end else None
 
 
+def _first_result_logged(log: str) -> dt.datetime | None:
+    """When the worker logged its first candidate's outcome (its log's `asctime` is the container's
+    clock: UTC, the image sets no time zone)."""
+    for line in log.splitlines():
+        if " sustaindiffusion.worker: candidate " in line:
+            stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.replace(tzinfo=dt.UTC)
+    return None
+
+
+def _logged_timings(log: str) -> dict[str, Any] | None:
+    """The worker's own breakdown (imports, model load, warm-up, generation, scoring)."""
+    for line in log.splitlines():
+        if " timings {" in line:
+            timings: dict[str, Any] = json.loads(line[line.index("{") :])
+            return timings
+    return None
+
+
 # The first run on a machine imports the images into containerd (the worker's takes minutes).
 @pytest.mark.timeout(2400)
 def test_operator_and_workers_run_as_containers_from_their_images(
-    control_plane: ControlPlane, api_client: client.ApiClient, node: ContainerNode, crd_installed: None
+    control_plane: ControlPlane,
+    api_client: client.ApiClient,
+    node: ContainerNode,
+    crd_installed: None,
+    image_archives: dict[str, Path],
 ) -> None:
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
@@ -193,7 +217,7 @@ def test_operator_and_workers_run_as_containers_from_their_images(
                     "spec": spec,
                 },
             )
-            worker_times: dict[str, tuple[float | None, float | None]] = {}
+            worker_figures: dict[str, dict[str, Any]] = {}
 
             def succeeded() -> bool:
                 for pod in core.list_namespaced_pod(
@@ -201,12 +225,23 @@ def test_operator_and_workers_run_as_containers_from_their_images(
                 ).items:
                     for status in pod.status.container_statuses or []:
                         terminated = status.state.terminated if status.state else None
-                        if terminated is not None:
-                            created = pod.metadata.creation_timestamp
-                            worker_times[pod.metadata.name] = (
-                                _seconds(created, terminated.started_at),
-                                _seconds(terminated.started_at, terminated.finished_at),
-                            )
+                        if terminated is not None and pod.metadata.name not in worker_figures:
+                            try:
+                                log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+                            except client.ApiException:
+                                continue  # deleted with its finished Job meanwhile
+                            worker_figures[pod.metadata.name] = {
+                                "pod_created_to_container_started_s": _seconds(
+                                    pod.metadata.creation_timestamp, terminated.started_at
+                                ),
+                                "container_started_to_first_result_s": _seconds(
+                                    terminated.started_at, _first_result_logged(log)
+                                ),
+                                "container_started_to_exit_s": _seconds(
+                                    terminated.started_at, terminated.finished_at
+                                ),
+                                "worker_timings": _logged_timings(log),
+                            }
                 body: Any = custom.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, "in-containers"
                 )
@@ -225,13 +260,12 @@ def test_operator_and_workers_run_as_containers_from_their_images(
         status: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "in-containers")[
             "status"
         ]
-        assert status["evaluations"]["succeeded"] == 4
+        print("\nworker pods in containers:", json.dumps(worker_figures, indent=1))
+        assert worker_figures, "no finished worker pod was seen"
+        # The model's defaults (the baseline, generation 0), then one generation of four.
+        assert status["evaluations"]["succeeded"] == 1 + 4
         assert status["evaluations"]["failed"] == 0
         assert status["front"]
-        print(
-            "\nworker pods (seconds from pod creation to container start, container start to exit):",
-            worker_times,
-        )
 
         # The operator's container: its image's non-root user, its service-account token mounted.
         (operator_spec,) = specs.of("operator")
@@ -249,10 +283,10 @@ def test_operator_and_workers_run_as_containers_from_their_images(
             assert not any(path.startswith(SERVICE_ACCOUNT_DIR) for path in mounts)
             assert "ro" in mounts["/models"]
             assert worker["process"]["args"][0] == "sustaindiffusion-worker"
-        # The images ran are the ones built from this checkout (containerd holds them by name).
+        # The images run are the ones built from this checkout: containerd holds the archives' digests.
         held = node.image_digests()
-        assert IMAGE_NAMES["operator"] in held
-        assert IMAGE_NAMES["worker"] in held
+        for name, archive in image_archives.items():
+            assert held[IMAGE_NAMES[name]] == archive_digest(archive), name
         helm(control_plane, "uninstall", "sd", "--namespace", namespace)
         core.delete_persistent_volume(f"tiny-models-{namespace}")
 
