@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from PIL import Image
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.local.store import RunStore
+from tests.support.local_runs import archived_stages, run_and_interrupt, worker_logged
 from tests.support.spec_cases import INVALID_CASES
 from tests.support.tiny import ensure_tiny_models
 
@@ -97,19 +96,19 @@ def test_the_front_is_validated_on_held_out_prompts_and_seeds(finished_run: Path
 
 
 def test_an_interrupted_search_resumes_without_evaluating_anything_again(tmp_path: Path) -> None:
+    """Ctrl-C while a worker of generation 1 loads the model, once the baseline is archived: the
+    run stops its workers and exits 130; run again, it evaluates nothing twice."""
     spec = spec_file(tmp_path, generations=3)
     out = tmp_path / "out"
-    archive = out / "archive.jsonl"
-    process = subprocess.Popen(
-        [*CLI, "run", str(spec), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    stopped = run_and_interrupt(
+        spec,
+        out,
+        lambda: len(archived_stages(out)) >= 1 and worker_logged(out, "loading the model", generation=1),
+        "a worker of generation 1 loading the model",
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not archive.exists() or len(archive.read_text().splitlines()) < 3):
-        time.sleep(0.2)  # the baseline and the first shard of generation 1 are in
-    process.send_signal(signal.SIGINT)  # Ctrl-C
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "run the same command again to resume" in stderr
+    assert stopped.returncode == 130, stopped.stderr
+    assert "run the same command again to resume" in stopped.stderr
+    assert stopped.workers_left == []
     before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
     assert before
     resumed = sustaindiffusion("run", str(spec), "--out", str(out))
@@ -135,18 +134,11 @@ def test_a_screened_search_with_more_evidence_resumes_mid_screening_and_keeps_ev
     manifest["spec"]["algorithm"]["evidence"] = {"imagesPerPrompt": 2, "maxImagesPerPrompt": 8, "points": 2}
     spec.write_text(yaml.safe_dump(manifest))
     out = tmp_path / "out"
-    archive = out / "archive.jsonl"
-    process = subprocess.Popen(
-        [*CLI, "run", str(spec), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    stopped = run_and_interrupt(
+        spec, out, lambda: "screen" in archived_stages(out), "a screening result archived"
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (
-        not archive.exists() or '"stage":"screen"' not in archive.read_text()
-    ):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.workers_left == []
     before = [(r.stage, r.result.candidate_id) for r in RunStore(out).records()]
     assert ("screen", before[-1][1]) == before[-1]
     resumed = sustaindiffusion("run", str(spec), "--out", str(out))

@@ -35,6 +35,7 @@ from sustaindiffusion.api.validation import (
     load_manifest,
     validate_manifest,
 )
+from sustaindiffusion.local.interrupt import StopRequest, stop_requests
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
 from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.runner import Progress as RunProgress
@@ -210,18 +211,22 @@ def study(args: argparse.Namespace) -> int:
         return 0
     out = args.out or Path("out") / name
     paths = {arm.name: arm.path for arm in arms}
-    for manifest in manifests:
-        labels = manifest["metadata"]["labels"]
-        arm, number = labels[ARM_LABEL], int(labels[RUN_LABEL])
-        directory = run_directory(out, arm, number)
-        console.print(f"study {name}: arm {arm}, run {number} in {directory}", soft_wrap=True)
-        code = run(paths[arm], directory, args.device, validate_manifest(manifest, source=str(paths[arm])))
-        if code != 0:
-            console.print(
-                f"[red]study {name}: arm {arm}, run {number} ended with exit code {code}; "
-                "run the same command again to resume[/red]"
-            )
-            return code
+    with stop_requests() as stop:  # between runs; each run handles Ctrl-C itself
+        for manifest in manifests:
+            labels = manifest["metadata"]["labels"]
+            arm, number = labels[ARM_LABEL], int(labels[RUN_LABEL])
+            directory = run_directory(out, arm, number)
+            code = EXIT_INTERRUPTED
+            if not stop.requested:
+                console.print(f"study {name}: arm {arm}, run {number} in {directory}", soft_wrap=True)
+                manifest_of_run = validate_manifest(manifest, source=str(paths[arm]))
+                code = run(paths[arm], directory, args.device, manifest_of_run)
+            if code != 0:
+                console.print(
+                    f"[red]study {name}: arm {arm}, run {number} ended with exit code {code}; "
+                    "run the same command again to resume[/red]"
+                )
+                return code
     console.print(f"study {name}: {len(manifests)} runs complete in {out}", soft_wrap=True)
     return 0
 
@@ -245,7 +250,13 @@ def run(spec_file: Path, out: Path | None, device: str, manifest: SustainSearchM
         except ManifestError as error:
             console.print(f"[red]{error}[/red]")
             return EXIT_INVALID
-    store = RunStore(out or Path("out") / manifest.name)
+    with stop_requests() as stop:  # from here on, Ctrl-C stops the run cleanly
+        return _run(manifest, spec_file, RunStore(out or Path("out") / manifest.name), device, stop)
+
+
+def _run(
+    manifest: SustainSearchManifest, spec_file: Path, store: RunStore, device: str, stop: StopRequest
+) -> int:
     try:
         runner = LocalRunner(manifest, spec_file, store, device)
         runner.engine.pending()  # replays the archive now: a store that cannot be replayed stops here
@@ -295,13 +306,16 @@ def run(spec_file: Path, out: Path | None, device: str, manifest: SustainSearchM
             bars.update(generations, completed=engine.generation, energy=energy + hypervolume)
 
         try:
-            step = runner.run(RunProgress(show))
-        except KeyboardInterrupt:
+            step = runner.run(RunProgress(show), stop)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+            step = None
             runner.interrupt()
-            console.print(
-                f"[yellow]interrupted; run the same command again to resume from {store.directory}[/yellow]"
-            )
-            return EXIT_INTERRUPTED
+    if step is None:
+        console.print(
+            f"[yellow]interrupted; run the same command again to resume from {store.directory}[/yellow]",
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     _print_summary(runner.engine, store)
     return 0 if step.status.phase.value == "Succeeded" else 1
 

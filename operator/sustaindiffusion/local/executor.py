@@ -30,10 +30,12 @@ from pydantic import ValidationError
 from sustaindiffusion.api.contract import EXIT_OK, EXIT_PERMANENT, shard_failure_reason, worker_command
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
+from sustaindiffusion.local.interrupt import NEVER, StopRequest
 from sustaindiffusion.local.store import RunStore
 from sustaindiffusion.search.loop import Collected, ShardOutcome, report_outcome
 
 WORKER_MODULE = (sys.executable, "-m", "sustaindiffusion.worker")  # the worker of this environment
+STOP_GRACE_S = 10.0  # a stopped worker's time to exit on SIGTERM before it is killed
 LOG_TAIL_BYTES = 2048  # what a pod's FallbackToLogsOnError keeps of a failed container's log
 
 # (generation, shard, attempt) -> (exit code, reason) of an attempt made to fail without running
@@ -99,24 +101,25 @@ class LocalExecutor:
         return collected
 
     def release(self, generation: int) -> None:
-        for (running_generation, round_, shard), attempt in list(self._running.items()):
-            if running_generation == generation:
-                self._stop(attempt)
-                del self._running[(running_generation, round_, shard)]
+        stopping = [key for key in self._running if key[0] == generation]
+        _stop_all([self._running.pop(key) for key in stopping])
 
     # ----------------------------------------------------------------- for the runner
 
-    def wait(self, timeout: float = 1.0) -> None:
-        """Block until a worker ends or `timeout` passes (a step that found nothing new calls this)."""
+    def wait(self, timeout: float = 1.0, stop: StopRequest = NEVER) -> None:
+        """Block until a worker ends, a stop is requested or `timeout` passes (a step that found
+        nothing new calls this)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(a.process is not None and a.process.poll() is not None for a in self._running.values()):
                 return
-            time.sleep(0.05)
+            if stop.wait(0.05):
+                return
 
     def interrupt(self) -> None:
-        for attempt in self._running.values():
-            self._stop(attempt)
+        """Stop every worker. Their attempts leave no exit record, so a resumed run starts them
+        again as the same attempts (an interruption spends none of a shard's retries)."""
+        _stop_all(list(self._running.values()))
         self._running.clear()
 
     # ----------------------------------------------------------------- internals
@@ -195,19 +198,6 @@ class LocalExecutor:
                 text = report.with_suffix(".log").read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace")
         return exit_code, text, reason
 
-    @staticmethod
-    def _stop(attempt: _Attempt) -> None:
-        process = attempt.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
     def _task_path(self, task: EvaluationTask) -> Path:
         return self.store.tasks / f"{_round_name(task)}.json"
 
@@ -216,6 +206,23 @@ class LocalExecutor:
 
     def _exit_path(self, task: EvaluationTask, shard: int, number: int) -> Path:
         return self._report_path(task, shard, number).with_suffix(".exit")
+
+
+def _stop_all(attempts: Sequence[_Attempt]) -> None:
+    """SIGTERM every attempt's process group at once, then SIGKILL what is left after
+    STOP_GRACE_S: stopping P workers takes one grace period, not P."""
+    processes = [a.process for a in attempts if a.process is not None and a.process.poll() is None]
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _round_name(task: EvaluationTask) -> str:

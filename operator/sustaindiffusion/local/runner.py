@@ -15,6 +15,7 @@ from pathlib import Path
 from sustaindiffusion.api.spec import PromptSource, PromptsSpec
 from sustaindiffusion.api.validation import SustainSearchManifest
 from sustaindiffusion.local.executor import WORKER_MODULE, Fault, LocalExecutor
+from sustaindiffusion.local.interrupt import NEVER, StopRequest
 from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import GenerationLoop, Step
@@ -66,17 +67,21 @@ class LocalRunner:
     def engine(self) -> SearchEngine:
         return self.loop.engine
 
-    def run(self, progress: Progress | None = None) -> Step:
-        """Step the loop until the search finishes; returns the last step."""
+    def run(self, progress: Progress | None = None, stop: StopRequest = NEVER) -> Step | None:
+        """Step the loop until the search finishes and return the last step; or, once `stop` is
+        requested, stop the workers after the step in hand (its results are archived) and return
+        None. Run the same spec again on the same store to resume."""
         progress = progress or Progress()
-        while True:
+        while not stop.requested:
             step = self.loop.step(self.store.previous_status())
             self.store.write_status(step.status.model_dump(mode="json", by_alias=True, exclude_none=True))
             progress.step(self.engine, step)
             if step.finished:
                 return step
             if not step.progressed:
-                self.executor.wait()
+                self.executor.wait(stop=stop)
+        self.interrupt()
+        return None
 
     def interrupt(self) -> None:
         self.executor.interrupt()

@@ -147,6 +147,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
             log.warning("live metrics disabled: port %s unavailable (%s)", args.metrics_port, error)
     device = choose_device(args.device)
     started = time.perf_counter()
+    log.info("loading the model %s on %s", task.model.id, device)
     pipeline = load_pipeline(task.model, device, base)
     generator = ImageGenerator(pipeline, task.model, device)
     token = os.environ.get("HF_TOKEN") or None
@@ -165,6 +166,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     except OSError as error:
         raise PermanentTaskError(f"cannot load a scoring model: {str(error).splitlines()[0]}") from error
     loaded = time.perf_counter()
+    log.info("models loaded in %.1f s", loaded - started)
     monitor = EnergyMonitor(open_gpu_meter(), CpuEnergyMeter(), synchronize=generator.synchronize)
     report.device = monitor.device()
     monitor.listeners.append(metrics.record_window)
@@ -176,6 +178,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     )
     for index, candidate in enumerate(candidates):
         metrics.current.set(index)
+        log.info("candidate %s: evaluating (%d of %d)", candidate.candidate_id, index + 1, len(candidates))
         outcome = evaluator.evaluate(candidate)
         metrics.record_outcome(outcome.result.ok)
         report.results.append(outcome.result)
