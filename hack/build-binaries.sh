@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Build the control-plane binaries from Go modules into a cache outside the repository,
-# keyed by version: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
-# (the container end-to-end test runs a real node), kwok, helm,
-# and Kueue's controller manager with the CRDs and webhook manifests of the same module version.
-# A binary already in the cache is reused; nothing is rebuilt unless it is missing.
-# Prints the cache directory (the one with the binaries) as its last line.
+# Build the test environment's binaries from Go modules into a cache outside the repository, keyed
+# by version. Components (default: all, the longest build first):
+#   control-plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+#   kubelet        the real node of the container suite
+#   kueue          Kueue's controller manager, with the CRDs and webhook manifests of the same module
+#   helm           the chart tests' installer
+# A binary already in the cache is reused; nothing is rebuilt unless it is missing. The Kubernetes
+# binaries of a component come from one `go build` (shared packages compile once, links overlap).
+# Prints the directory with links to every binary built so far as its last line. With
+# $SUSTAINDIFFUSION_TIMINGS set, appends "phase<TAB>seconds" for each build to that file.
 #
 # Why a wrapper module: `go install pkg@version` refuses modules whose go.mod has replace
 # directives (k8s.io/kubernetes replaces its staging modules with local paths; etcd's server
@@ -19,22 +23,35 @@ source "$here/versions.env"
 cache_root=${SUSTAINDIFFUSION_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sustaindiffusion/bin}
 k8s_dir="$cache_root/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache_root/etcd-$ETCD_VERSION"
-kwok_dir="$cache_root/kwok-$KWOK_VERSION"
 helm_dir="$cache_root/helm-$HELM_VERSION"
 kueue_dir="$cache_root/kueue-$KUEUE_VERSION"
-out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION-$KUEUE_VERSION"
-mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$helm_dir" "$kueue_dir" "$out_dir"
+out_dir="$cache_root/current-$KUBERNETES_VERSION-$ETCD_VERSION-$HELM_VERSION-$KUEUE_VERSION"
+mkdir -p "$k8s_dir" "$etcd_dir" "$helm_dir" "$kueue_dir" "$out_dir"
 
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
+timed() { # timed PHASE SECONDS: log it, and record it for the timing table
+  log "built $1 in $2 s"
+  if [ -n "${SUSTAINDIFFUSION_TIMINGS:-}" ]; then printf 'go: %s\t%s\n' "$1" "$2" >>"$SUSTAINDIFFUSION_TIMINGS"; fi
+}
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
 # Two cores: keep peak memory of the linker in check.
 export GOMAXPROCS=${GOMAXPROCS:-2}
 ldflags="-s -w"
 
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(control-plane kubelet kueue helm)
+for c in "${components[@]}"; do
+  case $c in
+    control-plane | kubelet | kueue | helm) ;;
+    *) echo "build-binaries: unknown component '$c' (expected control-plane, kubelet, kueue or helm)" >&2; exit 2 ;;
+  esac
+done
+
+# build_kubernetes NAME...: the missing ones of these k8s.io/kubernetes commands, in one `go build`.
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) missing=()
-  for b in "${want[@]}"; do [ -x "$k8s_dir/$b" ] || missing+=("$b"); done
-  [ ${#missing[@]} -eq 0 ] && { log "kubernetes $KUBERNETES_VERSION: cached"; return; }
+  local missing=()
+  for b in "$@"; do [ -x "$k8s_dir/$b" ] || missing+=("$b"); done
+  [ ${#missing[@]} -eq 0 ] && { log "kubernetes $KUBERNETES_VERSION: $* cached"; return; }
   log "kubernetes $KUBERNETES_VERSION: building ${missing[*]}"
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
@@ -66,17 +83,17 @@ build_kubernetes() {
     echo ")"
   } > "$work/tools.go"
   (cd "$work" && go mod tidy >&2)
-  for b in "${missing[@]}"; do
-    local t0=$SECONDS
-    (cd "$work" && go build -ldflags "$ldflags \
-      -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
-      -X k8s.io/component-base/version.gitMajor=1 \
-      -X k8s.io/component-base/version.gitMinor=${minor_patch%%.*} \
-      -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
-      -o "$k8s_dir/$b.tmp" "k8s.io/kubernetes/cmd/$b")
-    mv "$k8s_dir/$b.tmp" "$k8s_dir/$b"
-    log "built $b in $((SECONDS - t0)) s"
-  done
+  local t0=$SECONDS packages=()
+  for b in "${missing[@]}"; do packages+=("k8s.io/kubernetes/cmd/$b"); done
+  mkdir -p "$work/out"
+  (cd "$work" && go build -ldflags "$ldflags \
+    -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
+    -X k8s.io/component-base/version.gitMajor=1 \
+    -X k8s.io/component-base/version.gitMinor=${minor_patch%%.*} \
+    -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
+    -o "$work/out/" "${packages[@]}")
+  for b in "${missing[@]}"; do mv "$work/out/$b" "$k8s_dir/$b"; done
+  timed "${missing[*]}" $((SECONDS - t0))
 }
 
 build_etcd() {
@@ -90,15 +107,7 @@ build_etcd() {
   local t0=$SECONDS
   (cd "$work" && go build -ldflags "$ldflags" -o "$etcd_dir/etcd.tmp" go.etcd.io/etcd/server/v3)
   mv "$etcd_dir/etcd.tmp" "$etcd_dir/etcd"
-  log "built etcd in $((SECONDS - t0)) s"
-}
-
-build_kwok() {
-  [ -x "$kwok_dir/kwok" ] && { log "kwok $KWOK_VERSION: cached"; return; }
-  log "kwok $KWOK_VERSION: building"
-  local t0=$SECONDS
-  GOBIN="$kwok_dir" go install -ldflags "$ldflags" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  log "built kwok in $((SECONDS - t0)) s"
+  timed etcd $((SECONDS - t0))
 }
 
 build_helm() {
@@ -107,7 +116,7 @@ build_helm() {
   local t0=$SECONDS
   GOBIN="$helm_dir" go install -ldflags "$ldflags -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  log "built helm in $((SECONDS - t0)) s"
+  timed helm $((SECONDS - t0))
 }
 
 # Kueue's go.mod has no replace directives, so `go install` builds it as released. Its CRDs and
@@ -124,19 +133,29 @@ build_kueue() {
   cp "$source"/config/components/crd/bases/*.yaml "$kueue_dir/manifests.tmp/crds/"
   cp "$source/config/components/webhook/manifests.yaml" "$kueue_dir/manifests.tmp/webhooks.yaml"
   rm -rf "$kueue_dir/manifests" && mv "$kueue_dir/manifests.tmp" "$kueue_dir/manifests"
-  log "built kueue in $((SECONDS - t0)) s"
+  timed kueue $((SECONDS - t0))
 }
 
-build_etcd
-build_kubernetes
-build_helm
-if [ "${SKIP_KWOK:-0}" != 1 ]; then build_kwok; fi
-build_kueue
+# Two builds of one cache at a time would compile the same packages twice: one at a time.
+exec 9>"$cache_root/.lock"
+flock -n 9 || { log "waiting for another build-binaries.sh to finish"; flock 9; }
 
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do ln -sf "$k8s_dir/$b" "$out_dir/$b"; done
-ln -sf "$etcd_dir/etcd" "$out_dir/etcd"
-[ -x "$kwok_dir/kwok" ] && ln -sf "$kwok_dir/kwok" "$out_dir/kwok"
-ln -sf "$helm_dir/helm" "$out_dir/helm"
-ln -sf "$kueue_dir/kueue" "$out_dir/kueue"
-ln -sfn "$kueue_dir/manifests" "$out_dir/kueue-manifests"
+for c in "${components[@]}"; do
+  case $c in
+    control-plane)
+      build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+      build_etcd
+      ;;
+    kubelet) build_kubernetes kubelet ;;
+    kueue) build_kueue ;;
+    helm) build_helm ;;
+  esac
+done
+
+link() { [ -x "$1" ] && ln -sf "$1" "$out_dir/$(basename "$1")"; return 0; }
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do link "$k8s_dir/$b"; done
+link "$etcd_dir/etcd"
+link "$helm_dir/helm"
+link "$kueue_dir/kueue"
+[ -d "$kueue_dir/manifests" ] && ln -sfn "$kueue_dir/manifests" "$out_dir/kueue-manifests"
 echo "$out_dir"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the operator and worker images with podman and write them as OCI archives:
 #   out/images/operator.tar   out/images/worker.tar
-# Usage: hack/build-images.sh [--pull-base] [--compress] [operator] [worker]   (default: both)
+# Usage: hack/build-images.sh [--pull-base] [--compress] [--layout] [operator] [worker]   (default: both)
 # The archives' layers are uncompressed (quick to write and to import); --compress (or
-# SUSTAINDIFFUSION_IMAGE_COMPRESS=1) gzips them, to ship the archives elsewhere.
+# SUSTAINDIFFUSION_IMAGE_COMPRESS=1) gzips them, to ship the archives elsewhere. --layout writes no
+# archive and prints each image's place in the cache instead (oci:LAYOUT:TAG; the container suite
+# imports from there only the layers containerd lacks).
 #
 # Names: <repo>/operator:<version> and <repo>/worker:<version>, <version> from pyproject.toml and
 # <repo> the fully qualified form of the chart's `sustaindiffusion/...` (values.yaml image.repository,
@@ -15,19 +17,22 @@
 # ca-certificates) and kept; with --pull-base (or SUSTAINDIFFUSION_PULL_BASE=1) the official
 # python:3.11-slim-bookworm image, pulled. SUSTAINDIFFUSION_PYTHON_BASE names any other base.
 #
-# Caching: an archive is keyed by a hash of everything that goes into its image (Dockerfile,
-# pyproject.toml, constraints.txt, README.md, the sources, images/install.py, .dockerignore, the
-# base image's id, this script); with unchanged inputs nothing is built or written, the cached
-# archive is linked into out/images. Within a build, podman's layer cache keeps the dependency
-# layer (torch) unless pyproject.toml or constraints.txt change. Wheels come from a wheelhouse
-# outside the repository, mounted into the build, so torch is downloaded once, ever.
+# Caching: each image's layers live in one OCI layout directory in the cache (blobs stored once by
+# digest), tagged with a hash of everything that goes into the image (Dockerfile, pyproject.toml,
+# constraints.txt, README.md, the sources, images/install.py, .dockerignore, the base image's id,
+# this script). With unchanged inputs nothing is built or written. A changed input rebuilds from
+# its layer on (podman's layer cache keeps the dependency layer, torch, unless pyproject.toml's
+# dependencies or constraints.txt change), and only the new layers are added to the layout, so a
+# README or source edit writes megabytes, not the worker's 5.8 GB. The layout keeps the last two
+# tags. Wheels come from a wheelhouse outside the repository, mounted into the build, so torch is
+# downloaded once, ever. With $SUSTAINDIFFUSION_TIMINGS set, each step's seconds are appended to it.
 #
 # Environment: SUSTAINDIFFUSION_IMAGE_CACHE (archives; default ~/.cache/sustaindiffusion/images),
 # SUSTAINDIFFUSION_WHEELHOUSE (default ~/.cache/sustaindiffusion/wheels), SUSTAINDIFFUSION_CA_BUNDLE
 # (CA bundle pip trusts in the build; default $PIP_CERT, else the host's bundle),
 # SUSTAINDIFFUSION_IMAGE_REPO (default docker.io/sustaindiffusion), SUSTAINDIFFUSION_PODMAN_ULIMITS,
 # SUSTAINDIFFUSION_PODMAN_RUNTIME (OCI runtime; default runc when installed, else podman's).
-# Prints name=archive for each image as its last lines; logs go to stderr.
+# Prints name=archive (or name=oci:LAYOUT:TAG) for each image as its last lines; logs go to stderr.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,14 +44,16 @@ die() { printf 'build-images: %s\n' "$*" >&2; exit 1; }
 
 pull_base=${SUSTAINDIFFUSION_PULL_BASE:-0}
 compress=${SUSTAINDIFFUSION_IMAGE_COMPRESS:-0}
+layout_only=0
 names=()
 for arg in "$@"; do
   case $arg in
     --pull-base) pull_base=1 ;;
     --compress) compress=1 ;;
+    --layout) layout_only=1 ;;
     operator | worker) names+=("$arg") ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$script"; exit 0 ;;
-    *) die "unknown argument '$arg' (expected operator, worker, --pull-base or --compress)" ;;
+    *) die "unknown argument '$arg' (expected operator, worker, --pull-base, --compress or --layout)" ;;
   esac
 done
 [ ${#names[@]} -gt 0 ] || names=(operator worker)
@@ -95,6 +102,7 @@ elif [ "$base" = "$offline_base" ] && ! podman image exists "$base"; then
     "$rootfs/rootfs.tar" "$base" >&2
   rm -rf "$rootfs"
   log "built $base"
+  if [ -n "${SUSTAINDIFFUSION_TIMINGS:-}" ]; then printf 'image: base\t%s\n' $(($(date +%s) - start)) >>"$SUSTAINDIFFUSION_TIMINGS"; fi
 elif ! podman image exists "$base"; then
   die "base image $base not found locally (use --pull-base to pull it)"
 fi
@@ -122,12 +130,18 @@ if [ -f "$ca_bundle" ]; then
   build_args+=(--build-arg "PIP_CA_BUNDLE=$ca_in_build" -v "$ca_bundle:$ca_in_build:ro")
 fi
 
+# Whether the image cache $1 (an OCI layout) holds the tag $2.
+layout_has() { [ -f "$1/index.json" ] && grep -q "\"$2\"" "$1/index.json"; }
+timing() { # timing PHASE SECONDS: for the timing table of `make test`
+  if [ -n "${SUSTAINDIFFUSION_TIMINGS:-}" ]; then printf 'image: %s\t%s\n' "$1" "$2" >>"$SUSTAINDIFFUSION_TIMINGS"; fi
+}
+
 results=()
 for name in "${names[@]}"; do
   hash=$(input_hash "$name")
-  archive=$cache/$name-$hash.tar
-  if [ -f "$archive" ]; then
-    log "$name: inputs unchanged ($hash), reusing $archive"
+  layout=$cache/$name.oci
+  if layout_has "$layout" "$hash"; then
+    log "$name: inputs unchanged ($hash)"
   else
     t0=$(date +%s)
     log "$name: building $repo/$name:$version ($hash)"
@@ -135,20 +149,37 @@ for name in "${names[@]}"; do
       -f "images/$name/Dockerfile" "${build_args[@]}" \
       -t "$repo/$name:$version" -t "$repo/$name:$hash" . >&2
     t1=$(date +%s)
-    log "$name: built in $((t1 - t0))s; writing the OCI archive"
-    save_args=(--format oci-archive)
-    [ "$compress" = 1 ] || save_args+=(--uncompressed)
-    rm -f "$archive.tmp"
-    podman save "${save_args[@]}" -o "$archive.tmp" "$repo/$name:$version" >&2
-    mv -f "$archive.tmp" "$archive"
+    log "$name: built in $((t1 - t0))s; adding its new layers to $layout"
+    timing "$name build" $((t1 - t0))
+    # Layers the layout holds already (the dependency layers, when only the project changed) are
+    # not written again: blobs are stored by digest.
+    skopeo copy --quiet --dest-oci-accept-uncompressed-layers \
+      "containers-storage:$repo/$name:$hash" "oci:$layout:$hash" >&2
+    python3 hack/oci_layout.py prune "$layout" --keep 2
+    for old in $(podman images --format '{{.Tag}}' "$repo/$name" | grep -E '^[0-9a-f]{16}$' || true); do
+      layout_has "$layout" "$old" || podman rmi "$repo/$name:$old" >/dev/null 2>&1 || true
+    done
+    log "$name: layers stored in $(($(date +%s) - t1))s"
+    timing "$name layers" $(($(date +%s) - t1))
+  fi
+  if [ "$layout_only" = 1 ]; then
+    results+=("$name=oci:$layout:$hash")
+    continue
+  fi
+  archive=$cache/$name-$hash.tar
+  if [ ! -f "$archive" ]; then
+    t1=$(date +%s)
+    if [ "$compress" = 1 ]; then
+      rm -f "$archive.tmp"
+      podman save --format oci-archive -o "$archive.tmp" "$repo/$name:$hash" >&2
+      mv -f "$archive.tmp" "$archive"
+    else
+      python3 hack/oci_layout.py archive "$layout" "$hash" "$archive" --name "$repo/$name:$version"
+    fi
+    # One archive per image is kept: the layout holds the previous image's layers anyway.
+    find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$hash.tar" -delete
     log "$name: archive written in $(($(date +%s) - t1))s: $(du -h "$archive" | cut -f1)"
-    # Keep this archive and the previous one; drop older ones and their hash tags.
-    find "$cache" -maxdepth 1 -name "$name-*.tar" -printf '%T@ %f\n' | sort -rn | tail -n +3 | cut -d' ' -f2- |
-      while read -r old; do
-        old_hash=${old#"$name"-}
-        podman rmi "$repo/$name:${old_hash%.tar}" >/dev/null 2>&1 || true
-        rm -f "${cache:?}/$old"
-      done
+    timing "$name archive" $(($(date +%s) - t1))
   fi
   place "$archive" "out/images/$name.tar"
   results+=("$name=$PWD/out/images/$name.tar")

@@ -20,7 +20,8 @@ from sustaindiffusion.kube import builders
 from tests.e2e.conftest import fresh_namespace
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import wait_until
+from tests.support.slots import free_port
 from tests.support.tiny import ensure_tiny_models
 from tests.unit.test_kube_objects import task_of
 

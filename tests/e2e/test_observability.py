@@ -29,8 +29,9 @@ from kubernetes import client
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import ManagedProcess, wait_until
 from tests.support.searches import operator_command
+from tests.support.slots import free_port
 from tests.support.tiny import ensure_tiny_models
 
 DASHBOARD = REPO_ROOT / "charts" / "sustaindiffusion" / "dashboards" / "sustaindiffusion.json"

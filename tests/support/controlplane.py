@@ -19,11 +19,11 @@ import yaml
 from tests.support.certs import ControlPlaneCerts, generate_certs
 from tests.support.processes import (
     ManagedProcess,
-    free_port,
     group_is_empty,
     http_ok,
     wait_while_running,
 )
+from tests.support.slots import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"

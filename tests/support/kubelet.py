@@ -20,7 +20,8 @@ directory `<pod>/rootfs/<container path>`. Every command word, argument, environ
 the working directory that equals a container path or starts with `<container path>/` is
 rewritten to the host path. The container's view stays true for anything it is told.
 
-Each pod gets its own loopback address (127.0.x.y) as its pod IP, for servers that bind to it.
+Each pod gets its own loopback address (127.<slot>.x.y, `slots.pod_ip`) as its pod IP, for servers
+that bind to it.
 
 Only pods with exactly one container are run; others are failed with reason
 `TestKubeletUnsupported`. Restart policies Never, OnFailure and Always are honoured.
@@ -61,6 +62,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.processes import ManagedProcess
+from tests.support.slots import pod_ip
 
 log = logging.getLogger("test-kubelet")
 
@@ -411,7 +413,7 @@ class TestKubelet:
             self._pods[meta["uid"]] = running
             self._next_ip += 1
             # Each pod its own loopback address, as each pod has its own IP in a cluster.
-            running.ip = f"127.0.{(self._next_ip // 250) % 250}.{2 + self._next_ip % 250}"
+            running.ip = pod_ip(self._next_ip)
         pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": running.ip}}
         for fault in list(self.faults):
             injected = fault(pod)

@@ -32,12 +32,12 @@ import yaml
 from tests.support.controlplane import READY_TIMEOUT_S, ControlPlane
 from tests.support.processes import (
     ManagedProcess,
-    free_port,
     group_is_empty,
     http_ok,
     wait_until,
     wait_while_running,
 )
+from tests.support.slots import free_port
 
 KUEUE_NAMESPACE = "kueue-system"
 METRICS_CERT_PATH = "/etc/kueue/metrics/certs"  # fixed in Kueue's main.go when certificates are external

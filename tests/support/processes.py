@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -27,14 +26,6 @@ def _with_parent_death_signal(argv: Sequence[str]) -> list[str]:
     if setpriv is None:
         raise FileNotFoundError("setpriv (util-linux) is required to tie test processes to the test run")
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ManagedProcess:

@@ -22,7 +22,8 @@ from sustaindiffusion.kube.builders import ARCHIVE_KEY
 from sustaindiffusion.search.records import ArchiveRecord, parse_lines
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import ManagedProcess, wait_until
+from tests.support.slots import free_port
 from tests.support.standin_worker import PROGRAM
 
 SEARCH_TIMEOUT = 300

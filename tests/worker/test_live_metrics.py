@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -10,12 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor, EnergyReading, WindowEnergy
 from sustaindiffusion.worker.live_metrics import WorkerMetrics
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.slots import free_port
 
 
 def test_metrics_are_recorded_and_served(tmp_path: Path) -> None:
@@ -28,7 +22,7 @@ def test_metrics_are_recorded_and_served(tmp_path: Path) -> None:
     metrics.images.inc(4)
     metrics.record_outcome(ok=True)
     metrics.record_outcome(ok=False)
-    port = _free_port()
+    port = free_port()
     metrics.serve(port)
     metrics.watch_power(EnergyMonitor(None, CpuEnergyMeter(tmp_path)))
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

@@ -13,7 +13,7 @@ from kubernetes import client
 from sustaindiffusion.api.crd import CRD_PATH
 from tests.support.controlplane import ControlPlane
 from tests.support.environment import admin_client, started_container_node, started_control_plane
-from tests.support.images import IMAGE_NAMES, build_images
+from tests.support.images import IMAGE_NAMES, BuiltImage, build_images
 from tests.support.node import GATEWAY, ContainerNode
 
 
@@ -25,11 +25,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")
-def image_archives() -> dict[str, Path]:
+def built_images() -> dict[str, BuiltImage]:
     started = time.monotonic()
-    archives = build_images()
+    images = build_images()
     print(f"\nimages built or reused in {time.monotonic() - started:.1f} s")  # shown with -s
-    return archives
+    return images
 
 
 @pytest.fixture(scope="package")
@@ -45,10 +45,10 @@ def api_client(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture(scope="package")
-def node(control_plane: ControlPlane, image_archives: dict[str, Path]) -> Iterator[ContainerNode]:
+def node(control_plane: ControlPlane, built_images: dict[str, BuiltImage]) -> Iterator[ContainerNode]:
     with started_container_node(control_plane, "sd-container-node-") as container_node:
-        for name, archive in image_archives.items():
-            seconds = container_node.import_image(archive, IMAGE_NAMES[name])
+        for name, image in built_images.items():
+            seconds = container_node.import_image(image, IMAGE_NAMES[name])
             print(f"{name} image imported into containerd in {seconds:.1f} s (0: held already)")
         yield container_node
 

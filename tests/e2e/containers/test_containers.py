@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT
 from tests.e2e.conftest import fresh_namespace
 from tests.e2e.test_chart import CHART, helm
 from tests.support.controlplane import ControlPlane
-from tests.support.images import IMAGE_NAMES
-from tests.support.node import ContainerNode, archive_digest
+from tests.support.images import IMAGE_NAMES, BuiltImage
+from tests.support.node import ContainerNode
 from tests.support.processes import wait_until
 from tests.support.tiny import ensure_tiny_models
 
@@ -146,7 +145,7 @@ def test_operator_and_workers_run_as_containers_from_their_images(
     api_client: client.ApiClient,
     node: ContainerNode,
     crd_installed: None,
-    image_archives: dict[str, Path],
+    built_images: dict[str, BuiltImage],
 ) -> None:
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
@@ -283,10 +282,10 @@ def test_operator_and_workers_run_as_containers_from_their_images(
             assert not any(path.startswith(SERVICE_ACCOUNT_DIR) for path in mounts)
             assert "ro" in mounts["/models"]
             assert worker["process"]["args"][0] == "sustaindiffusion-worker"
-        # The images run are the ones built from this checkout: containerd holds the archives' digests.
+        # The images run are the ones built from this checkout: containerd holds their digests.
         held = node.image_digests()
-        for name, archive in image_archives.items():
-            assert held[IMAGE_NAMES[name]] == archive_digest(archive), name
+        for name, image in built_images.items():
+            assert held[IMAGE_NAMES[name]] == image.manifest_digest(), name
         helm(control_plane, "uninstall", "sd", "--namespace", namespace)
         core.delete_persistent_volume(f"tiny-models-{namespace}")
 

@@ -16,6 +16,7 @@ nothing comes from a model hub. Tests and the quickstart load these folders thro
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import math
@@ -544,17 +545,22 @@ def _make_world_readable(directory: Path) -> None:
 
 
 def build_tiny_models(directory: Path, names: tuple[str, ...] = TINY_MODEL_NAMES) -> dict[str, Path]:
-    """Build the named tiny models under `directory` (skipping those this version already built)."""
+    """Build the named tiny models under `directory` (skipping those this version already built).
+    Processes that build into one directory at once take turns (a lock file beside the models), so
+    none removes a model another is writing."""
     built, version = {}, builder_version()
-    for name in names:
-        target = directory / name
-        marker = target / ".complete"
-        if not marker.exists() or marker.read_text().strip() != version:
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            BUILDERS[name](target)
-            _make_world_readable(target)
-            marker.write_text(version + "\n")
-        built[name] = target
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in names:
+            target = directory / name
+            marker = target / ".complete"
+            if not marker.exists() or marker.read_text().strip() != version:
+                if target.exists():
+                    shutil.rmtree(target)
+                target.mkdir(parents=True)
+                BUILDERS[name](target)
+                _make_world_readable(target)
+                marker.write_text(version + "\n")
+            built[name] = target
     return built
