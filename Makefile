@@ -1,5 +1,6 @@
 # One command to test: `make test`. It creates or reuses the virtual environment, builds or reuses
-# the control-plane binaries, then runs every quality gate and every test suite (end-to-end included).
+# the test environment's binaries and the images, then runs every quality gate and every test suite
+# (end-to-end included), and prints how long each phase took.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
@@ -7,51 +8,107 @@ BIN := $(VENV)/bin
 # The environment is shared between checkouts (hack/ensure-venv.sh), and its editable install points
 # at whichever checkout ran last: this checkout's sources come first for everything make runs.
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/worker:$(CURDIR)
+export SUSTAINDIFFUSION_TIMINGS := $(CURDIR)/out/ci/timings.tsv
+TIMED := bash hack/timed.sh
+BIN_DIR = $$(bash hack/build-binaries.sh --print-dir 2>/dev/null | tail -n 1)
 
-.PHONY: test venv binaries system-deps lint typecheck imports pytest chaos crds constraints quickstart images containers clean
+# `make test` runs the phases below at the same time where they do not depend on each other, at most
+# TEST_JOBS at once. 6 was chosen by measurement on 2 cores and 24 GiB (README, "Test"): the
+# end-to-end suites mostly wait on control planes and worker pods, while the Go builds and the
+# unit suites keep the CPUs busy.
+TEST_JOBS ?= 6
 
-# The three slow prerequisites (pip, Go builds, image builds) overlap: mostly downloads and disk on one
-# side, compilers on the other; the gates then run one after another.
+# The test suites: each is one pytest process with its own control plane where it needs one, and
+# its own slot (tests/support/slots.py: ports and pod addresses of its own). The last suite, e2e,
+# is every test no other suite names, so a new test file always runs. Suites that need nothing
+# built start at once; the others as soon as what they need is there. Longest first.
+SUITE_containers := tests/e2e/containers
+SUITE_kueue := tests/e2e/kueue
+SUITE_chaos := tests/e2e/chaos
+SUITE_operator := tests/e2e/test_operator.py tests/e2e/test_observability.py
+SUITE_runs := tests/e2e/test_parity.py tests/e2e/test_resilience.py tests/e2e/test_scale.py
+SUITE_local := tests/local
+SUITE_worker := tests/worker
+SUITE_unit := tests/unit
+NAMED_SUITES := containers kueue chaos operator runs local worker unit
+SUITE_e2e := tests $(foreach s,$(NAMED_SUITES),$(addprefix --ignore=,$(SUITE_$(s))))
+SUITES := $(NAMED_SUITES) e2e
+
+.PHONY: test checks venv binaries system-deps lint typecheck imports pytest chaos crds constraints \
+	quickstart images images-layout containers clean timings \
+	bin-control-plane bin-helm bin-kueue bin-kubelet $(addprefix suite-,$(SUITES))
+
 test:
-	@$(MAKE) --no-print-directory -j3 venv binaries images
-	@$(MAKE) --no-print-directory lint typecheck imports pytest
+	@rm -f $(SUSTAINDIFFUSION_TIMINGS); mkdir -p out/ci; date +%s > out/ci/started
+	@status=0; $(MAKE) --no-print-directory -k -j$(TEST_JOBS) --output-sync=target checks || status=$$?; \
+	  python3 hack/timings.py $(SUSTAINDIFFUSION_TIMINGS) --started "$$(cat out/ci/started)"; exit $$status
+
+# Everything `make test` checks; the leftover check runs once every suite has ended.
+checks: lint typecheck imports $(addprefix suite-,$(SUITES))
+	@bash hack/check-no-leftovers.sh
 
 venv:
-	@bash hack/ensure-venv.sh >/dev/null
-
-binaries:
-	@bash hack/build-binaries.sh >/dev/null
+	@$(TIMED) venv bash hack/ensure-venv.sh >/dev/null
 
 system-deps:
-	@bash hack/ensure-system-deps.sh
+	@$(TIMED) system-deps bash hack/ensure-system-deps.sh
+
+# The Go builds one after another (two at once would only fight over two cores), the control plane
+# first: most suites need only it.
+bin-control-plane:
+	@$(TIMED) go-control-plane bash hack/build-binaries.sh control-plane >/dev/null
+bin-helm: | bin-control-plane
+	@$(TIMED) go-helm bash hack/build-binaries.sh helm >/dev/null
+bin-kueue: | bin-helm
+	@$(TIMED) go-kueue bash hack/build-binaries.sh kueue >/dev/null
+bin-kubelet: | bin-kueue
+	@$(TIMED) go-kubelet bash hack/build-binaries.sh kubelet >/dev/null
+binaries: bin-control-plane bin-helm bin-kueue bin-kubelet
 
 lint: venv
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/hadolint images/operator/Dockerfile images/worker/Dockerfile
+	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check . && \
+	  $(BIN)/hadolint images/operator/Dockerfile images/worker/Dockerfile'
 
 typecheck: venv
-	$(BIN)/mypy
+	@$(TIMED) typecheck $(BIN)/mypy
 
 imports: venv
-	$(BIN)/lint-imports
+	@$(TIMED) imports $(BIN)/lint-imports
 
-pytest: venv binaries system-deps images
-	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
-	  $(BIN)/pytest $(PYTEST_ARGS)
+# What each suite needs before it starts.
+suite-unit suite-worker suite-local: venv
+suite-chaos suite-runs: venv bin-control-plane
+suite-operator: venv bin-control-plane bin-helm system-deps
+suite-kueue: venv bin-control-plane bin-kueue
+suite-containers: venv binaries system-deps images-layout
+suite-e2e: venv binaries system-deps
+
+# Each suite runs in its own slot (tests/support/slots.py): its position in SUITES, from 1 (0 is a
+# lone pytest's).
+$(addprefix suite-,$(SUITES)): suite-%:
+	@slot=1; for suite in $(SUITES); do [ "$$suite" = "$*" ] && break; slot=$$((slot + 1)); done; \
+	  SUSTAINDIFFUSION_TEST_SLOT=$$slot SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" \
+	  $(TIMED) $* $(BIN)/pytest -p no:cacheprovider $(SUITE_$*) $(PYTEST_ARGS)
+
+# All the tests in one pytest process (for a subset: PYTEST_ARGS="tests/unit -k engine").
+pytest: venv binaries system-deps images-layout
+	SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" $(BIN)/pytest $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
 
 # The chaos suite in full (20 operator kills, more pods and messages); `make test` runs it bounded.
-chaos: venv binaries system-deps
-	SUSTAINDIFFUSION_CHAOS=full SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
+chaos: venv bin-control-plane system-deps
+	SUSTAINDIFFUSION_CHAOS=full SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" \
 	  $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
 
 # The container suite alone, its measurements printed: the images run by a real kubelet.
-containers: venv binaries system-deps images
-	SUSTAINDIFFUSION_K8S_BIN_DIR="$$(bash hack/build-binaries.sh 2>/dev/null | tail -n 1)" \
-	  $(BIN)/pytest -m containers -s $(PYTEST_ARGS)
+containers: venv binaries system-deps images-layout
+	SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" $(BIN)/pytest -m containers -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
+
+# The timing table of the last `make test`.
+timings:
+	@python3 hack/timings.py $(SUSTAINDIFFUSION_TIMINGS) --started "$$(cat out/ci/started)"
 
 # The quickstart: tiny offline models, a small local search, and its report (out/quickstart/report).
 quickstart: venv
@@ -68,6 +125,10 @@ crds: venv
 # default; unchanged inputs reuse the cached archives. `make images IMAGES=worker` builds one.
 images: system-deps
 	@bash hack/build-images.sh $(IMAGES)
+
+# The images in the build cache only (no archives): what the container suite imports from.
+images-layout: system-deps
+	@$(TIMED) images bash hack/build-images.sh --layout >/dev/null
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^sustaindiffusion' \

@@ -7,7 +7,8 @@
 #   helm           the chart tests' installer
 # A binary already in the cache is reused; nothing is rebuilt unless it is missing. The Kubernetes
 # binaries of a component come from one `go build` (shared packages compile once, links overlap).
-# Prints the directory with links to every binary built so far as its last line. With
+# Prints the directory with links to every binary built so far as its last line (`--print-dir`:
+# builds nothing, only prints it). With
 # $SUSTAINDIFFUSION_TIMINGS set, appends "phase<TAB>seconds" for each build to that file.
 #
 # Why a wrapper module: `go install pkg@version` refuses modules whose go.mod has replace
@@ -39,8 +40,12 @@ export GOMAXPROCS=${GOMAXPROCS:-2}
 ldflags="-s -w"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(control-plane kubelet kueue helm)
-for c in "${components[@]}"; do
+if [ "${1:-}" = --print-dir ]; then
+  components=() # build nothing: link what is built, print the directory
+elif [ ${#components[@]} -eq 0 ]; then
+  components=(control-plane kubelet kueue helm)
+fi
+for c in "${components[@]+"${components[@]}"}"; do
   case $c in
     control-plane | kubelet | kueue | helm) ;;
     *) echo "build-binaries: unknown component '$c' (expected control-plane, kubelet, kueue or helm)" >&2; exit 2 ;;
@@ -137,10 +142,12 @@ build_kueue() {
 }
 
 # Two builds of one cache at a time would compile the same packages twice: one at a time.
-exec 9>"$cache_root/.lock"
-flock -n 9 || { log "waiting for another build-binaries.sh to finish"; flock 9; }
+if [ ${#components[@]} -gt 0 ]; then
+  exec 9>"$cache_root/.lock"
+  flock -n 9 || { log "waiting for another build-binaries.sh to finish"; flock 9; }
+fi
 
-for c in "${components[@]}"; do
+for c in "${components[@]+"${components[@]}"}"; do
   case $c in
     control-plane)
       build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl

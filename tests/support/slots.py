@@ -14,9 +14,9 @@ import socket
 import threading
 
 SLOT_ENV = "SUSTAINDIFFUSION_TEST_SLOT"
-SLOTS = 8
+SLOTS = 12
 FIRST_PORT = 20000  # below Linux's ephemeral range (32768-60999), which the kernel hands out itself
-PORTS_PER_SLOT = 1500
+PORTS_PER_SLOT = 1000
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()

@@ -35,6 +35,6 @@ def test_a_port_is_handed_out_once_and_skipped_while_taken(monkeypatch: pytest.M
 
 
 def test_an_invalid_slot_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(slots.SLOT_ENV, "9")
+    monkeypatch.setenv(slots.SLOT_ENV, str(slots.SLOTS))
     with pytest.raises(ValueError, match="SUSTAINDIFFUSION_TEST_SLOT"):
         slots.ports()

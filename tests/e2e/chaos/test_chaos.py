@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,10 @@ def test_the_operator_killed_at_random_moments_loses_and_repeats_nothing(
         execution={"candidatesPerPod": 2, "parallelism": 2},
     )
     expected, expected_status = reference(spec, workdir / "reference")
-    armed: dict[str, Any] = {"match": None, "hit": threading.Event()}
+    # A kill is armed on a kind of request the operator makes: when the proxy sees it, the test
+    # kills the operator. "Random" moments are the n-th request of any kind, n drawn from the seed:
+    # a random point of the operator's own work, never a guessed delay.
+    armed: dict[str, Any] = {"match": None, "hit": threading.Event(), "lose": True}
     archive_prefix = f"/api/v1/namespaces/{namespace}/configmaps"
     status_path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/chaos/status"
 
@@ -165,12 +168,17 @@ def test_the_operator_killed_at_random_moments_loses_and_repeats_nothing(
     def status_write(method: str, path: str) -> bool:
         return method == "PATCH" and path == status_path
 
+    def nth_request(n: int) -> Callable[[str, str], bool]:
+        seen = itertools.count(1)
+        return lambda method, path: "/leases/" not in path and next(seen) >= n
+
     def rule(number: int, method: str, path: str) -> Fault | None:
         match = armed["match"]
         if match is not None and match(method, path):
             armed["match"] = None
             armed["hit"].set()
-            return Fault.lost()  # applied upstream; the operator never hears back, then dies
+            # Lost: applied upstream, and the operator never hears back before it dies.
+            return Fault.lost() if armed["lose"] else None
         return None
 
     proxy.rule = rule
@@ -191,14 +199,19 @@ def test_the_operator_killed_at_random_moments_loses_and_repeats_nothing(
                 if finished(api_client, namespace, "chaos"):
                     break
                 moment = next(kinds)
-                if moment == "random":
-                    time.sleep(rng.uniform(0.2, 2.5))
-                else:
-                    armed["hit"].clear()
-                    armed["match"] = archive_write if moment == "archive append" else status_write
-                    if not armed["hit"].wait(30):
-                        armed["match"] = None
-                        moment = "random (nothing to interrupt)"
+                armed["hit"].clear()
+                armed["lose"] = moment != "random"
+                armed["match"] = {
+                    "archive append": archive_write,
+                    "status write": status_write,
+                    "random": nth_request(rng.randint(1, 25)),
+                }[moment]
+                # A generous bound, not a trigger: the operator writes its archive and status
+                # within seconds while the search runs; a search with nothing left to write
+                # (finished meanwhile) is killed without a request in flight.
+                if not armed["hit"].wait(60):
+                    armed["match"] = None
+                    moment = f"{moment} (nothing to interrupt)"
                 before = evaluations(api_client, namespace, "chaos")
                 operator.kill()
                 moments[moment] += 1
@@ -458,7 +471,12 @@ def test_api_faults_and_partitions_between_the_operator_and_the_api_server(
     ]
     every = scaled(6, 4)
 
+    status_written = threading.Event()
+    status_path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/proxied/status"
+
     def rule(number: int, method: str, path: str) -> Fault | None:
+        if method == "PATCH" and path == status_path:
+            status_written.set()
         if "/leases/" in path:
             return None  # the election has its own test; a lost lease ends the process by design
         return faults[(number // every) % len(faults)] if number % every == 0 else None
@@ -477,11 +495,13 @@ def test_api_faults_and_partitions_between_the_operator_and_the_api_server(
         with standin_workers(test_kubelet, namespace):
             create_search(api_client, namespace, "proxied", spec)
             for _ in range(partitions):
-                time.sleep(3)
-                if finished(api_client, namespace, "proxied"):
-                    break
+                # Each partition starts as the operator writes the search's status (a point it
+                # reports through the proxy), not after a guessed delay.
+                status_written.clear()
+                if not status_written.wait(60) or finished(api_client, namespace, "proxied"):
+                    break  # a bound, not a trigger: a running search writes its status in seconds
                 proxy.blackhole(True)
-                time.sleep(3)  # shorter than the Lease's renew deadline
+                time.sleep(3)  # the partition's length: shorter than the Lease's renew deadline
                 proxy.blackhole(False)
             search = wait_phase(api_client, namespace, "proxied", operator)
     finally:
@@ -512,11 +532,15 @@ def test_execution_and_generations_patched_mid_generation(
     expected, _ = reference(final, workdir / "reference")
     custom = client.CustomObjectsApi(api_client)
     held = threading.Event()
+    released = workdir / "generation-1-released"
 
     def hold_generation_one(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
         key = pod_key(pod, namespace)
         if key is not None and key[0] == 1 and not held.is_set():
-            return ["/bin/sh", "-c", f"sleep 3; exec {' '.join(PROGRAM)} {' '.join(argv[1:])}"]
+            # Held until the test has patched the spec (it creates `released`): the patch lands
+            # while generation 1 runs, however slow the machine.
+            wait = f"while [ ! -e {released} ]; do sleep 0.1; done"
+            return ["/bin/sh", "-c", f"{wait}; exec {' '.join(PROGRAM)} {' '.join(argv[1:])}"]
         return None
 
     test_kubelet.programs.insert(0, hold_generation_one)
@@ -549,6 +573,7 @@ def test_execution_and_generations_patched_mid_generation(
                 },
             )
             held.set()
+            released.touch()
             search = wait_phase(api_client, namespace, "patched", operator)
     finally:
         test_kubelet.programs.remove(hold_generation_one)

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -99,26 +100,53 @@ def cluster_queue(control_plane: ControlPlane, namespace: str, gpus: int) -> dic
     return {"clusterQueue": queue, "localQueue": local}
 
 
-def slow_standin(
-    kubelet: TestKubelet, namespace: str, seconds: float
+class Gate:
+    """Worker pods held until the test opens the gate (a file they wait for), so what a test must
+    see while they run (a Workload admitted, another search queued, a preemption) is seen however
+    slow the machine, never raced by a guessed sleep. `search` and `generation` limit it to the
+    pods of one search or one generation."""
+
+    def __init__(self, path: Path, search: str | None, generation: int | None) -> None:
+        self.path, self.search, self.generation = path, search, generation
+
+    def open(self) -> None:
+        self.path.touch()
+
+    def holds(self, pod: dict[str, Any]) -> bool:
+        labels = pod["metadata"].get("labels") or {}
+        return (self.search is None or labels.get(names.LABEL_SEARCH) == self.search) and (
+            self.generation is None or labels.get(names.LABEL_GENERATION) == str(self.generation)
+        )
+
+
+def gated_standin(
+    kubelet: TestKubelet, namespace: str, gate: Gate | None
 ) -> Callable[[dict[str, Any], list[str]], Any]:
-    """Worker pods of `namespace` run the stand-in worker after `seconds` of sleep (a GPU's work)."""
+    """Worker pods of `namespace` run the stand-in worker, those `gate` holds once it is open."""
 
     def program(pod: dict[str, Any], argv: list[str]) -> list[str] | None:
         if pod_key(pod, namespace) is None:
             return None
-        return ["sh", "-c", f'sleep {seconds} && exec "$@"', "sh", *PROGRAM, *argv[1:]]
+        if gate is None or not gate.holds(pod):
+            return [*PROGRAM, *argv[1:]]
+        wait = f"while [ ! -e {gate.path} ]; do sleep 0.1; done"
+        return ["sh", "-c", f'{wait}; exec "$@"', "sh", *PROGRAM, *argv[1:]]
 
     kubelet.programs.append(program)
     return program
 
 
 @pytest.fixture
-def standin(test_kubelet: TestKubelet, namespace: str) -> Iterator[Callable[[float], None]]:
+def standin(
+    test_kubelet: TestKubelet, namespace: str, tmp_path: Path
+) -> Iterator[Callable[[str | None, int | None], Gate]]:
+    """Install the stand-in worker for the test's namespace; returns a closed gate (see Gate)."""
     installed: list[Any] = []
 
-    def install(seconds: float) -> None:
-        installed.append(slow_standin(test_kubelet, namespace, seconds))
+    def install(search: str | None, generation: int | None) -> Gate:
+        gate = Gate(tmp_path / f"gate-{len(installed)}", search, generation)
+        installed.append(gated_standin(test_kubelet, namespace, gate))
+        return gate
 
     yield install
     for program in installed:
@@ -223,10 +251,10 @@ def test_a_generation_that_fits_the_quota_is_admitted_and_runs(
     control_plane: ControlPlane,
     operator: OperatorProcess,
     namespace: str,
-    standin: Callable[[float], None],
+    standin: Callable[[str | None, int | None], Gate],
 ) -> None:
     cluster_queue(control_plane, namespace, gpus=3)
-    standin(0.0)
+    standin(None, None).open()
     started = time.monotonic()
     _, history = run_watched(api_client, namespace, operator, "fits", kueue_spec(parallelism=3))
     assert history.workloads, "Kueue made Workloads for the search's Jobs"
@@ -245,14 +273,16 @@ def test_searches_competing_for_the_quota_wait_with_kueues_reason_and_both_compl
     control_plane: ControlPlane,
     operator: OperatorProcess,
     namespace: str,
-    standin: Callable[[float], None],
+    standin: Callable[[str | None, int | None], Gate],
 ) -> None:
     cluster_queue(control_plane, namespace, gpus=1)  # room for one worker pod of either search
-    standin(2.0)
+    gate = standin(None, None)  # the admitted search holds the GPU until the other is seen waiting
     started = time.monotonic()
     with History(api_client, namespace) as history:
         for name in ("first", "second"):
             create_search(api_client, namespace, name, kueue_spec(parallelism=1))
+        wait_until(lambda: history.queued, 120, what="a search queued behind the other")
+        gate.open()
         finished = [wait_phase(api_client, namespace, name, operator) for name in ("first", "second")]
     assert all(search["status"]["evaluations"]["failed"] == 0 for search in finished)
     waits = [said for name in ("first", "second") for said in history.queued.get(name, [])]
@@ -286,11 +316,11 @@ def test_a_preempted_generation_is_run_again_not_failed_and_the_front_is_the_und
     control_plane: ControlPlane,
     operator: OperatorProcess,
     namespace: str,
-    standin: Callable[[float], None],
+    standin: Callable[[str | None, int | None], Gate],
     test_kubelet: TestKubelet,
 ) -> None:
     cluster_queue(control_plane, namespace, gpus=2)
-    standin(4.0)  # long enough for the urgent search to arrive while the background one runs
+    gate = standin("background", 1)  # runs once Kueue has preempted it for the urgent search
     spec = kueue_spec(parallelism=2, workloadPriorityClass="background")
     create_search(api_client, namespace, "alone", spec)
     undisturbed = wait_phase(api_client, namespace, "alone", operator)
@@ -308,6 +338,8 @@ def test_a_preempted_generation_is_run_again_not_failed_and_the_front_is_the_und
         create_search(
             api_client, namespace, "urgent", kueue_spec(parallelism=2, workloadPriorityClass="urgent")
         )
+        wait_until(lambda: history.evicted, 120, what="Kueue to preempt the background search")
+        gate.open()
         urgent = wait_phase(api_client, namespace, "urgent", operator)
         background = wait_phase(api_client, namespace, "background", operator)
     assert history.evicted, "Kueue preempted the background search's Workload"
@@ -338,12 +370,21 @@ def test_parallelism_beyond_the_quota_is_partially_admitted_and_the_search_compl
     control_plane: ControlPlane,
     operator: OperatorProcess,
     namespace: str,
-    standin: Callable[[float], None],
+    standin: Callable[[str | None, int | None], Gate],
 ) -> None:
     cluster_queue(control_plane, namespace, gpus=2)
-    standin(2.0)  # Workloads live while their Jobs run: long enough to be seen admitted
+    gate = standin(None, 1)  # generation 1 waits until its Workload of 3 pods was seen admitted
     started = time.monotonic()
-    _, history = run_watched(api_client, namespace, operator, "wide", kueue_spec(parallelism=3))
+    with History(api_client, namespace) as history:
+        create_search(api_client, namespace, "wide", kueue_spec(parallelism=3))
+        wait_until(
+            lambda: any(asked == 3 for asked, _ in history.admitted_pods),
+            120,
+            what="a Workload of 3 pods admitted",
+        )
+        gate.open()
+        search = wait_phase(api_client, namespace, "wide", operator)
+    assert search["status"]["evaluations"]["failed"] == 0
     counts = sorted(history.admitted_pods)
     # A Job asking for 3 pods against 2 GPUs of quota runs with fewer (1 when the generation
     # before still held a GPU as the next was launched, else 2), never with all 3.
