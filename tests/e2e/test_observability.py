@@ -218,7 +218,7 @@ def observed_search(
             return (body.get("status") or {}).get("phase") == "Succeeded"
 
         wait_until(finished, 300, interval=1.0, what="the observed search")
-        time.sleep(2)  # a few more scrapes of the operator's final numbers
+        time.sleep(2)  # Prometheus scrapes every 0.5 s: a few more scrapes of the operator's final numbers
         yield prometheus_port, start, time.time()
     finally:
         for process in reversed(processes):
