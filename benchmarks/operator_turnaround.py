@@ -37,8 +37,9 @@ from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERS
 from sustaindiffusion.kube import names  # noqa: E402
 from tests.support.controlplane import ControlPlane, locate_binaries  # noqa: E402
 from tests.support.kubelet import TestKubelet  # noqa: E402
-from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.processes import ManagedProcess, wait_until  # noqa: E402
 from tests.support.searches import operator_command  # noqa: E402
+from tests.support.slots import free_port  # noqa: E402
 from tests.support.tiny import ensure_tiny_models  # noqa: E402
 
 NAMESPACE = "bench"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from tests.support.processes import wait_until
 
@@ -36,19 +37,27 @@ class Interrupted:
     workers_left: list[str]  # command lines of worker processes still running for this output
 
 
-def archived_stages(out: Path) -> list[str | None]:
-    """The stage of every archived result so far, in order (None: a whole evaluation)."""
+def archived(out: Path) -> list[dict[str, object]]:
+    """The archive's records so far, read-only (a last line being written is left out)."""
     archive = out / "archive.jsonl"
     if not archive.exists():
         return []
-    lines = [line for line in archive.read_text().splitlines() if line.strip()]
-    stages = []
-    for line in lines:
+    records = []
+    for line in archive.read_text().splitlines():
         try:
-            stages.append(json.loads(line).get("stage"))
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             break  # a line being written
-    return stages
+    return records
+
+
+def archived_stages(out: Path) -> list[str | None]:
+    """The stage of every archived result so far, in order (None: a whole evaluation)."""
+    return [cast(str | None, record.get("stage")) for record in archived(out)]
+
+
+def generation_archived(out: Path, generation: int) -> bool:
+    return any(record.get("generation") == generation for record in archived(out))
 
 
 def worker_logged(out: Path, text: str, generation: int | None = None) -> bool:
