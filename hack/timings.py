@@ -25,7 +25,7 @@ def table(lines: list[str], started: int | None) -> str:
     for line in lines:
         fields = line.rstrip("\n").split("\t")
         if len(fields) >= 4:
-            phases.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3]), (fields + [""])[4]))
+            phases.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3]), [*fields, ""][4]))
         elif len(fields) == 2:
             steps.append((fields[0], float(fields[1])))
     if not phases and not steps:
