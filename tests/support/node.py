@@ -416,7 +416,7 @@ state = "{state / "state"}"
         )
         archive = self.workdir / "pause.tar"
         archive.write_bytes(oci_archive_of_one_file(binary, PAUSE_IMAGE, "/pause"))
-        self.import_image(archive, PAUSE_IMAGE)
+        self.ctr("images", "import", str(archive), timeout=300)  # a few MB: no need to skip blobs
 
     def _start_kubelet(self) -> None:
         root = self.workdir / "kubelet"
