@@ -3,9 +3,10 @@ ended, and the tests each suite passed. Standard library only.
 
     python3 hack/timings.py out/ci/timings.tsv [--started EPOCH]
 
-Lines are `phase<TAB>start<TAB>end<TAB>status<TAB>summary` (hack/timed.sh) or `phase<TAB>seconds`
-(steps timed inside a build script: each Go build, each image step); the latter are listed
-without a start.
+Lines are `phase<TAB>start<TAB>end<TAB>status<TAB>summary<TAB>cpu seconds` (hack/timed.sh) or
+`phase<TAB>seconds` (steps timed inside a build script: each Go build, each image step); the latter
+are listed without a start. CPU seconds add up what a phase and the processes it waited for used:
+their sum over 2 cores bounds the wall clock of the whole run from below.
 """
 
 from __future__ import annotations
@@ -25,26 +26,34 @@ def table(lines: list[str], started: int | None) -> str:
     for line in lines:
         fields = line.rstrip("\n").split("\t")
         if len(fields) >= 4:
-            phases.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3]), [*fields, ""][4]))
+            cpu = fields[5] if len(fields) > 5 and fields[5] else ""
+            phases.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3]), [*fields, ""][4], cpu))
         elif len(fields) == 2:
             steps.append((fields[0], float(fields[1])))
     if not phases and not steps:
         return "no phases were timed\n"
     origin = started if started is not None else min((p[1] for p in phases), default=0)
     end = max((p[2] for p in phases), default=origin)
-    rows = [("phase", "start", "took", "result", "tests")]
-    for name, begin, finish, status, summary in sorted(phases, key=lambda p: (p[1], p[0])):
+    rows = [("phase", "start", "took", "cpu", "result", "tests")]
+    for name, begin, finish, status, summary, cpu in sorted(phases, key=lambda p: (p[1], p[0])):
         result = "ok" if status == 0 else f"FAILED ({status})"
-        rows.append((name, f"+{_minutes(begin - origin)}", _minutes(finish - begin), result, summary))
+        cpu_time = _minutes(float(cpu)) if cpu else ""
+        rows.append(
+            (name, f"+{_minutes(begin - origin)}", _minutes(finish - begin), cpu_time, result, summary)
+        )
     for name, seconds in steps:
-        rows.append((f"  {name}", "", _minutes(seconds), "", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((f"  {name}", "", _minutes(seconds), "", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     passed = sum(int(m.group(1)) for p in phases for m in [re.search(r"(\d+) passed", p[4])] if m)
     failed = sum(int(m.group(1)) for p in phases for m in [re.search(r"(\d+) failed", p[4])] if m)
-    out.append(f"wall clock {_minutes(end - origin)}; tests passed {passed}, failed {failed}")
+    cpu_total = sum(float(p[5]) for p in phases if p[5])
+    out.append(
+        f"wall clock {_minutes(end - origin)}; CPU {_minutes(cpu_total)} in the timed phases; "
+        f"tests passed {passed}, failed {failed}"
+    )
     return "\n".join(out) + "\n"
 
 
