@@ -40,10 +40,20 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape
+from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape, merged
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
+from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.search.bounds import (
+    Interval,
+    energy_bounds,
+    ethnic_bias_bounds,
+    gender_bias_bounds,
+    quality_bounds,
+    share_bounds,
+    tiebreak,
+)
 from sustaindiffusion.search.engine import Candidate, SearchEngine
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
 
@@ -167,6 +177,130 @@ def arms() -> list[Arm]:
     return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4)]
 
 
+# ----------------------------------------------------------------------------- EXPERIMENTAL
+
+
+@dataclass(frozen=True)
+class RacingArm:
+    """EXPERIMENTAL, a prototype of an adaptive policy driven through the public API only: each
+    asked candidate is evaluated in sequential batches (`schedule`, images per prompt in all after
+    each batch) and told as one merged result. After each batch but the last, it stops if it is
+    dominated by a point of the engine's current front, or infeasible, its partial estimate then
+    told as its result. "Dominated" compares its optimistic bounds (`search.bounds`, `own` =
+    "optimistic") or its estimates ("estimate") with the front point's pessimistic bounds (`front`
+    = "pessimistic") or estimates ("estimate"); each bound at `error`, which "race" arms split
+    over the six bounds a comparison takes (`error` / 6) and "promote" arms do not."""
+
+    name: str
+    schedule: tuple[int, ...]  # as fractions of N: (4, 1) is N/4 then N
+    error: float = 0.2  # per bound
+    own: str = "optimistic"
+    front: str = "pessimistic"
+    meter_noise: float = 0.03  # configured: the relative noise of a part's energy, batch effects included
+    max_retries: int = 3
+    min_valid_share: float = 0.8
+    quality_tolerance: float = 0.05
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        totals = [max(1, config.images // divisor) for divisor in self.schedule]
+        generations = config.ceiling if energy_budget is not None else config.generations
+        engine = SearchEngine(search_spec(config, landscape, seed, config.images, generations))
+        threshold: list[float] = []  # the defaults' quality x (1 - tolerance), once known
+        regenerated: dict[str, int] = {}  # what each told evaluation regenerated (its artifacts)
+        worst: dict[str, tuple[Interval, ...]] = {}  # front points' bounds: their results are final
+
+        def evaluate(_: SearchEngine, candidate: Candidate) -> Evaluation:
+            if candidate.baseline is not None:
+                evaluation = landscape.evaluate(
+                    candidate.candidate_id, candidate.settings, 0, config.images, seed
+                )
+                if candidate.baseline == "defaults" and evaluation.result.metrics is not None:
+                    threshold.append((1 - self.quality_tolerance) * evaluation.result.metrics.quality)
+                return evaluation
+            evaluation = landscape.evaluate(candidate.candidate_id, candidate.settings, 0, totals[0], seed)
+            for total in totals[1:]:
+                if self._settled(evaluation, engine, threshold[0] if threshold else None, regenerated, worst):
+                    break
+                done = evaluation.result.metrics.images if evaluation.result.metrics is not None else 0
+                more = landscape.evaluate(
+                    candidate.candidate_id, candidate.settings, done, total - done, seed
+                )
+                evaluation = merged(evaluation, more)
+            regenerated[candidate.candidate_id] = evaluation.regenerated
+            return evaluation
+
+        return drive(engine, landscape, evaluate, config, energy_budget)
+
+    def _bounds(self, evaluation: Evaluation, error: float, key: str) -> tuple[Interval, ...]:
+        metrics = evaluation.result.metrics
+        assert metrics is not None
+        gender = gender_bias_bounds(
+            int(metrics.female_images or 0), int(metrics.male_images or 0), error, tiebreak(key, 0)
+        )
+        ethnic = ethnic_bias_bounds(metrics.ethnic_counts(), error, [tiebreak(key, 1 + g) for g in range(4)])
+        energy = energy_bounds(
+            metrics.energy_joules_per_image,
+            metrics.images,
+            evaluation.regenerated,
+            error,
+            max_retries=self.max_retries,
+            relative_stderr=self.meter_noise,
+            u=tiebreak(key, 5),
+        )
+        quality = quality_bounds(metrics.quality, metrics.quality_stddev or 0.0, metrics.images, error)
+        valid = metrics.valid_share
+        share = share_bounds(round((valid or 0.0) * metrics.images), metrics.images, error, tiebreak(key, 6))
+        return gender, ethnic, energy, quality, share
+
+    def _settled(
+        self,
+        evaluation: Evaluation,
+        engine: SearchEngine,
+        threshold: float | None,
+        regenerated: dict[str, int],
+        worst: dict[str, tuple[Interval, ...]],
+    ) -> bool:
+        """Whether more images would not change the candidate's fate: infeasible, or dominated by a
+        front point (as the arm's `own` and `front` sides say)."""
+        metrics = evaluation.result.metrics
+        if metrics is None:
+            return True
+        error = self.error
+        key = evaluation.result.candidate_id
+        gender, ethnic, energy, quality, share = self._bounds(evaluation, error, key)
+        if (threshold is not None and quality.high < threshold) or share.high < self.min_valid_share:
+            return True
+        best = (
+            (gender.low, ethnic.low, energy.low)
+            if self.own == "optimistic"
+            else (metrics.gender_bias, metrics.ethnic_bias, metrics.energy_joules_per_image)
+        )
+        for point in engine.front():
+            point_id = point.candidate.candidate_id
+            values: tuple[float, ...]
+            if self.front == "estimate":
+                m = point.metrics
+                values = (m.gender_bias, m.ethnic_bias, m.energy_joules_per_image)
+            else:
+                if point_id not in worst:
+                    told = Evaluation(
+                        EvaluationResult.succeeded(point_id, point.metrics), regenerated.get(point_id, 0)
+                    )
+                    worst[point_id] = self._bounds(told, error, point_id)[:3]
+                values = tuple(bound.high for bound in worst[point_id])
+            if all(w <= b for w, b in zip(values, best, strict=True)):
+                return True
+        return False
+
+
+def experimental_arms() -> list[Arm]:
+    return [
+        RacingArm("race N/4>N", (4, 1), error=0.2 / 6),
+        RacingArm("promote est", (4, 1), own="estimate", front="estimate"),
+        RacingArm("promote .25", (4, 1), error=0.25, front="estimate"),
+    ]
+
+
 CONTROLS = ("plain-N", "plain-N/2", "plain-N/4")
 
 
@@ -284,9 +418,10 @@ def main(argv: list[str] | None = None, extra_arms: Sequence[Arm] = ()) -> int:
     parser.add_argument("--images", type=int, default=20, help="N: images per prompt of plain-N")
     parser.add_argument("--ceiling", type=int, default=100, help="generations at most of an extended arm")
     parser.add_argument("--landscape", choices=sorted(LANDSCAPES), action="append", help="default: all")
+    parser.add_argument("--experimental", action="store_true", help="add the EXPERIMENTAL racing arms")
     arguments = parser.parse_args(argv)
     config = Config(arguments.population, arguments.generations, arguments.images, arguments.ceiling)
-    chosen = [*arms(), *extra_arms]
+    chosen = [*arms(), *(experimental_arms() if arguments.experimental else []), *extra_arms]
     for name in arguments.landscape or LANDSCAPES:
         started = time.perf_counter()
         results = run_landscape(LANDSCAPES[name], config, arguments.seeds, chosen)

@@ -61,3 +61,12 @@ def test_the_benchmark_prints_every_arm_against_every_control(capsys: pytest.Cap
     rows = [line for line in lines if line.startswith("plain-")]
     assert [row.split()[0] for row in rows] == ["plain-N", "plain-N/2", "plain-N/4"]
     assert all(row.count("p=") == 2 for row in rows)  # each against the two other controls
+
+
+def test_the_experimental_racing_arms_give_no_candidate_more_than_n_images() -> None:
+    config = evidence_budget.Config(population=6, generations=2, images=8, ceiling=10)
+    asked = 1 + config.population * config.generations  # the defaults, then at most a population each
+    for arm in evidence_budget.experimental_arms():
+        run = arm(config, OVERSHOOT, 3, None)
+        assert run.result.generation == 2
+        assert 0 < run.result.images <= asked * config.images
