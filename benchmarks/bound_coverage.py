@@ -213,7 +213,7 @@ def energy_coverage(k: int, error: float, replicates: int, seed: int, noise: flo
 # ----------------------------------------------------------------------------- the screening's first bounds
 
 
-def _counted_metrics(female: int, male: int, ethnic: tuple[int, ...]) -> Metrics:
+def counted_metrics(female: int, male: int, ethnic: tuple[int, ...]) -> Metrics:
     return Metrics(
         gender_bias=gender_bias(female, male),
         ethnic_bias=ethnic_bias(list(ethnic)),
@@ -232,7 +232,7 @@ def _counted_metrics(female: int, male: int, ethnic: tuple[int, ...]) -> Metrics
 def _old_bias_bounds(
     name: ObjectiveName, female: int, male: int, ethnic: tuple[int, ...], confidence: float
 ) -> tuple[float, float]:
-    return objective_bounds(_counted_metrics(female, male, ethnic), name, "coverage", confidence)
+    return objective_bounds(counted_metrics(female, male, ethnic), name, "coverage", confidence)
 
 
 def old_gender_coverage(k: int, error: float, replicates: int, seed: int) -> Coverage:

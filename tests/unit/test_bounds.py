@@ -45,7 +45,7 @@ def test_two_women_and_three_men_leave_parity_credible_so_the_optimistic_bias_is
 
 
 def test_the_screenings_first_bound_left_parity_out_for_two_women_and_three_men() -> None:
-    metrics = coverage._counted_metrics(2, 3, (5, 0, 0, 0))
+    metrics = coverage.counted_metrics(2, 3, (5, 0, 0, 0))
     low, _ = objective_bounds(metrics, ObjectiveName.GENDER_BIAS, "candidate", confidence=0.8)
     assert low > 0.1  # the posterior of the folded statistic |2p - 1| sits above 0 at any p
 
