@@ -1,0 +1,434 @@
+"""Does spending fewer images per candidate pay? Fixed image budgets compared at equal energy, on
+simulated models whose true values are known (`benchmarks/landscapes.py`), through the real
+search engine's public API only (`ask`, `tell`, `outcome`, `front`, `generation`, `told`).
+
+    .venv/bin/python benchmarks/evidence_budget.py [--seeds 30] [--population 20]
+        [--generations 10] [--images 20] [--landscape simulator --landscape overshoot]
+
+An arm is a function from (config, landscape, seed, energy budget) to a `Run`: the true
+hypervolume of the engine's front after every generation, with the images and joules spent so
+far, and which step is the arm's own result. Arms: plain NSGA-II at N, N/2 and N/4 images per
+prompt. Each is run for `--generations` generations (its own result) and then on, up to
+`EXTEND` x plain-N's energy on the same seed (at most `--ceiling` generations), so that every arm
+can be read at any other arm's energy (interpolated linearly between generations).
+
+Per landscape and arm the table shows, over the seeds: images (kept ones; regenerations show in
+the energy) and energy (kWh) of the arm's own result, its true hypervolume (mean +- sd; true
+objective values of the front the engine returns, normalised as the engine does with the
+defaults' TRUE energy), its change against each control at the arm's own energy on the same seed
+(mean difference, paired Wilcoxon signed-rank p over the seeds), and the energy at which its mean
+hypervolume curve first reaches plain-N's mean final hypervolume, as a multiple of plain-N's mean
+energy (with how many seeds reached plain-N's own value on their own curve).
+
+To add an arm (the adaptive policy): write a function with the `Arm` signature that drives a
+`SearchEngine` through `drive` (or its own loop) and returns its `Run`, and list it in `arms`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape, merged
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
+from sustaindiffusion.api.results import EvaluationResult
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.search.bounds import (
+    Interval,
+    energy_bounds,
+    ethnic_bias_bounds,
+    gender_bias_bounds,
+    quality_bounds,
+    share_bounds,
+    tiebreak,
+)
+from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
+
+JOULES_PER_KWH = 3.6e6
+EXTEND = 2.0  # every arm runs on to this multiple of plain-N's energy (for equal-energy reads)
+
+
+@dataclass(frozen=True)
+class Config:
+    population: int = 20
+    generations: int = 10  # an arm's own result: after this many NSGA-II generations
+    images: int = 20  # N: images per prompt of plain-N
+    ceiling: int = 100  # generations at most when an arm runs on to an energy budget
+
+
+@dataclass(frozen=True)
+class Step:
+    """The search after a completed generation (0: the baselines)."""
+
+    generation: int
+    images: int
+    joules: float
+    true_hypervolume: float
+
+
+@dataclass(frozen=True)
+class Run:
+    steps: tuple[Step, ...]
+    end: int  # the index of the step that is the arm's own result; later steps extend it
+
+    @property
+    def result(self) -> Step:
+        return self.steps[self.end]
+
+
+class Arm(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def __call__(
+        self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None
+    ) -> Run: ...
+
+
+def search_spec(
+    config: Config, landscape: Landscape, seed: int, images: int, generations: int
+) -> SustainSearchSpec:
+    return SustainSearchSpec.model_validate(
+        {
+            "prompts": {"inline": [METHOD_SEARCH_PROMPT], "imagesPerPrompt": images},
+            "searchSpace": landscape.search_space,
+            "algorithm": {"populationSize": config.population, "generations": generations, "seed": seed},
+        }
+    )
+
+
+def true_hypervolume(front: Sequence[CandidateSettings], landscape: Landscape) -> float:
+    if not front:
+        return 0.0
+    scale = MEASURED_SCALE_FACTOR * landscape.true_values(CandidateSettings()).energy_joules_per_image
+    points = [landscape.true_values(settings) for settings in front]
+    return hypervolume(
+        np.array([[p.gender_bias, p.ethnic_bias, p.energy_joules_per_image / scale] for p in points])
+    )
+
+
+Evaluate = Callable[[SearchEngine, Candidate], Evaluation]
+
+
+def drive(
+    engine: SearchEngine,
+    landscape: Landscape,
+    evaluate: Evaluate,
+    config: Config,
+    energy_budget: float | None,
+) -> Run:
+    """Ask, evaluate, tell until the engine finishes, or, past `config.generations`, until the
+    budget is spent; a step after every completed generation."""
+    steps = [Step(-1, 0, 0.0, 0.0)]  # nothing spent yet
+    images, joules = 0, 0.0
+    while not engine.outcome().finished:
+        before = engine.generation
+        for candidate in engine.ask():
+            evaluation = evaluate(engine, candidate)
+            engine.tell(evaluation.result)
+            metrics = evaluation.result.metrics
+            images += metrics.images if metrics is not None else 0
+            joules += evaluation.joules
+        if engine.generation == before:
+            continue
+        front = [point.candidate.settings for point in engine.front()]
+        steps.append(Step(engine.generation - 1, images, joules, true_hypervolume(front, landscape)))
+        done = engine.generation - 1
+        if done >= config.generations and (energy_budget is None or joules >= energy_budget):
+            break
+    end = next(
+        i for i, step in enumerate(steps) if step.generation == min(config.generations, steps[-1].generation)
+    )
+    return Run(tuple(steps), end)
+
+
+@dataclass(frozen=True)
+class PlainArm:
+    """Plain NSGA-II: every candidate gets the same `divisor`-th of N images per prompt."""
+
+    name: str
+    divisor: int
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        images = max(1, config.images // self.divisor)
+        generations = config.ceiling if energy_budget is not None else config.generations
+        engine = SearchEngine(search_spec(config, landscape, seed, images, generations))
+
+        def evaluate(_: SearchEngine, candidate: Candidate) -> Evaluation:
+            return landscape.evaluate(candidate.candidate_id, candidate.settings, 0, images, seed)
+
+        return drive(engine, landscape, evaluate, config, energy_budget)
+
+
+def arms() -> list[Arm]:
+    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4)]
+
+
+# ----------------------------------------------------------------------------- EXPERIMENTAL
+
+
+@dataclass(frozen=True)
+class RacingArm:
+    """EXPERIMENTAL, a prototype of an adaptive policy driven through the public API only: each
+    asked candidate is evaluated in sequential batches (`schedule`, images per prompt in all after
+    each batch) and told as one merged result. After each batch but the last, it stops if it is
+    dominated by a point of the engine's current front, or infeasible, its partial estimate then
+    told as its result. "Dominated" compares its optimistic bounds (`search.bounds`, `own` =
+    "optimistic") or its estimates ("estimate") with the front point's pessimistic bounds (`front`
+    = "pessimistic") or estimates ("estimate"); each bound at `error`, which "race" arms split
+    over the six bounds a comparison takes (`error` / 6) and "promote" arms do not."""
+
+    name: str
+    schedule: tuple[int, ...]  # as fractions of N: (4, 1) is N/4 then N
+    error: float = 0.2  # per bound
+    own: str = "optimistic"
+    front: str = "pessimistic"
+    meter_noise: float = 0.03  # configured: the relative noise of a part's energy, batch effects included
+    max_retries: int = 3
+    min_valid_share: float = 0.8
+    quality_tolerance: float = 0.05
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        totals = [max(1, config.images // divisor) for divisor in self.schedule]
+        generations = config.ceiling if energy_budget is not None else config.generations
+        engine = SearchEngine(search_spec(config, landscape, seed, config.images, generations))
+        threshold: list[float] = []  # the defaults' quality x (1 - tolerance), once known
+        regenerated: dict[str, int] = {}  # what each told evaluation regenerated (its artifacts)
+        worst: dict[str, tuple[Interval, ...]] = {}  # front points' bounds: their results are final
+
+        def evaluate(_: SearchEngine, candidate: Candidate) -> Evaluation:
+            if candidate.baseline is not None:
+                evaluation = landscape.evaluate(
+                    candidate.candidate_id, candidate.settings, 0, config.images, seed
+                )
+                if candidate.baseline == "defaults" and evaluation.result.metrics is not None:
+                    threshold.append((1 - self.quality_tolerance) * evaluation.result.metrics.quality)
+                return evaluation
+            evaluation = landscape.evaluate(candidate.candidate_id, candidate.settings, 0, totals[0], seed)
+            for total in totals[1:]:
+                if self._settled(evaluation, engine, threshold[0] if threshold else None, regenerated, worst):
+                    break
+                done = evaluation.result.metrics.images if evaluation.result.metrics is not None else 0
+                more = landscape.evaluate(
+                    candidate.candidate_id, candidate.settings, done, total - done, seed
+                )
+                evaluation = merged(evaluation, more)
+            regenerated[candidate.candidate_id] = evaluation.regenerated
+            return evaluation
+
+        return drive(engine, landscape, evaluate, config, energy_budget)
+
+    def _bounds(self, evaluation: Evaluation, error: float, key: str) -> tuple[Interval, ...]:
+        metrics = evaluation.result.metrics
+        assert metrics is not None
+        gender = gender_bias_bounds(
+            int(metrics.female_images or 0), int(metrics.male_images or 0), error, tiebreak(key, 0)
+        )
+        ethnic = ethnic_bias_bounds(metrics.ethnic_counts(), error, [tiebreak(key, 1 + g) for g in range(4)])
+        energy = energy_bounds(
+            metrics.energy_joules_per_image,
+            metrics.images,
+            evaluation.regenerated,
+            error,
+            max_retries=self.max_retries,
+            relative_stderr=self.meter_noise,
+            u=tiebreak(key, 5),
+        )
+        quality = quality_bounds(metrics.quality, metrics.quality_stddev or 0.0, metrics.images, error)
+        valid = metrics.valid_share
+        share = share_bounds(round((valid or 0.0) * metrics.images), metrics.images, error, tiebreak(key, 6))
+        return gender, ethnic, energy, quality, share
+
+    def _settled(
+        self,
+        evaluation: Evaluation,
+        engine: SearchEngine,
+        threshold: float | None,
+        regenerated: dict[str, int],
+        worst: dict[str, tuple[Interval, ...]],
+    ) -> bool:
+        """Whether more images would not change the candidate's fate: infeasible, or dominated by a
+        front point (as the arm's `own` and `front` sides say)."""
+        metrics = evaluation.result.metrics
+        if metrics is None:
+            return True
+        error = self.error
+        key = evaluation.result.candidate_id
+        gender, ethnic, energy, quality, share = self._bounds(evaluation, error, key)
+        if (threshold is not None and quality.high < threshold) or share.high < self.min_valid_share:
+            return True
+        best = (
+            (gender.low, ethnic.low, energy.low)
+            if self.own == "optimistic"
+            else (metrics.gender_bias, metrics.ethnic_bias, metrics.energy_joules_per_image)
+        )
+        for point in engine.front():
+            point_id = point.candidate.candidate_id
+            values: tuple[float, ...]
+            if self.front == "estimate":
+                m = point.metrics
+                values = (m.gender_bias, m.ethnic_bias, m.energy_joules_per_image)
+            else:
+                if point_id not in worst:
+                    told = Evaluation(
+                        EvaluationResult.succeeded(point_id, point.metrics), regenerated.get(point_id, 0)
+                    )
+                    worst[point_id] = self._bounds(told, error, point_id)[:3]
+                values = tuple(bound.high for bound in worst[point_id])
+            if all(w <= b for w, b in zip(values, best, strict=True)):
+                return True
+        return False
+
+
+def experimental_arms() -> list[Arm]:
+    return [
+        RacingArm("race N/4>N", (4, 1), error=0.2 / 6),
+        RacingArm("promote est", (4, 1), own="estimate", front="estimate"),
+        RacingArm("promote .25", (4, 1), error=0.25, front="estimate"),
+    ]
+
+
+CONTROLS = ("plain-N", "plain-N/2", "plain-N/4")
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def hypervolume_at(run: Run, joules: float) -> float:
+    """The run's true hypervolume when it had spent `joules`, interpolated between generations
+    (its last value beyond its end)."""
+    energies = [step.joules for step in run.steps]
+    values = [step.true_hypervolume for step in run.steps]
+    return float(np.interp(joules, energies, values))
+
+
+def energy_to_reach(energies: np.ndarray, values: np.ndarray, target: float) -> float | None:
+    """The first energy at which the curve reaches `target` (linear between points), or None."""
+    above = np.nonzero(values >= target)[0]
+    if len(above) == 0:
+        return None
+    i = int(above[0])
+    if i == 0:
+        return float(energies[0])
+    e0, e1, v0, v1 = energies[i - 1], energies[i], values[i - 1], values[i]
+    return float(e0 + (target - v0) / (v1 - v0) * (e1 - e0)) if v1 > v0 else float(e1)
+
+
+@dataclass
+class ArmRuns:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def paired_change(arm: ArmRuns, control: ArmRuns) -> tuple[float, float]:
+    """Mean over seeds of arm's own hypervolume minus the control's at the arm's energy, and the
+    paired Wilcoxon signed-rank p-value (1 when every difference is 0)."""
+    differences = np.array(
+        [
+            own.result.true_hypervolume - hypervolume_at(other, own.result.joules)
+            for own, other in zip(arm.runs, control.runs, strict=True)
+        ]
+    )
+    if not np.any(differences):
+        return 0.0, 1.0
+    return float(differences.mean()), float(stats.wilcoxon(differences).pvalue)
+
+
+def reach(arm: ArmRuns, reference: ArmRuns) -> tuple[float | None, int]:
+    """The energy at which the arm's mean curve reaches the reference's mean final hypervolume, as a
+    multiple of the reference's mean energy; and the seeds whose own curve reached their own
+    reference value."""
+    target = statistics.mean(run.result.true_hypervolume for run in reference.runs)
+    ceiling = max(step.joules for run in arm.runs for step in run.steps)
+    grid = np.linspace(0.0, ceiling, 2001)
+    curve = np.mean([[hypervolume_at(run, e) for e in grid] for run in arm.runs], axis=0)
+    energy = energy_to_reach(grid, curve, target)
+    reference_energy = statistics.mean(run.result.joules for run in reference.runs)
+    seeds = 0
+    for own, other in zip(arm.runs, reference.runs, strict=True):
+        energies = np.array([step.joules for step in own.steps])
+        values = np.array([step.true_hypervolume for step in own.steps])
+        seeds += energy_to_reach(energies, values, other.result.true_hypervolume) is not None
+    return (energy / reference_energy if energy is not None else None), seeds
+
+
+def run_landscape(landscape: Landscape, config: Config, seeds: int, chosen: Sequence[Arm]) -> list[ArmRuns]:
+    collected = {arm.name: ArmRuns(arm.name) for arm in chosen}
+    reference = next(arm for arm in chosen if arm.name == "plain-N")
+    for seed in range(seeds):
+        budget = EXTEND * reference(config, landscape, seed, None).result.joules
+        for arm in chosen:
+            collected[arm.name].runs.append(arm(config, landscape, seed, budget))
+    return list(collected.values())
+
+
+def table(landscape: str, results: list[ArmRuns], seeds: int) -> list[str]:
+    by_name = {r.name: r for r in results}
+    controls = [c for c in CONTROLS if c in by_name]
+    header = (
+        f"{'arm':<14} {'images':>7} {'kWh':>7} {'true HV':>15} "
+        + " ".join(f"{'vs ' + c + ' @E':>22}" for c in controls)
+        + f" {'E to plain-N HV':>17}"
+    )
+    lines = [
+        f"landscape {landscape}: {seeds} seeds (means; change vs control at equal energy, Wilcoxon p)",
+        header,
+    ]
+    for arm in results:
+        own = [run.result for run in arm.runs]
+        hv = [step.true_hypervolume for step in own]
+        spread = statistics.stdev(hv) if len(hv) > 1 else 0.0
+        changes = []
+        for control in controls:
+            if control == arm.name:
+                changes.append(f"{'-':>22}")
+                continue
+            change, p = paired_change(arm, by_name[control])
+            changes.append(f"{change:>+10.4f} (p={p:<7.2g})")
+        ratio, reached = reach(arm, by_name["plain-N"])
+        reach_text = f"{ratio:.2f}x" if ratio is not None else "not reached"
+        lines.append(
+            f"{arm.name:<14} {statistics.mean(s.images for s in own):>7.0f} "
+            f"{statistics.mean(s.joules for s in own) / JOULES_PER_KWH:>7.2f} "
+            f"{statistics.mean(hv):>7.4f} ± {spread:.4f} "
+            + " ".join(changes)
+            + f" {reach_text:>11} ({reached}/{len(arm.runs)})"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None, extra_arms: Sequence[Arm] = ()) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--population", type=int, default=20)
+    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--images", type=int, default=20, help="N: images per prompt of plain-N")
+    parser.add_argument("--ceiling", type=int, default=100, help="generations at most of an extended arm")
+    parser.add_argument("--landscape", choices=sorted(LANDSCAPES), action="append", help="default: all")
+    parser.add_argument("--experimental", action="store_true", help="add the EXPERIMENTAL racing arms")
+    arguments = parser.parse_args(argv)
+    config = Config(arguments.population, arguments.generations, arguments.images, arguments.ceiling)
+    chosen = [*arms(), *(experimental_arms() if arguments.experimental else []), *extra_arms]
+    for name in arguments.landscape or LANDSCAPES:
+        started = time.perf_counter()
+        results = run_landscape(LANDSCAPES[name], config, arguments.seeds, chosen)
+        print("\n".join(table(name, results, arguments.seeds)))
+        print(f"({time.perf_counter() - started:.0f} s)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
