@@ -18,6 +18,7 @@ from sustaindiffusion.api.objectives import Direction, ObjectiveName
 from sustaindiffusion.api.results import EvaluationResult, Screened
 from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.engine import Candidate, ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.merging import merged
 from sustaindiffusion.search.objectives import ObjectiveScale
 from sustaindiffusion.search.records import ArchiveRecord
 from sustaindiffusion.search.screening import (
@@ -25,7 +26,6 @@ from sustaindiffusion.search.screening import (
     Limits,
     SurePoint,
     bounds,
-    merged,
     objective_bounds,
     screened_out,
 )

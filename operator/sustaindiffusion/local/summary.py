@@ -17,7 +17,7 @@ from sustaindiffusion.search.status import change_against, defaults_reference, f
 class FrontRow:
     point: FrontPoint
     change_percent: dict[str, float]  # by objective name; absent where the defaults' value is 0
-    intervals: dict[str, tuple[float, float]]  # 95% intervals of the biases (`search.intervals`)
+    intervals: dict[str, tuple[float, float]]  # 95% intervals of the biases (`credible_intervals`)
 
     def cell(self, name: str, value: float) -> str:
         """`value [low, high] (change%)`, each part where it exists."""

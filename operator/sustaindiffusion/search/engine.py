@@ -47,6 +47,7 @@ from sustaindiffusion.api.task import Part
 from sustaindiffusion.api.wire import REASON_LIMIT
 from sustaindiffusion.search.encoding import Genome, SearchSpaceEncoding
 from sustaindiffusion.search.heldout import choose_points
+from sustaindiffusion.search.merging import merged
 from sustaindiffusion.search.nsga2 import AskTellNSGA2
 from sustaindiffusion.search.objectives import (
     ObjectiveScale,
@@ -55,7 +56,7 @@ from sustaindiffusion.search.objectives import (
     objective_scales,
 )
 from sustaindiffusion.search.records import ArchiveRecord, uses_canonical_ids
-from sustaindiffusion.search.screening import Limits, SurePoint, bounds, merged, screened_out
+from sustaindiffusion.search.screening import Limits, SurePoint, bounds, screened_out
 
 DEFAULTS_BASELINE = "defaults"
 PART_STAGES = (Part.SCREEN.value, Part.REST.value, Part.EVIDENCE.value)  # archive stages of parts
