@@ -9,7 +9,8 @@ from benchmarks.simulator import simulate
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.task import Part
-from sustaindiffusion.search.engine import Candidate, SearchEngine, Stage
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.loop import GenerationLoop
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
@@ -57,14 +58,12 @@ def recorded_run(spec: SustainSearchSpec, canonical_ids: bool = True, seed: int 
     engine = SearchEngine(spec, canonical_ids)
     records = []
     while not engine.outcome().finished:
-        validating = engine.stage is Stage.VALIDATION
-        part = engine.part
-        first_image, images = engine.image_range()
-        if validating and spec.validation is not None:
-            images = spec.validation.images_per_prompt
+        plan = engine.plan()
+        validating = plan.part is Part.VALIDATION
         for candidate in engine.ask():
-            own = engine.first_image(candidate.candidate_id)
-            start = own if own is not None else first_image
+            own = plan.first_image_of(candidate.candidate_id)
+            start = own if own is not None else plan.first_image
+            images = plan.images_per_prompt
             if candidate.candidate_id.startswith("f") and not validating:
                 result = EvaluationResult.failed(candidate.candidate_id, FIXTURE_FAILURE)
             else:
@@ -72,8 +71,7 @@ def recorded_run(spec: SustainSearchSpec, canonical_ids: bool = True, seed: int 
             if validating and result.ok and spec.validation is not None:
                 prompts = len(spec.validation.prompts.inline or [])
                 result.per_prompt = fake_prompt_stats(candidate.settings, prompts, images)
-            stage = "validation" if validating else (None if part is Part.WHOLE else part.value)
-            record = ArchiveRecord(generation=engine.generation, stage=stage, result=result)
+            record = ArchiveRecord(generation=plan.generation, part=plan.part, result=result)
             records.append(record if canonical_ids else record.model_copy(update={"format": 2}))
-            engine.tell(result, part if stage not in (None, "validation") else None)
+            engine.tell(result, plan.part)
     return records

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.local.analysis import (
     HeldOutCounts,
     RunSummary,
@@ -20,7 +21,7 @@ from sustaindiffusion.local.analysis import (
     paper_comparison,
     per_run,
 )
-from sustaindiffusion.search.engine import SearchEngine, Stage
+from sustaindiffusion.search.engine import SearchEngine
 from tests.support.engine_runs import make_spec
 from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
 
@@ -151,7 +152,7 @@ def _validated_engine() -> SearchEngine:
     while not engine.outcome().finished:
         for candidate in engine.ask():
             result = fake_evaluate(candidate)
-            if engine.stage is Stage.VALIDATION:
+            if engine.part is Part.VALIDATION:
                 result.per_prompt = fake_prompt_stats(candidate.settings, 3, 10)
             engine.tell(result)
     return engine

@@ -17,15 +17,10 @@ from pymoo.core.problem import Problem
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.search.encoding import SearchSpaceEncoding
-from sustaindiffusion.search.engine import (
-    DEFAULTS_BASELINE,
-    Candidate,
-    Outcome,
-    OutcomeReason,
-    OutcomeState,
-    ReplayMismatchError,
-    SearchEngine,
-)
+from sustaindiffusion.search.engine import ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.ledger import Candidate
+from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
+from sustaindiffusion.search.reference import DEFAULTS_BASELINE
 from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
 
@@ -203,7 +198,7 @@ def test_the_search_is_deterministic_for_a_seed() -> None:
 def test_the_search_is_deterministic_across_interpreters() -> None:
     """A separate interpreter with another hash seed asks the same candidates (no hidden global state)."""
     script = (
-        "import json; from tests.unit.test_engine import make_spec, run;"
+        "import json; from tests.support.engine_runs import make_spec, run;"
         "from sustaindiffusion.search.engine import SearchEngine;"
         "print(json.dumps(run(SearchEngine(make_spec()))))"
     )
@@ -265,8 +260,8 @@ def test_equivalent_settings_are_evaluated_once_and_fill_no_population_slot_twic
     evaluated: list[str] = []
     while not canonical.outcome().finished:
         batch = canonical.ask()
-        if canonical.generation > 0 and canonical._current is not None:
-            populations.append(list(canonical._current.genome_ids))
+        if canonical.generation > 0 and canonical.population is not None:
+            populations.append(list(canonical.population.genome_ids))
         for candidate in batch:
             evaluated.append(candidate.candidate_id)
             canonical.tell(fake_evaluate(candidate))
@@ -345,7 +340,7 @@ def test_baseline_failure_ends_the_search_with_the_reason() -> None:
     assert "simulated" in outcome.message
     assert engine.ask() == []
     assert engine.front() == []
-    assert not engine.has_reference
+    assert not engine.reference.fixed
 
 
 def test_evaluation_budget_is_never_exceeded() -> None:

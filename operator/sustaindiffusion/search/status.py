@@ -24,8 +24,9 @@ from sustaindiffusion.api.status import (
     ValidationStatus,
 )
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.heldout import held_out
+from sustaindiffusion.search.reference import FrontPoint
 
 
 def now() -> str:
@@ -106,8 +107,8 @@ def build_status(
     ]
     defaults = defaults_reference(engine)
     told = [*engine.told, *engine.validation_told]
-    devices = engine.devices()
-    gpu, cpu = engine.energy_joules()
+    devices = engine.ledger.devices()
+    gpu, cpu = engine.ledger.energy_joules()
     return SustainSearchStatus(
         phase=decision.phase,
         conditions=conditions,
