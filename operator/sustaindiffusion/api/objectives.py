@@ -1,7 +1,8 @@
 """The objectives a search can optimise, and every fact about each in one table.
 
 An objective's natural direction, unit, display label, how it is normalised, the short symbol that
-selection rules use (`least-energy:gb<=0.4`), the `Metrics` field that holds its value, and what
+selection rules use (`least-energy:gb<=0.4`), the `Metrics` field that holds its value, whether
+its value depends on the GPU model that measured it, and what
 kind of statistic it is (`api.statistics`: how it is merged across parts, bounded from a partial
 evaluation and computed from held-out per-prompt rows) live in `OBJECTIVES`. The engine, screening,
 the held-out validation, the status, the reports and the profile export read this table.
@@ -63,6 +64,7 @@ class ObjectiveInfo:
     symbol: str
     metric: str  # the field of `Metrics` that holds the value
     scaling: Scaling
+    measured: bool  # depends on the GPU model: compared on the defaults' only (`sameDevice`)
     merge: Merge  # across the parts of a candidate's images
     bound: Bound  # from a partial evaluation
     held_out: HeldOut  # from held-out per-prompt rows
@@ -99,6 +101,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "gb",
             "gender_bias",
             Scaling.UNIT_INTERVAL,
+            measured=False,
             merge=AnswerCounts(GENDER),
             bound=AnswerShares(GENDER),
             held_out=PooledAnswers(GENDER),
@@ -111,6 +114,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "eb",
             "ethnic_bias",
             Scaling.UNIT_INTERVAL,
+            measured=False,
             merge=AnswerCounts(ETHNIC),
             bound=AnswerShares(ETHNIC),
             held_out=PooledAnswers(ETHNIC),
@@ -123,6 +127,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "e",
             "energy_joules_per_image",
             Scaling.DEFAULTS_MULTIPLE,
+            measured=True,
             merge=PooledByImages(),
             bound=EnergySpread(),
             held_out=PerImage("joules"),
@@ -135,6 +140,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "q",
             "quality",
             Scaling.UNIT_INTERVAL,
+            measured=False,
             merge=PooledByImages(ceiling=1.0),
             bound=ImageSpread(),
             held_out=PerImage("quality_sum"),
@@ -147,6 +153,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "t",
             "seconds_per_image",
             Scaling.DEFAULTS_MULTIPLE,
+            measured=True,
             merge=PooledByImages(),
             bound=EnergySpread(),  # time follows energy: both are the passes of the same images
             held_out=PerImage("seconds"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sustaindiffusion.api.candidate import CandidateSettings
-from sustaindiffusion.api.objectives import ObjectiveName
+from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import EvaluationResult, Metrics, Screened
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.search.ledger import Candidate, Ledger
@@ -25,7 +25,6 @@ DEFAULTS_BASELINE = "defaults"  # the name of the model's default settings among
 DEFAULTS_ID = CandidateSettings().candidate_id()
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
 CONSTRAINTS = ("quality", "validImages", "sameDevice")  # the order of constraint_values
-MEASURED_OBJECTIVES = (ObjectiveName.ENERGY, ObjectiveName.TIME)  # compared on one GPU model only
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,7 @@ class Reference:
             else -1.0
         )
         device = result.device.name if result.device is not None else None
-        compared = constraints.same_device and any(
-            o.name in MEASURED_OBJECTIVES for o in self.spec.objectives
-        )
+        compared = constraints.same_device and any(OBJECTIVES[o.name].measured for o in self.spec.objectives)
         other_device = (
             compared
             and device is not None
