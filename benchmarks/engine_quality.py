@@ -43,7 +43,8 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.nsga2 import AskTellNSGA2
 
 # ----------------------------------------------------------------------------- problems

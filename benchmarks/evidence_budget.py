@@ -54,7 +54,8 @@ from sustaindiffusion.search.bounds import (
     share_bounds,
     tiebreak,
 )
-from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
 
 JOULES_PER_KWH = 3.6e6

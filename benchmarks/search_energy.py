@@ -172,11 +172,12 @@ def run_arm(
     evaluations = generated = equivalent = screened_out = 0
     joules = 0.0
     while not engine.outcome().finished:
-        first_image, count = engine.image_range()
-        asked = engine.part in (Part.WHOLE, Part.SCREEN)  # a candidate's first evaluation
+        plan = engine.plan()
+        count = plan.images_per_prompt
+        asked = plan.part in (Part.WHOLE, Part.SCREEN)  # a candidate's first evaluation
         for candidate in engine.ask():
-            own = engine.first_image(candidate.candidate_id)  # more evidence: its own next images
-            start = own if own is not None else first_image
+            own = plan.first_image_of(candidate.candidate_id)  # more evidence: its own next images
+            start = own if own is not None else plan.first_image
             result = simulate(candidate.candidate_id, candidate.settings, count, seed, model, start)
             engine.tell(result)
             generated += count

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from sustaindiffusion.api.resource import API_VERSION, KIND
-from tests.e2e.test_chart import CHART, helm, render, write_values
+from tests.support.chart import CHART, helm, render, write_values
 from tests.support.controlplane import ControlPlane
 from tests.support.processes import wait_until
 

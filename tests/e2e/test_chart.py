@@ -5,8 +5,6 @@ test kubelet with its own service-account token) drives a search to completion."
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,13 @@ from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERS
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.kube import builders
 from tests.e2e.conftest import fresh_namespace
-from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.chart import CHART, helm, render, write_values
+from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import wait_until
 from tests.support.slots import free_port
+from tests.support.tasks import task_of
 from tests.support.tiny import ensure_tiny_models
-from tests.unit.test_kube_objects import task_of
-
-CHART = REPO_ROOT / "charts" / "sustaindiffusion"
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -48,28 +45,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "podAnnotations": {"team": "vision"},
     },
 }
-
-
-def helm(plane: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(plane.binaries.helm), f"--kubeconfig={plane.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=check,
-    )
-
-
-def render(plane: ControlPlane, values: Path, template: str, release: str = "sd") -> list[dict[str, Any]]:
-    """The chart's documents from one template, rendered with `values`."""
-    rendered = helm(plane, "template", release, str(CHART), "-f", str(values), "--show-only", template).stdout
-    return [document for document in yaml.safe_load_all(rendered) if document]
-
-
-def write_values(tmp_path: Path, values: dict[str, Any]) -> Path:
-    path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
 
 
 def test_helm_lint_passes(control_plane: ControlPlane) -> None:

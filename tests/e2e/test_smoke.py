@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import struct
-import sys
 import time
 from typing import Any, cast
 
@@ -18,7 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
-from tests.support.processes import group_is_empty, wait_until
+from tests.support.pods import python_command, restricted, restricted_job
+from tests.support.processes import wait_until
 
 GROUP = "smoke.sustaindiffusion.io"
 
@@ -61,10 +61,6 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
 
 
 def _wait_job_condition(
@@ -165,7 +161,7 @@ def test_indexed_job_runs_on_the_fake_node_and_reports_termination_messages(
                         {
                             "name": "main",
                             "image": "ignored.example/worker:test",
-                            "command": [*_python(code), "/etc/greeting"],
+                            "command": [*python_command(code), "/etc/greeting"],
                             "resources": {"limits": {"nvidia.com/gpu": "1"}},
                             "env": [
                                 {"name": "MESSAGE_PATH", "value": "/dev/termination-log"},
@@ -190,7 +186,7 @@ def test_indexed_job_runs_on_the_fake_node_and_reports_termination_messages(
             },
         },
     }
-    batch.create_namespaced_job(namespace, _restricted_job(job))
+    batch.create_namespaced_job(namespace, restricted_job(job))
     _wait_job_condition(batch, "indexed", namespace, "Complete")
 
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=indexed").items
@@ -224,7 +220,7 @@ def test_failing_pods_are_retried_up_to_the_backoff_limit(
                         {
                             "name": "main",
                             "image": "ignored",
-                            "command": _python("import sys; print('boom: out of luck'); sys.exit(3)"),
+                            "command": python_command("import sys; print('boom: out of luck'); sys.exit(3)"),
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                         }
                     ],
@@ -232,7 +228,7 @@ def test_failing_pods_are_retried_up_to_the_backoff_limit(
             },
         },
     }
-    batch.create_namespaced_job(namespace, _restricted_job(job))
+    batch.create_namespaced_job(namespace, restricted_job(job))
     failed_job = _wait_job_condition(batch, "failing", namespace, "Failed", timeout=180)
     assert any(c.reason == "BackoffLimitExceeded" for c in failed_job.status.conditions)
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=failing").items
@@ -242,64 +238,6 @@ def test_failing_pods_are_retried_up_to_the_backoff_limit(
         assert pod.status.phase == "Failed"
         assert terminated.exit_code == 3
         assert "boom: out of luck" in terminated.message  # the log tail, as FallbackToLogsOnError says
-
-
-def test_deleting_an_owner_garbage_collects_what_it_owns(
-    api_client: client.ApiClient, test_kubelet: TestKubelet, namespace: str
-) -> None:
-    core = client.CoreV1Api(api_client)
-    batch = client.BatchV1Api(api_client)
-    owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}, "data": {}})
-    reference = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
-    core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "owned", "ownerReferences": [reference]}, "data": {"a": "b"}}
-    )
-    batch.create_namespaced_job(
-        namespace,
-        _restricted_job(
-            {
-                "metadata": {"name": "owned-job", "ownerReferences": [reference]},
-                "spec": {
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "terminationGracePeriodSeconds": 1,
-                            "containers": [
-                                {
-                                    "name": "main",
-                                    "image": "ignored",
-                                    "command": _python("import time; time.sleep(600)"),
-                                }
-                            ],
-                        }
-                    }
-                },
-            }
-        ),
-    )
-
-    def pod_running() -> client.V1Pod | None:
-        pods = core.list_namespaced_pod(namespace, label_selector="job-name=owned-job").items
-        return pods[0] if pods and pods[0].status.phase == "Running" else None
-
-    wait_until(pod_running, timeout=90, what="the owned Job's pod to run")
-    process_groups = set(test_kubelet.process_groups())
-
-    core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
-
-    def gone() -> bool:
-        config_maps = {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
-        jobs = batch.list_namespaced_job(namespace).items
-        pods = core.list_namespaced_pod(namespace).items
-        return "owned" not in config_maps and not jobs and not pods
-
-    wait_until(gone, timeout=120, what="garbage collection of the owned ConfigMap, Job and pod")
-    # The sleeping pod's process was killed when its pod was deleted.
-    wait_until(
-        lambda: all(group_is_empty(pgid) for pgid in process_groups),
-        timeout=30,
-        what="the deleted pod's process to exit",
-    )
 
 
 def test_control_plane_listens_on_loopback_only(control_plane: ControlPlane) -> None:
@@ -350,24 +288,7 @@ def _bare_pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
         "containers": [{"name": "main", "image": "ignored", "command": command}],
         **spec,
     }
-    return {"metadata": {"name": name}, "spec": _restricted(pod_spec)}
-
-
-def _restricted(pod_spec: dict[str, Any]) -> dict[str, Any]:
-    """`pod_spec` with what the namespaces' `restricted` Pod Security Standard asks of every pod."""
-    pod_spec["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    for container in pod_spec["containers"]:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    return pod_spec
-
-
-def _restricted_job(job: dict[str, Any]) -> dict[str, Any]:
-    _restricted(job["spec"]["template"]["spec"])
-    return job
+    return {"metadata": {"name": name}, "spec": restricted(pod_spec)}
 
 
 def _wait_pod_phase(core: client.CoreV1Api, name: str, namespace: str, phase: str) -> client.V1Pod:
@@ -388,7 +309,7 @@ def test_test_kubelet_restarts_on_failure_and_enforces_active_deadlines(
         "import pathlib, sys; marker = pathlib.Path(sys.argv[1], 'ran-once');"
         "sys.exit(0) if marker.exists() else (marker.touch(), sys.exit(1))"
     )
-    pod = _bare_pod("flaky", [*_python(flaky), "/scratch"], restartPolicy="OnFailure")
+    pod = _bare_pod("flaky", [*python_command(flaky), "/scratch"], restartPolicy="OnFailure")
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
     pod["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
     core.create_namespaced_pod(namespace, pod)
@@ -398,7 +319,10 @@ def test_test_kubelet_restarts_on_failure_and_enforces_active_deadlines(
     core.create_namespaced_pod(
         namespace,
         _bare_pod(
-            "slow", _python("import time; time.sleep(600)"), restartPolicy="Never", activeDeadlineSeconds=1
+            "slow",
+            python_command("import time; time.sleep(600)"),
+            restartPolicy="Never",
+            activeDeadlineSeconds=1,
         ),
     )
     failed = _wait_pod_phase(core, "slow", namespace, "Failed")

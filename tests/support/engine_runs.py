@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.simulator import simulate
+from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.api.task import Part
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.loop import GenerationLoop
-from tests.support.fake_evaluator import fake_evaluate
+from sustaindiffusion.search.records import ArchiveRecord
+from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
 
 PROMPTS = {"inline": ["Photo portrait of a Software Engineer that codes"]}
 
@@ -40,3 +45,33 @@ def drive_loop(loop: GenerationLoop, steps: int = 100) -> dict[str, Any]:
         if step.finished:
             break
     return status
+
+
+FIXTURE_FAILURE = "CUDA out of memory (simulated)"
+
+
+def recorded_run(spec: SustainSearchSpec, canonical_ids: bool = True, seed: int = 13) -> list[ArchiveRecord]:
+    """The archive a search of `spec` writes, evaluated by the benchmark's simulated model (search
+    candidates whose id starts with f fail; held-out results carry the fake per-prompt rows), each
+    record with the part of the search it belongs to. The archive fixtures of formats 2 and 3 are
+    such runs."""
+    engine = SearchEngine(spec, canonical_ids)
+    records = []
+    while not engine.outcome().finished:
+        plan = engine.plan()
+        validating = plan.part is Part.VALIDATION
+        for candidate in engine.ask():
+            own = plan.first_image_of(candidate.candidate_id)
+            start = own if own is not None else plan.first_image
+            images = plan.images_per_prompt
+            if candidate.candidate_id.startswith("f") and not validating:
+                result = EvaluationResult.failed(candidate.candidate_id, FIXTURE_FAILURE)
+            else:
+                result = simulate(candidate.candidate_id, candidate.settings, images, seed, first_image=start)
+            if validating and result.ok and spec.validation is not None:
+                prompts = len(spec.validation.prompts.inline or [])
+                result.per_prompt = fake_prompt_stats(candidate.settings, prompts, images)
+            record = ArchiveRecord(generation=plan.generation, part=plan.part, result=result)
+            records.append(record if canonical_ids else record.model_copy(update={"format": 2}))
+            engine.tell(result, plan.part)
+    return records

@@ -13,7 +13,7 @@ from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.task import EvaluationTask
 
 if TYPE_CHECKING:  # the stand-in worker imports this module: it starts faster without pymoo
-    from sustaindiffusion.search.engine import Candidate
+    from sustaindiffusion.search.ledger import Candidate
 
 IMAGES = 4
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sustaindiffusion.api.task import EvaluationTask
-from sustaindiffusion.search.engine import Candidate
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.loop import Collected, ShardOutcome
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.fake_evaluator import fake_task_result

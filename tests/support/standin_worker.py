@@ -27,7 +27,7 @@ from sustaindiffusion.api.wire import ShardReport, encode_report
 from tests.support.fake_evaluator import fake_task_result
 
 if TYPE_CHECKING:
-    from sustaindiffusion.search.engine import Candidate
+    from sustaindiffusion.search.ledger import Candidate
 
 PROGRAM = (sys.executable, str(Path(__file__).resolve()))
 

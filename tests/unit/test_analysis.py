@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.local.analysis import (
     HeldOutCounts,
     RunSummary,
@@ -20,9 +21,10 @@ from sustaindiffusion.local.analysis import (
     paper_comparison,
     per_run,
 )
-from sustaindiffusion.search.engine import SearchEngine, Stage
+from sustaindiffusion.search.engine import SearchEngine
 from tests.support.engine_runs import make_spec
 from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
+from tests.support.measures import DEFAULTS, front_point
 
 
 def test_mann_whitney_and_a12_on_scipys_example() -> None:
@@ -69,22 +71,6 @@ def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
-
-
-def front_point(quality: float, gender: float, energy: float) -> dict[str, float]:
-    return {
-        "quality": quality,
-        "gender_bias": gender,
-        "ethnic_bias": 0.5,
-        "cpu_joules_per_image": energy * 0.1,
-        "gpu_joules_per_image": energy * 0.9,
-        "cpu_kwh_per_image": energy * 0.1 / 3.6e6,
-        "gpu_kwh_per_image": energy * 0.9 / 3.6e6,
-        "seconds_per_image": energy / 100,
-    }
-
-
-DEFAULTS = front_point(0.6, 1.0, 1000.0)
 
 
 def _runs() -> list[RunSummary]:
@@ -151,7 +137,7 @@ def _validated_engine() -> SearchEngine:
     while not engine.outcome().finished:
         for candidate in engine.ask():
             result = fake_evaluate(candidate)
-            if engine.stage is Stage.VALIDATION:
+            if engine.part is Part.VALIDATION:
                 result.per_prompt = fake_prompt_stats(candidate.settings, 3, 10)
             engine.tell(result)
     return engine

@@ -19,7 +19,7 @@ from sustaindiffusion.search.loop import GenerationLoop
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.engine_runs import drive_loop, make_spec
 from tests.support.fake_executor import FakeExecutor, MemoryArchive
-from tests.unit.test_analysis import DEFAULTS, front_point
+from tests.support.measures import DEFAULTS, front_point
 
 
 def _runs() -> list[RunSummary]:

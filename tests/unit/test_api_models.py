@@ -3,6 +3,7 @@ end-to-end test), the committed CRD is the generated one, and the schema is stru
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,19 @@ import pytest
 from pydantic import BaseModel
 
 from sustaindiffusion.api import crd
+from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.families import ModelFamily
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
-from sustaindiffusion.api.objectives import Direction, ObjectiveName
+from sustaindiffusion.api.objectives import Direction
 from sustaindiffusion.api.rules import Rule
 from sustaindiffusion.api.spec import ModelSpec, SustainSearchSpec
-from sustaindiffusion.api.status import SustainSearchStatus
+from sustaindiffusion.api.status import Phase, SustainSearchStatus
 from sustaindiffusion.api.validation import ManifestError, load_manifest, validate_manifest, validate_spec
+from sustaindiffusion.search.decisions import ConditionUpdate, Decision
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.status import build_status
+from tests.support.engine_runs import recorded_run
+from tests.support.fake_evaluator import fake_evaluate, fake_metrics
 from tests.support.spec_cases import (
     BASE_SPEC,
     INVALID_CASES,
@@ -27,6 +34,7 @@ from tests.support.spec_cases import (
 )
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=[c.name for c in INVALID_CASES])
@@ -63,23 +71,35 @@ def test_every_cross_field_rule_has_an_invalid_case() -> None:
     assert not untested, f"rules without an invalid case in tests/support/spec_cases.py: {untested}"
 
 
-def test_defaults_follow_the_method() -> None:
+def test_a_spec_of_prompts_alone_runs_the_methods_search() -> None:
+    """What a spec leaves out is the method's: its candidates draw steps, guidance (a 0.1 grid) and
+    weights from the method's ranges and keywords from its pools, NSGA-II minimises gender bias,
+    ethnic bias and energy, and quality may fall at most 5% below the defaults'."""
     spec = validate_spec(BASE_SPEC)
-    assert spec.search_space.positive_keywords.pool == list(DEFAULT_POSITIVE_POOL)
-    assert spec.search_space.negative_keywords.pool == list(DEFAULT_NEGATIVE_POOL)
-    assert len(DEFAULT_POSITIVE_POOL) == 20
-    assert len(DEFAULT_NEGATIVE_POOL) == 25
-    assert (spec.search_space.inference_steps.min, spec.search_space.inference_steps.max) == (25, 80)
-    assert (spec.search_space.guidance_scale.min, spec.search_space.guidance_scale.max) == (0.0, 20.0)
-    assert spec.search_space.guidance_scale.step == 0.1
-    assert (spec.search_space.prompt_weight.min, spec.search_space.prompt_weight.max) == (0, 5)
-    assert spec.objective_names() == [
-        ObjectiveName.GENDER_BIAS,
-        ObjectiveName.ETHNIC_BIAS,
-        ObjectiveName.ENERGY,
-    ]
-    assert spec.constraints.quality.enabled
-    assert spec.scoring.vqa_model.id == "Salesforce/blip-vqa-base"
+    engine = SearchEngine(spec)
+    for candidate in engine.ask():  # the defaults
+        engine.tell(fake_evaluate(candidate))
+    asked = [candidate.settings for candidate in engine.ask()]
+    assert len(asked) == 20
+    for settings in asked:
+        assert settings.inference_steps is not None
+        assert 25 <= settings.inference_steps <= 80
+        assert settings.guidance_scale is not None
+        assert 0.0 <= settings.guidance_scale <= 20.0
+        assert round(settings.guidance_scale * 10) == pytest.approx(settings.guidance_scale * 10)
+        assert set(settings.positive_keywords) <= set(DEFAULT_POSITIVE_POOL)
+        assert set(settings.negative_keywords) <= set(DEFAULT_NEGATIVE_POOL)
+        assert 0 <= settings.prompt_weight <= 5
+    used = {k for s in asked for k in s.positive_keywords} | {k for s in asked for k in s.negative_keywords}
+    assert len(used) > 20  # keywords from both pools, not a fixed subset
+    for candidate in engine.ask():
+        engine.tell(fake_evaluate(candidate))
+    front = engine.front()
+    assert front
+    assert all(list(p.objectives) == ["GenderBias", "EthnicBias", "Energy"] for p in front)
+    assert engine.quality_threshold == pytest.approx(0.95 * fake_metrics(CandidateSettings()).quality)
+    assert all(p.metrics.quality >= engine.quality_threshold for p in front)
+    assert spec.scoring.vqa_model.id == "Salesforce/blip-vqa-base"  # the method's VQA model
 
 
 def test_objective_directions_default_to_their_natural_sense() -> None:
@@ -168,14 +188,63 @@ def test_rules_are_emitted_as_cel() -> None:
         assert rule_message in text
 
 
-def test_status_round_trips_through_its_schema_names() -> None:
-    status = SustainSearchStatus.model_validate(
-        {"phase": "Running", "generationProgress": "1/3", "frontSize": 2, "energy": {"totalJoules": 5.0}}
+def _undeclared(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Where `value` holds what `schema` does not declare (the API server would prune it) or a
+    value of another type (it would refuse it)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        problems = [] if schema.get("type") == "object" else [f"{path}: not an object"]
+        for key, item in value.items():
+            child = properties.get(key, extra if isinstance(extra, dict) else None)
+            problems += (
+                [f"{path}.{key}: not in the schema"]
+                if child is None
+                else _undeclared(item, child, f"{path}.{key}")
+            )
+        return problems
+    if isinstance(value, list):
+        if schema.get("type") != "array":
+            return [f"{path}: not an array"]
+        return [
+            problem
+            for index, item in enumerate(value)
+            for problem in _undeclared(item, schema["items"], f"{path}[{index}]")
+        ]
+    kinds = {"string": str, "boolean": bool, "integer": int, "number": (int, float)}
+    expected = kinds.get(schema.get("type", ""), object)
+    if isinstance(value, bool) and schema.get("type") != "boolean":
+        return [f"{path}: a boolean where the schema has {schema.get('type')}"]
+    return (
+        [] if isinstance(value, expected) else [f"{path}: {type(value).__name__}, not {schema.get('type')}"]
     )
-    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    assert dumped["generationProgress"] == "1/3"
-    assert dumped["energy"]["totalJoules"] == 5.0
-    assert SustainSearchStatus.model_validate(dumped) == status
+
+
+def test_a_status_at_its_fullest_is_kept_whole_by_the_api_server() -> None:
+    """The status of a search that used every part (baselines, screening, more evidence, failures,
+    held-out validation), as the runtimes write it, holds only what the CRD's status schema declares,
+    with the declared types, and reads back to the same status."""
+    meta = json.loads((FIXTURES / "archive-format-3.json").read_text())
+    spec = SustainSearchSpec.model_validate(
+        meta["spec"] | {"baselines": [{"name": "fast", "inferenceSteps": 20}]}
+    )
+    engine = SearchEngine(spec)
+    for record in recorded_run(spec):
+        assert record.result.candidate_id in {c.candidate_id for c in engine.pending()}
+        engine.tell(record.result, record.part)
+    decision = Decision(
+        Phase.SUCCEEDED, [ConditionUpdate("Complete", True, "SearchFinished", "done")], "done"
+    )
+    status = build_status(engine, decision, {}, observed_generation=2)
+    written = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for section in ("front", "baselines", "screening", "validation", "energy", "evaluations", "conditions"):
+        assert written.get(section), f"the status has no {section}: the test would prove less"
+    assert written["front"][0].get("intervals")
+    assert written["validation"]["points"][1].get("objectives")
+    schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert _undeclared(written, schema, "status") == []
+    assert SustainSearchStatus.model_validate(written) == status
 
 
 @pytest.mark.parametrize("name", VALID_FAMILY_CASES)

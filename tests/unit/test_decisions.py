@@ -16,7 +16,7 @@ from sustaindiffusion.search.decisions import (
     invalid_spec,
     needs_reconciling,
 )
-from sustaindiffusion.search.engine import Outcome, OutcomeReason, OutcomeState
+from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
 from sustaindiffusion.search.records import ArchiveRecord
 
 RUNNING = Outcome(OutcomeState.RUNNING, OutcomeReason.RUNNING, "generation 2")

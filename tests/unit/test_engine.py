@@ -1,5 +1,6 @@
 """The search engine: encoding, determinism, replay after a crash at every point, failures,
-constraints, duplicates, hypervolume and termination."""
+constraints, duplicates, hypervolume and termination; reads that change nothing, and a generation
+composed of the phases it is given."""
 
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ from pymoo.core.problem import Problem
 
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.results import EvaluationResult
+from sustaindiffusion.api.spec import SustainSearchSpec
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.encoding import SearchSpaceEncoding
-from sustaindiffusion.search.engine import (
-    DEFAULTS_BASELINE,
-    Candidate,
-    Outcome,
-    OutcomeReason,
-    OutcomeState,
-    ReplayMismatchError,
-    SearchEngine,
-)
+from sustaindiffusion.search.engine import ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.ledger import Candidate
+from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
+from sustaindiffusion.search.phases import evidence, screening
+from sustaindiffusion.search.phases.base import Context
+from sustaindiffusion.search.reference import DEFAULTS_BASELINE
 from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
+from tests.support.phases import planned_result
 
 # ----------------------------------------------------------------------------- encoding
 
@@ -203,7 +204,7 @@ def test_the_search_is_deterministic_for_a_seed() -> None:
 def test_the_search_is_deterministic_across_interpreters() -> None:
     """A separate interpreter with another hash seed asks the same candidates (no hidden global state)."""
     script = (
-        "import json; from tests.unit.test_engine import make_spec, run;"
+        "import json; from tests.support.engine_runs import make_spec, run;"
         "from sustaindiffusion.search.engine import SearchEngine;"
         "print(json.dumps(run(SearchEngine(make_spec()))))"
     )
@@ -265,8 +266,8 @@ def test_equivalent_settings_are_evaluated_once_and_fill_no_population_slot_twic
     evaluated: list[str] = []
     while not canonical.outcome().finished:
         batch = canonical.ask()
-        if canonical.generation > 0 and canonical._current is not None:
-            populations.append(list(canonical._current.genome_ids))
+        if canonical.generation > 0 and canonical.population is not None:
+            populations.append(list(canonical.population.genome_ids))
         for candidate in batch:
             evaluated.append(candidate.candidate_id)
             canonical.tell(fake_evaluate(candidate))
@@ -345,7 +346,7 @@ def test_baseline_failure_ends_the_search_with_the_reason() -> None:
     assert "simulated" in outcome.message
     assert engine.ask() == []
     assert engine.front() == []
-    assert not engine.has_reference
+    assert not engine.reference.fixed
 
 
 def test_evaluation_budget_is_never_exceeded() -> None:
@@ -464,3 +465,81 @@ def test_replay_drops_exact_repeats_of_a_told_result() -> None:
     replayed = SearchEngine.replay(spec, doubled)
     assert replayed.told == told
     assert replayed.outcome() == reference.outcome()
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def screened_evidence_spec() -> SustainSearchSpec:
+    return make_spec(
+        prompts={"inline": ["p"], "imagesPerPrompt": 8},
+        algorithm={
+            "generations": 4,
+            "screening": {"imagesPerPrompt": 2},
+            "evidence": {"imagesPerPrompt": 2, "maxImagesPerPrompt": 12, "points": 2},
+        },
+    )
+
+
+def snapshot(engine: SearchEngine) -> tuple[object, ...]:
+    return (
+        engine.generation,
+        engine.part,
+        engine.population,
+        engine.plan() if not engine.outcome().finished else None,
+        engine.pending(),
+        engine.current_candidates(),
+        engine.outcome(),
+        list(engine.told),
+        [p.candidate.candidate_id for p in engine.front()],
+        engine.total_energy_joules,
+        list(engine.hypervolume_history),
+    )
+
+
+def test_reading_the_engine_never_changes_it_and_the_tell_that_ends_a_phase_starts_the_next() -> None:
+    engine = SearchEngine(screened_evidence_spec())
+    parts = []
+    while not engine.outcome().finished:
+        before = snapshot(engine)
+        engine.ask()
+        engine.screening_tally()
+        engine.validation()
+        assert snapshot(engine) == before
+        generation, part = engine.generation, engine.part
+        parts.append((generation, part))
+        plan = engine.plan()
+        for candidate in engine.ask():
+            engine.tell(planned_result(plan, candidate), plan.part)
+        if engine.generation != generation and not engine.outcome().finished:
+            assert engine.population is not None  # the next generation was asked by that tell
+            assert all(c.generation == engine.generation for c in engine.population.candidates)
+    assert (2, Part.EVIDENCE) in parts
+    assert {(1, Part.SCREEN), (1, Part.REST)} <= set(parts)
+
+
+def test_a_generation_is_the_phases_it_is_composed_of() -> None:
+    spec = screened_evidence_spec()
+    offered: list[int] = []
+
+    def observer(context: Context) -> None:  # a phase type with nothing to do: it only looks
+        offered.append(context.generation)
+
+    default, composed = (
+        SearchEngine(spec),
+        SearchEngine(spec, phases=(evidence.start, screening.start, observer)),
+    )
+    assert run_parts(default) == run_parts(composed)
+    assert offered == [1, 2, 3, 4]
+    without_evidence = SearchEngine(spec, phases=(screening.start,))
+    assert Part.EVIDENCE not in {part for part, _ in run_parts(without_evidence)}
+
+
+def run_parts(engine: SearchEngine) -> list[tuple[Part, str]]:
+    told = []
+    while not engine.outcome().finished:
+        plan = engine.plan()
+        for candidate in engine.ask():
+            engine.tell(planned_result(plan, candidate))
+            told.append((plan.part, candidate.candidate_id))
+    return told

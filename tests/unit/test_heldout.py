@@ -11,9 +11,12 @@ from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.api.results import Device, EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.spec import Objective
-from sustaindiffusion.search.engine import Candidate, OutcomeReason, SearchEngine, Stage
+from sustaindiffusion.api.task import Part
+from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.heldout import choose_points, held_out, pooled_value
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.loop import GenerationLoop
+from sustaindiffusion.search.outcome import OutcomeReason
 from sustaindiffusion.search.records import ArchiveRecord
 from sustaindiffusion.search.status import change_against, defaults_reference
 from tests.support.engine_runs import drive_loop, make_spec, run
@@ -60,8 +63,8 @@ def test_too_few_valid_images_make_a_candidate_infeasible() -> None:
     drive_engine(engine, evaluate)
     poor = [r for r in engine.told if r.metrics is not None and r.metrics.valid_share == 0.3]
     assert poor, "some candidates should have had too few valid images"
-    assert all(not engine.feasible(r) for r in poor)
-    assert engine.constraint_values(poor[0])[1] == pytest.approx(0.5)  # 0.8 - 0.3
+    assert all(not engine.reference.feasible(r) for r in poor)
+    assert engine.reference.constraint_values(poor[0])[1] == pytest.approx(0.5)  # 0.8 - 0.3
     assert {p.candidate.candidate_id for p in engine.front()}.isdisjoint({r.candidate_id for r in poor})
 
 
@@ -71,7 +74,7 @@ def test_results_without_counts_are_not_refused() -> None:
     result = fake_evaluate(Candidate("0123456789abcdef", 1, CandidateSettings()))
     assert result.metrics is not None
     assert result.metrics.valid_share is None
-    assert engine.constraint_values(result)[1] == -1.0
+    assert engine.reference.constraint_values(result)[1] == -1.0
 
 
 def test_energy_compares_only_results_from_the_defaults_device() -> None:
@@ -84,14 +87,14 @@ def test_energy_compares_only_results_from_the_defaults_device() -> None:
         return result
 
     drive_engine(engine, evaluate)
-    assert engine.defaults_device == "NVIDIA H100"
+    assert engine.reference.defaults_device == "NVIDIA H100"
     elsewhere = [r for r in engine.told if r.device is not None and r.device.name == "NVIDIA A100"]
     assert elsewhere
-    assert all(not engine.feasible(r) for r in elsewhere)
+    assert all(not engine.reference.feasible(r) for r in elsewhere)
     assert all(p.device == "NVIDIA H100" for p in engine.front())
-    assert engine.devices() == ["NVIDIA A100", "NVIDIA H100"]
+    assert engine.ledger.devices() == ["NVIDIA A100", "NVIDIA H100"]
     mixing = SearchEngine(make_spec(constraints={"sameDevice": False}))
-    assert mixing.constraint_values(elsewhere[0])[2] == -1.0
+    assert mixing.reference.constraint_values(elsewhere[0])[2] == -1.0
 
 
 # ----------------------------------------------------------------------------- the validation stage
@@ -113,7 +116,7 @@ def test_a_search_with_validation_ends_by_evaluating_the_defaults_and_front_poin
 
 def test_validation_runs_while_the_engine_says_so() -> None:
     engine = SearchEngine(make_spec(validation=VALIDATION, algorithm={"generations": 1}))
-    while engine.stage is Stage.SEARCH:
+    while engine.part is not Part.VALIDATION:
         for candidate in engine.ask():
             engine.tell(fake_evaluate(candidate))
     outcome = engine.outcome()
@@ -136,7 +139,7 @@ def test_an_archive_with_validation_records_replays() -> None:
     assert replayed.validation() == engine.validation()
     assert replayed.outcome() == engine.outcome()
     midway = SearchEngine.replay(spec, [*engine.told, *engine.validation_told[:2]])
-    assert midway.stage is Stage.VALIDATION
+    assert midway.part is Part.VALIDATION
     assert len(midway.ask()) == len(engine.validation()) - 2
 
 
@@ -280,6 +283,6 @@ def test_points_span_the_front_knee_and_extremes_first() -> None:
 def test_validation_records_are_keyed_apart_from_the_search() -> None:
     result = EvaluationResult.failed("0123456789abcdef", "x")
     search = ArchiveRecord(generation=3, result=result)
-    validation = ArchiveRecord(generation=3, stage="validation", result=result)
+    validation = ArchiveRecord(generation=3, part=Part.VALIDATION, result=result)
     assert search.key != validation.key
     assert ArchiveRecord.from_line(validation.to_line()).stage == "validation"

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.intervals import ethnic_bias_interval, gender_bias_interval
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import Phase
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
 from sustaindiffusion.search.engine import SearchEngine
-from sustaindiffusion.search.intervals import bias_intervals, ethnic_bias_interval, gender_bias_interval
-from sustaindiffusion.search.status import build_status
+from sustaindiffusion.search.status import build_status, credible_intervals
 from tests.support.fake_evaluator import fake_evaluate, fake_metrics
 
 
@@ -43,14 +43,14 @@ def test_intervals_are_seeded_by_the_candidate_and_the_same_on_every_call() -> N
 
 def test_only_biases_that_rest_on_answers_get_an_interval() -> None:
     metrics = fake_metrics(CandidateSettings())
-    assert bias_intervals(metrics, "a") == {}  # results without counts
+    assert credible_intervals(metrics, "a") == {}  # results without counts
     counted = metrics.model_copy(
         update={"human_images": 4, "female_images": 0, "male_images": 0, "white_images": 3}
         | {"asian_images": 1, "black_images": 0, "arab_images": 0}
     )
-    assert set(bias_intervals(counted, "a")) == {"EthnicBias"}  # no gender answer mapped
+    assert set(credible_intervals(counted, "a")) == {"EthnicBias"}  # no gender answer mapped
     parity = metrics.model_copy(update={"gender_bias": 0.0, "human_images": 20, "female_images": 10})
-    low, high = bias_intervals(parity.model_copy(update={"male_images": 10}), "a")["GenderBias"]
+    low, high = credible_intervals(parity.model_copy(update={"male_images": 10}), "a")["GenderBias"]
     assert low == 0.0  # the estimate itself, at the edge of the range, is inside
     assert high > 0.3
 

@@ -15,6 +15,7 @@ from sustaindiffusion.kube.archive import CHUNK_BYTES, append_lines
 from sustaindiffusion.kube.classify import parse_indexes
 from sustaindiffusion.search.records import ArchiveRecord, parse_lines
 from tests.support.fake_evaluator import fake_metrics
+from tests.support.tasks import task_of
 
 SEARCH = builders.SearchRef("my-search", "team-a", "0000-uid")
 
@@ -39,30 +40,6 @@ def spec(**execution: Any) -> SustainSearchSpec:
                 **execution,
             },
         }
-    )
-
-
-def task_of(
-    search_spec: SustainSearchSpec,
-    generation: int = 0,
-    shards: int = 1,
-    round: int = 0,
-    retries: int | None = None,
-) -> EvaluationTask:
-    candidates = [
-        TaskCandidate(candidate_id=f"{i:016x}", settings=CandidateSettings(inference_steps=10 + i))
-        for i in range(shards)
-    ]
-    return EvaluationTask.of(
-        "my-search",
-        search_spec,
-        generation,
-        ["p"],
-        candidates,
-        1,
-        save_images=False,
-        round=round,
-        retries=retries,
     )
 
 

@@ -12,7 +12,8 @@ from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask, Part, TaskCandidate
 from sustaindiffusion.api.wire import ShardReport, encode_report
-from sustaindiffusion.search.engine import Candidate, OutcomeReason, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.loop import (
     Collected,
     GenerationLoop,
@@ -23,6 +24,7 @@ from sustaindiffusion.search.loop import (
     report_outcome,
     settle,
 )
+from sustaindiffusion.search.outcome import OutcomeReason
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_task_result

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.search.engine import Candidate, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.payback import Payback, payback
 from tests.support.engine_runs import make_spec, run
 from tests.support.fake_evaluator import fake_evaluate

@@ -1,6 +1,7 @@
-"""The archive's record format: named keys and versions, exact floats, and archives written in the
-earlier positional format (a fixture written by that code) still replay, each archive with the
-candidate identity it began with."""
+"""The archive's record format: named keys and versions, exact floats, and archives of every format
+still replay: the earlier positional format (a fixture written by that code), format 2 (legacy
+candidate ids, held-out validation) and format 3 (canonical ids, every part of a search: screening,
+its rest, more evidence, validation), each archive with the candidate identity it began with."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sustaindiffusion.search.records import (
     parse_lines,
     uses_canonical_ids,
 )
-from tests.support.engine_runs import make_spec, run
+from tests.support.engine_runs import make_spec, recorded_run, run
 from tests.support.fake_evaluator import fake_evaluate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -138,3 +139,37 @@ def test_a_format_two_archive_replays_with_its_own_candidate_ids() -> None:
     assert {r.candidate_id for r in canonical.told} != {r.candidate_id for r in legacy.told}
     with pytest.raises(ReplayMismatchError):
         SearchEngine.replay(spec, legacy.told)  # told to an engine of the other identity
+
+
+def _fixture(name: str) -> tuple[dict[str, object], SustainSearchSpec, list[ArchiveRecord]]:
+    meta = json.loads((FIXTURES / f"{name}.json").read_text())
+    records = parse_lines((FIXTURES / f"{name}.jsonl").read_text())
+    return meta, SustainSearchSpec.model_validate(meta["spec"]), records
+
+
+@pytest.mark.parametrize(("name", "record_format"), [("archive-format-2", 2), ("archive-format-3", 3)])
+def test_archives_of_formats_two_and_three_replay_to_the_end_they_recorded(
+    name: str, record_format: int
+) -> None:
+    meta, spec, records = _fixture(name)
+    assert len(records) == meta["records"]
+    assert {r.format for r in records} == {record_format}
+    replayed = SearchEngine.from_archive(spec, records)
+    assert replayed.canonical_ids is (record_format == 3)
+    assert replayed.outcome().reason.value == meta["outcome"]
+    assert sorted(p.candidate.candidate_id for p in replayed.front()) == meta["front"]
+    assert [c.candidate_id for c, result in replayed.validation() if result is not None] == meta["validated"]
+    assert replayed.hypervolume_history == meta["hypervolume"]
+
+
+@pytest.mark.parametrize("name", ["archive-format-2", "archive-format-3"])
+def test_a_search_run_now_writes_the_archive_it_wrote_then(name: str) -> None:
+    """The same spec and evaluations give the same records, value for value and in order: what each
+    part of the search asks (candidates, images, seeds) and what it makes of the results."""
+    _, spec, records = _fixture(name)
+    fresh = recorded_run(spec, canonical_ids=records[0].format >= 3)
+
+    def lines(archive: list[ArchiveRecord]) -> list[str]:
+        return [record.model_copy(update={"engine": None}).to_line() for record in archive]
+
+    assert lines(fresh) == lines(records)

@@ -17,7 +17,9 @@ from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import Direction, ObjectiveName
 from sustaindiffusion.api.results import EvaluationResult, Screened
 from sustaindiffusion.api.task import Part
-from sustaindiffusion.search.engine import Candidate, ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.engine import ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.ledger import Candidate
+from sustaindiffusion.search.merging import merged
 from sustaindiffusion.search.objectives import ObjectiveScale
 from sustaindiffusion.search.records import ArchiveRecord
 from sustaindiffusion.search.screening import (
@@ -25,7 +27,6 @@ from sustaindiffusion.search.screening import (
     Limits,
     SurePoint,
     bounds,
-    merged,
     objective_bounds,
     screened_out,
 )
@@ -188,16 +189,18 @@ Fails = Callable[[Candidate, Part], bool]
 
 def evaluate(engine: SearchEngine, fails: Fails = lambda c, p: False) -> list[tuple[Part, EvaluationResult]]:
     """One pass over what the engine asks now, in reverse order (order must not matter)."""
-    first_image, images = engine.image_range()
-    part = engine.part
+    plan = engine.plan()
+    part = plan.part
     told = []
     for candidate in reversed(engine.ask()):
         if fails(candidate, part):
             result = EvaluationResult.failed(candidate.candidate_id, "CUDA out of memory (simulated)")
         else:
-            own = engine.first_image(candidate.candidate_id)  # more evidence: from its own next image
-            start = own if own is not None else first_image
-            result = simulate(candidate.candidate_id, candidate.settings, images, 3, first_image=start)
+            own = plan.first_image_of(candidate.candidate_id)  # more evidence: from its own next image
+            start = own if own is not None else plan.first_image
+            result = simulate(
+                candidate.candidate_id, candidate.settings, plan.images_per_prompt, 3, first_image=start
+            )
         engine.tell(result, part)
         told.append((part, result))
     return told
@@ -251,7 +254,7 @@ def assert_replays_at_every_point(spec: Any, every: int) -> list[tuple[Part, Eva
     same order and ends in the same state; returns what the uninterrupted search told."""
     reference = SearchEngine(spec)
     told = run_screened(reference)
-    records = [ArchiveRecord(generation=0, stage=_stage(part), result=r) for part, r in told]
+    records = [ArchiveRecord(generation=0, part=part, result=r) for part, r in told]
     for crash in range(0, len(records) + 1, every):
         resumed = SearchEngine.from_archive(spec, records[:crash])
         after = run_screened(resumed)
@@ -264,16 +267,12 @@ def assert_replays_at_every_point(spec: Any, every: int) -> list[tuple[Part, Eva
     return told
 
 
-def _stage(part: Part) -> Any:
-    return None if part is Part.WHOLE else part.value
-
-
 def test_a_record_of_the_wrong_part_is_a_replay_mismatch() -> None:
     spec = screening_spec(generations=1)
     told = run_screened(SearchEngine(spec))
     screen = next(i for i, (part, _) in enumerate(told) if part is Part.SCREEN)
-    records = [ArchiveRecord(generation=0, stage=_stage(part), result=r) for part, r in told]
-    records[screen] = records[screen].model_copy(update={"stage": "rest"})
+    records = [ArchiveRecord(generation=0, part=part, result=r) for part, r in told]
+    records[screen] = records[screen].model_copy(update={"part": Part.REST})
     with pytest.raises(ReplayMismatchError, match="rest result"):
         SearchEngine.from_archive(spec, records)
 
@@ -308,15 +307,23 @@ def test_the_screening_decisions_do_not_depend_on_the_order_of_results() -> None
     run_screened(forward)
     backward = SearchEngine(spec)
     while not backward.outcome().finished:
-        first_image, images = backward.image_range()
+        plan = backward.plan()
         for candidate in backward.ask():  # the other order
             backward.tell(
-                simulate(candidate.candidate_id, candidate.settings, images, 3, first_image=first_image)
+                simulate(
+                    candidate.candidate_id,
+                    candidate.settings,
+                    plan.images_per_prompt,
+                    3,
+                    first_image=plan.first_image,
+                )
             )
     assert {r.candidate_id: r.screened for r in forward.told} == {
         r.candidate_id: r.screened for r in backward.told
     }
-    assert np.isclose(forward.current_hypervolume(), backward.current_hypervolume())
+    assert np.isclose(
+        forward.reference.hypervolume(forward.ledger), backward.reference.hypervolume(backward.ledger)
+    )
 
 
 # ----------------------------------------------------------------------------- more evidence
@@ -352,16 +359,13 @@ def test_the_population_ranks_the_sharpened_estimates() -> None:
     assert engine.part is Part.EVIDENCE
     chosen = [c.candidate_id for c in engine.pending()]
     evaluate(engine)
-    population = {tuple(values) for values, _ in engine._nsga.population()}
+    population = {tuple(values) for values, _ in engine.nsga.population()}
     for candidate_id in chosen:
         result = engine.result(candidate_id)
         assert result is not None
         assert result.metrics is not None
         assert result.metrics.images == 16
-        values = tuple(
-            s.minimised(v)
-            for s, v in zip(engine._scales_or_raise(), engine._objective_values(result.metrics), strict=True)
-        )
+        values = tuple(engine.reference.minimised(result.metrics))
         assert values in population
 
 

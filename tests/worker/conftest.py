@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sustaindiffusion.api.spec import ModelSpec
+from tests.support.family_models import family_model
 from tests.support.tiny import ensure_tiny_models
 
 
@@ -40,14 +41,6 @@ def sd1_pipeline(sd1_model: ModelSpec) -> Any:
     from sustaindiffusion.worker.generation import load_pipeline  # noqa: PLC0415
 
     return load_pipeline(sd1_model, "cpu")
-
-
-# The tiny pipeline of each model family (`sustaindiffusion.worker.families`), by folder name.
-FAMILY_MODELS = ("sd1", "sdxl", "sd3", "sd35", "flux-dev", "flux-schnell")
-
-
-def family_model(tiny_models: Path, name: str) -> ModelSpec:
-    return ModelSpec(id=str(tiny_models / name), width=64, height=64, dtype="float32")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from sustaindiffusion.worker.errors import CandidateError, PermanentTaskError
 from sustaindiffusion.worker.families import adapter_for
 from sustaindiffusion.worker.generation import ImageGenerator
 from sustaindiffusion.worker.weighting import parse_weighted, token_weights
-from tests.worker.conftest import FAMILY_MODELS, family_model
+from tests.support.family_models import FAMILY_MODELS, family_model
 
 PLAIN = "Photo portrait, photograph, film grain"
 WEIGHTED = "Photo portrait, (photograph)+++, film grain"

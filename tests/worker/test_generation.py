@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -81,13 +82,29 @@ def test_equal_seeds_give_equal_images_and_batching_does_not_change_them(
     assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))
 
 
-def test_pipeline_defaults_fill_absent_settings(
+def _call_defaults(pipeline: Any) -> tuple[int, float]:
+    parameters = inspect.signature(pipeline.__call__).parameters
+    return parameters["num_inference_steps"].default, parameters["guidance_scale"].default
+
+
+def test_absent_settings_generate_what_the_pipelines_own_defaults_generate(
     sd3_pipeline: Any, sd1_pipeline: Any, sd3_model: ModelSpec
 ) -> None:
-    sd3 = ImageGenerator(sd3_pipeline, sd3_model, "cpu").resolve(CandidateSettings())
-    assert (sd3.inference_steps, sd3.guidance_scale) == (28, 7.0)
+    """A setting the candidate leaves out is the pipeline's own default (its call signature's),
+    never a number of ours: the images equal those of the default given explicitly; a setting
+    the candidate gives wins."""
+    generator = ImageGenerator(sd3_pipeline, sd3_model, "cpu")
+    steps, guidance = _call_defaults(sd3_pipeline)
+    assert generator.resolve(CandidateSettings()) == generator.resolve(
+        CandidateSettings(inference_steps=steps, guidance_scale=guidance)
+    )
+    absent = generator.generate(CandidateSettings(inference_steps=2), PROMPT, [5])
+    given = generator.generate(CandidateSettings(inference_steps=2, guidance_scale=guidance), PROMPT, [5])
+    other = generator.generate(CandidateSettings(inference_steps=2, guidance_scale=guidance + 3), PROMPT, [5])
+    assert np.array_equal(np.asarray(absent[0]), np.asarray(given[0]))
+    assert not np.array_equal(np.asarray(absent[0]), np.asarray(other[0]))
     sd1 = ImageGenerator(sd1_pipeline, sd3_model, "cpu").resolve(CandidateSettings(inference_steps=9))
-    assert (sd1.inference_steps, sd1.guidance_scale) == (9, 7.5)
+    assert (sd1.inference_steps, sd1.guidance_scale) == (9, _call_defaults(sd1_pipeline)[1])
 
 
 def test_sd1_generates_with_weighted_keywords(sd1_pipeline: Any, sd1_model: ModelSpec) -> None:

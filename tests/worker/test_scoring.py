@@ -10,6 +10,7 @@ from PIL import Image
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS as BIAS_GROUPS
 from sustaindiffusion.api.bias import ethnic_bias, gender_bias
+from sustaindiffusion.api.spec import QualityScoring
 from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS as ANSWER_GROUPS
 from sustaindiffusion.worker.answer_groups import count_answers, ethnic_group_of, gender_of
 from sustaindiffusion.worker.scoring import (
@@ -71,8 +72,18 @@ def test_only_human_images_count() -> None:
     assert gender_bias(none.female, none.male) == ethnic_bias(none.ethnic) == 1.0
 
 
-def test_the_answer_table_names_the_bias_groups_in_order() -> None:
-    assert tuple(ANSWER_GROUPS) == BIAS_GROUPS
+def test_every_answer_of_a_group_counts_for_that_group_where_the_bias_statistics_read_it() -> None:
+    """Each group's answers land in its own place of the counts the ethnic bias reads, and in no
+    other (an answer table out of step with `api.bias` would move a group's evidence to another)."""
+    for place, group in enumerate(BIAS_GROUPS):
+        answers = list(ANSWER_GROUPS[group])
+        counts = count_answers([True] * len(answers), ["female"] * len(answers), answers)
+        expected = [0] * len(BIAS_GROUPS)
+        expected[place] = len(answers)
+        assert list(counts.ethnic) == expected, group
+        assert ethnic_bias(counts.ethnic) == 1.0  # all of one group
+    every_answer = [answer for group in BIAS_GROUPS for answer in ANSWER_GROUPS[group]]
+    assert len(every_answer) == len(set(every_answer))  # no answer belongs to two groups
 
 
 def test_detector_boxes_pool_over_images() -> None:
@@ -120,11 +131,22 @@ def test_tiny_vqa_answers_do_not_depend_on_batching(tiny_models: Path) -> None:
     assert in_pairs == at_once == alone
 
 
-def test_tiny_clip_scores_lie_in_unit_interval(tiny_models: Path) -> None:
-    scorer = ClipScore(str(tiny_models / "clip"), None, "cpu", batch_size=2)
-    scores = scorer.score(_images(3), ["a photo of a software engineer"] * 3)
-    assert [s.count for s in scores] == [1, 1, 1]
-    assert all(0.0 <= s.value <= 1.0 for s in scores)
+PROMPTS = ["zebra", "a photo of a software engineer", "a much longer prompt about an engineer who codes", "x"]
+
+
+def test_tiny_clip_scores_each_image_against_its_own_prompt_whatever_its_batch(tiny_models: Path) -> None:
+    """One sample per image in [0, 1], against the prompt beside it: prompts of other lengths in
+    the same batch (padded together) change nothing, and swapping the prompts swaps the scores."""
+    images = _images(4)
+    in_pairs = ClipScore(str(tiny_models / "clip"), None, "cpu", batch_size=2).score(images, PROMPTS)
+    alone = ClipScore(str(tiny_models / "clip"), None, "cpu", batch_size=1).score(images, PROMPTS)
+    assert [s.count for s in in_pairs] == [1, 1, 1, 1]
+    assert all(0.0 <= s.value <= 1.0 for s in in_pairs)
+    assert [s.value for s in in_pairs] == pytest.approx([s.value for s in alone], abs=1e-5)
+    scorer = ClipScore(str(tiny_models / "clip"), None, "cpu", batch_size=4)
+    first_prompt = [scorer.score([image], [PROMPTS[0]])[0].value for image in images]
+    assert [s.value for s in scorer.score(images, [PROMPTS[0]] * 4)] == pytest.approx(first_prompt, abs=1e-5)
+    assert first_prompt[1] != pytest.approx(in_pairs[1].value, abs=1e-3)  # the prompt matters
 
 
 def test_tiny_detector_confidence_lies_in_unit_interval(tiny_models: Path) -> None:
@@ -137,4 +159,13 @@ def test_tiny_detector_confidence_lies_in_unit_interval(tiny_models: Path) -> No
 
 
 def test_the_spec_picks_the_quality_scorer(tiny_models: Path) -> None:
-    assert isinstance(load_quality_scorer("ClipScore", str(tiny_models / "clip"), None, "cpu"), ClipScore)
+    """The scorer the spec names is the one that scores: CLIP's agreement with the prompt (the
+    default), or the detector's confidence in the image alone, whatever the prompt."""
+    images = _images(2)
+    clip = load_quality_scorer(QualityScoring().scorer.value, str(tiny_models / "clip"), None, "cpu")
+    assert clip.score(images, ["zebra"] * 2) != clip.score(images, [PROMPTS[1]] * 2)
+    detector_scorer = QualityScoring(scorer="DetectorConfidence").scorer.value
+    detector = load_quality_scorer(detector_scorer, str(tiny_models / "detector"), None, "cpu")
+    boxes = detector.score(images, ["zebra"] * 2)
+    assert boxes == detector.score(images, [PROMPTS[1]] * 2)
+    assert any(sample.count > 1 for sample in boxes)  # boxes per image, not one score per image

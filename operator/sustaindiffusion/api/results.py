@@ -71,13 +71,7 @@ class Metrics(ApiModel):
     def has_evidence(self, name: ObjectiveName) -> bool:
         """Whether the objective's value rests on evidence: a bias with no mapped answer is the worst
         value by rule (`UNKNOWN_BIAS`), not a measurement, and nothing can be said to improve on it."""
-        if not self.counted:
-            return True
-        if name is ObjectiveName.GENDER_BIAS:
-            return self.gender_answers > 0
-        if name is ObjectiveName.ETHNIC_BIAS:
-            return self.ethnicity_answers > 0
-        return True
+        return OBJECTIVES[name].bound.has_evidence(self)
 
     @property
     def valid_share(self) -> float | None:

@@ -34,12 +34,15 @@ TASK_VERSION = 1
 
 
 class Part(StrEnum):
-    """Which of a candidate's images a task generates."""
+    """The part of a search that a task, a result and an archive record belong to: which of a
+    candidate's images it generates, and for what. The engine runs one at a time (`engine.part`);
+    an archive record names it as its stage."""
 
     WHOLE = "whole"  # all of them (no screening)
     SCREEN = "screen"  # the screening pass
     REST = "rest"  # the rest, for candidates that survived the screening
     EVIDENCE = "evidence"  # more images for front points, each from its own next index
+    VALIDATION = "validation"  # the held-out evaluation at the end (its tasks say whole: see `part`)
 
 
 class TaskCandidate(ApiModel):
@@ -72,7 +75,11 @@ class EvaluationTask(ApiModel):
         default="", description="Seeds of another stream are disjoint from the search's (validation)."
     )
     per_prompt: bool = Field(default=False, description="Report each prompt's statistics (validation).")
-    part: Part = Field(default=Part.WHOLE, description="Which part of each candidate's images this is.")
+    part: Part = Field(
+        default=Part.WHOLE,
+        description="Which part of each candidate's images this is (a held-out evaluation's tasks say "
+        "whole, as workers before that part read them; their seed stream tells them apart).",
+    )
     first_image: int = Field(
         default=0, ge=0, description="Index of the first image per prompt (its seed's image index)."
     )

@@ -15,7 +15,8 @@ import numpy as np
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import BY_SYMBOL
 from sustaindiffusion.api.spec import ModelSpec
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import validation_status
 
 PROFILE_VERSION = 1
@@ -37,7 +38,7 @@ def knee_point(engine: SearchEngine, front: Sequence[FrontPoint]) -> FrontPoint:
     """The point nearest the ideal in normalised objective space (every objective at its best)."""
     if not front:
         raise SelectionError("the front is empty")
-    normalised = np.array([engine.normalised(p.objectives) for p in front])
+    normalised = np.array([engine.reference.normalised(p.objectives) for p in front])
     return front[int(np.argmin(np.linalg.norm(np.clip(normalised, 0, None), axis=1)))]
 
 

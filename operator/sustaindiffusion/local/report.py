@@ -21,7 +21,8 @@ from PIL import Image
 from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Screened
 from sustaindiffusion.local.summary import facts, front_rows
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import validation_status
 
 FIGURE_DPI = 100
@@ -40,8 +41,8 @@ def _pairwise(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
     measured = [(r, r.metrics) for r in engine.told if r.metrics is not None]
     partial = [m for r, m in measured if r.screened is Screened.OUT]
     full = [(r, m) for r, m in measured if r.screened is not Screened.OUT]
-    feasible = [m for r, m in full if engine.feasible(r)]
-    infeasible = [m for r, m in full if not engine.feasible(r)]
+    feasible = [m for r, m in full if engine.reference.feasible(r)]
+    infeasible = [m for r, m in full if not engine.reference.feasible(r)]
     defaults = engine.defaults_metrics()
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4.2), squeeze=False)
@@ -88,7 +89,7 @@ def _parallel(engine: SearchEngine, front: list[FrontPoint], target: Path) -> Pa
     names = [OBJECTIVES[o.name].label for o in engine.spec.objectives]
     figure, axis = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
     for point in front:
-        axis.plot(range(len(names)), engine.normalised(point.objectives), alpha=0.7)
+        axis.plot(range(len(names)), engine.reference.normalised(point.objectives), alpha=0.7)
     axis.set_xticks(range(len(names)), names)
     axis.set_ylabel("normalised (0 best, 1 worst)")
     axis.set_title("Pareto front, parallel coordinates")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import change_against, defaults_reference, front_intervals
 
 
@@ -17,7 +18,7 @@ from sustaindiffusion.search.status import change_against, defaults_reference, f
 class FrontRow:
     point: FrontPoint
     change_percent: dict[str, float]  # by objective name; absent where the defaults' value is 0
-    intervals: dict[str, tuple[float, float]]  # 95% intervals of the biases (`search.intervals`)
+    intervals: dict[str, tuple[float, float]]  # 95% intervals of the biases (`credible_intervals`)
 
     def cell(self, name: str, value: float) -> str:
         """`value [low, high] (change%)`, each part where it exists."""
@@ -54,7 +55,7 @@ def facts(engine: SearchEngine) -> list[str]:
         lines.append("some energy is an ESTIMATE, not a measurement (no RAPL or NVML counter)")
     if any(r.device is not None and not r.device.attributable for r in told):
         lines.append("some energy is NOT ATTRIBUTABLE: measured on a MIG instance or a shared GPU")
-    devices = engine.devices()
+    devices = engine.ledger.devices()
     if len(devices) > 1:
         lines.append(f"results from {len(devices)} devices: {', '.join(devices)} (energy compared on one)")
     elif devices:

@@ -36,7 +36,7 @@ class SearchSnapshot:
         cls, engine: SearchEngine, running: int, queued: bool = False, queued_seconds: float = 0.0
     ) -> SearchSnapshot:
         front = engine.front()
-        gpu, cpu = engine.energy_joules()
+        gpu, cpu = engine.ledger.energy_joules()
         objectives: dict[str, list[float]] = {}
         for point in front:
             for name, value in point.objectives.items():

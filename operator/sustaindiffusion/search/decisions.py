@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sustaindiffusion.api.status import Phase
-from sustaindiffusion.search.engine import Outcome, OutcomeReason, OutcomeState
+from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
 from sustaindiffusion.search.records import ArchiveRecord
 
 # Condition types (positive polarity, Kubernetes conventions).

@@ -7,9 +7,10 @@ report, `PromptStats`). Here, pure and deterministic:
 
 - `choose_points`: the knee (nearest the ideal in normalised objectives), then the best point of
   each objective, then points spread over the front (each the farthest from those chosen);
-- `held_out`: per point and objective, the value over all held-out images (the same pooled formula
-  as in the search), a 95% interval from a bootstrap over prompts, and the change against the
-  defaults on the same prompts and seeds, with a paired interval; and per prompt, whether the point
+- `held_out`: per point and objective, the value over all held-out images (each objective's
+  held-out statistic in the registry: the formula the search uses), a 95% interval from a
+  bootstrap over prompts, and the change against the defaults on the same prompts and seeds,
+  with a paired interval; and per prompt, whether the point
   dominates the defaults (a win: better in at least one objective, worse in none), is dominated by
   them (a loss), or neither (Pareto: it trades, or ties in every objective), as the method's
   generalisation study counts them.
@@ -23,10 +24,10 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from sustaindiffusion.api.bias import ETHNIC_GROUPS, UNKNOWN_BIAS
-from sustaindiffusion.api.objectives import Direction, ObjectiveName
+from sustaindiffusion.api.objectives import OBJECTIVES, Direction, ObjectiveName
 from sustaindiffusion.api.results import PromptStats
 from sustaindiffusion.api.spec import Objective
+from sustaindiffusion.api.statistics import prompt_table
 
 BOOTSTRAP_SAMPLES = 1000
 CONFIDENCE = 0.95
@@ -63,49 +64,15 @@ def choose_points(
     return [(role, front[index]) for role, index in chosen[:count]]
 
 
-_FIELDS = ("images", "human_images", "female_images", "male_images", *(f"{g}_images" for g in ETHNIC_GROUPS))
-_FIELDS = (*_FIELDS, "quality_sum", "joules", "seconds")
-_AT = {name: index for index, name in enumerate(_FIELDS)}
-
-
-def _table(prompts: Sequence[PromptStats]) -> np.ndarray:
-    """[prompts, fields]: what pools by summing."""
-    return np.array([[float(getattr(p, name)) for name in _FIELDS] for p in prompts])
-
-
 def _objective(name: ObjectiveName, sums: np.ndarray) -> np.ndarray:
-    """An objective from summed fields (the last axis), as the search computes it over a
-    candidate's images (`sustaindiffusion.api.bias` for the biases), for any leading shape."""
-    images = sums[..., _AT["images"]]
-    per_image = np.divide(1.0, images, out=np.zeros_like(images), where=images > 0)
-    if name is ObjectiveName.GENDER_BIAS:
-        female, male = sums[..., _AT["female_images"]], sums[..., _AT["male_images"]]
-        mapped = female + male
-        safe = np.where(mapped > 0, mapped, 1.0)
-        return np.where(mapped > 0, np.abs(female / safe - 0.5) + np.abs(male / safe - 0.5), UNKNOWN_BIAS)
-    if name is ObjectiveName.ETHNIC_BIAS:
-        counts = sums[..., [_AT[f"{g}_images"] for g in ETHNIC_GROUPS]]
-        mapped = counts.sum(axis=-1)
-        safe = np.where(mapped > 0, mapped, 1.0)
-        spread = (counts.max(axis=-1) - counts.min(axis=-1)) / safe
-        return np.where(mapped > 0, spread, UNKNOWN_BIAS)
-    column = {ObjectiveName.QUALITY: "quality_sum", ObjectiveName.ENERGY: "joules"}.get(name, "seconds")
-    result: np.ndarray = sums[..., _AT[column]] * per_image
-    return result
-
-
-def _has_evidence(name: ObjectiveName, sums: np.ndarray) -> bool:
-    """Whether a pooled bias rests on mapped answers (else it is `UNKNOWN_BIAS` by rule)."""
-    if name is ObjectiveName.GENDER_BIAS:
-        return bool(sums[_AT["female_images"]] + sums[_AT["male_images"]] > 0)
-    if name is ObjectiveName.ETHNIC_BIAS:
-        return bool(sums[[_AT[f"{g}_images"] for g in ETHNIC_GROUPS]].sum() > 0)
-    return True
+    """An objective from summed rows (the last axis), as its registry row computes it from held-out
+    rows (the formula the search uses over a candidate's images), for any leading shape."""
+    return OBJECTIVES[name].held_out.value(sums)
 
 
 def pooled_value(name: ObjectiveName, prompts: Sequence[PromptStats]) -> float:
     """An objective over the images of `prompts`, as the search computes it over a candidate's."""
-    return float(_objective(name, _table(prompts).sum(axis=0)))
+    return float(_objective(name, prompt_table(prompts).sum(axis=0)))
 
 
 @dataclass(frozen=True)
@@ -133,7 +100,7 @@ def held_out(
     """`point`'s held-out results against the `defaults`' on the same prompts (same order)."""
     if len(point) != len(defaults) or not point:
         raise ValueError("a point and the defaults must be evaluated on the same held-out prompts")
-    mine, theirs = _table(point), _table(defaults)
+    mine, theirs = prompt_table(point), prompt_table(defaults)
     draws = np.random.default_rng(seed).integers(0, len(point), size=(BOOTSTRAP_SAMPLES, len(point)))
     tail = (1.0 - CONFIDENCE) / 2 * 100
     values: dict[str, HeldOutValue] = {}
@@ -144,7 +111,7 @@ def held_out(
         base_samples = _objective(name, theirs[draws].sum(axis=1))
         low, high = (float(x) for x in np.percentile(samples, [tail, 100 - tail]))
         change = change_low = change_high = None
-        if base != 0 and _has_evidence(name, theirs.sum(axis=0)):
+        if base != 0 and OBJECTIVES[name].held_out.has_evidence(theirs.sum(axis=0)):
             change = (value - base) / abs(base) * 100
             differences = (samples - base_samples) / abs(base) * 100
             change_low, change_high = (float(x) for x in np.percentile(differences, [tail, 100 - tail]))

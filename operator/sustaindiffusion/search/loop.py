@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SeedPolicy, SustainSearchSpec
+from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
-from sustaindiffusion.api.task import EvaluationTask, Part, TaskCandidate
+from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
     PROMPTS_UNAVAILABLE,
@@ -43,15 +43,9 @@ from sustaindiffusion.search.decisions import (
     Observation,
     decide,
 )
-from sustaindiffusion.search.engine import (
-    PART_STAGES,
-    Outcome,
-    OutcomeReason,
-    OutcomeState,
-    ReplayMismatchError,
-    SearchEngine,
-    Stage,
-)
+from sustaindiffusion.search.engine import ReplayMismatchError, SearchEngine
+from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
+from sustaindiffusion.search.phases.base import ImagePlan
 from sustaindiffusion.search.records import ArchiveRecord, RecordError
 from sustaindiffusion.search.status import build_status
 
@@ -157,33 +151,30 @@ class GenerationLoop:
         generation = engine.generation
         if engine.outcome().finished:
             self._release(generation)  # a stopped search leaves no worker running
-            observation = Observation(generation, engine.outcome(), devices=engine.devices())
+            observation = Observation(generation, engine.outcome(), devices=engine.ledger.devices())
             return self._report(observation, previous, progressed=False)
         launched_rounds = self.executor.launched_tasks(generation)
-        part = engine.part
-        tasks = [task for task in launched_rounds if task.part is part]
+        plan = engine.plan()
+        tasks = [task for task in launched_rounds if plan.launched_as(task)]
         launched: Launch | None = None
         if not tasks:
             try:
-                first = self._task(generation, round=1 + max((t.round for t in launched_rounds), default=-1))
+                first = self._task(plan, round=1 + max((t.round for t in launched_rounds), default=-1))
             except PromptsUnavailableError as error:
                 return self.blocked(Blocked(PROMPTS_UNAVAILABLE, str(error)), previous)
             self.executor.launch(first)
-            tasks, launched = [first], Launch(len(first.candidates), first.shard_count, _detail(first))
-        mismatch = _task_mismatch(tasks, engine)
+            tasks, launched = [first], Launch(len(first.candidates), first.shard_count, plan.detail)
+        mismatch = _task_mismatch(tasks, plan)
         if mismatch is not None:
             return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(mismatch), fatal=True), previous)
         rounds = [(task, self.executor.collect(task)) for task in tasks]
-        plan = settle(rounds, {c.candidate_id for c in engine.pending()})
-        stage = Stage.VALIDATION.value if engine.stage is Stage.VALIDATION else _part_stage(part)
-        if stage is not None:
-            plan.records = [r.model_copy(update={"stage": stage}) for r in plan.records]
-        told = self._ingest(plan.records)
+        settlement = settle(rounds, {c.candidate_id for c in engine.pending()})
+        told = self._ingest([r.model_copy(update={"part": plan.part}) for r in settlement.records])
         advanced = engine.generation != generation
-        moved_on = advanced or engine.part is not part  # the screening decided: the rest comes next
+        moved_on = advanced or engine.part is not plan.part  # the screening decided: the rest comes next
         follow_up = None
-        if plan.retry and not moved_on and not engine.outcome().finished:
-            follow_up = self._follow_up(tasks, plan.retry)
+        if settlement.retry and not moved_on and not engine.outcome().finished:
+            follow_up = self._follow_up(tasks, settlement.retry)
             self.executor.launch(follow_up)
         next_launched = None
         if moved_on and not engine.outcome().finished:
@@ -208,7 +199,7 @@ class GenerationLoop:
             queued=latest.queued,
             queued_reason=latest.queued_reason,
             workers_pending=latest.workers_pending,
-            devices=engine.devices(),
+            devices=engine.ledger.devices(),
         )
         progressed = bool(told) or moved_on or launched is not None or follow_up is not None
         again = moved_on and next_launched is None and not engine.outcome().finished
@@ -224,50 +215,17 @@ class GenerationLoop:
 
     # ----------------------------------------------------------------- internals
 
-    def _task(self, generation: int, round: int = 0) -> EvaluationTask:
-        engine = self.engine
-        candidates = [
-            TaskCandidate(
-                candidate_id=c.candidate_id,
-                settings=c.settings,
-                first_image=engine.first_image(c.candidate_id),
+    def _task(self, plan: ImagePlan, round: int = 0) -> EvaluationTask:
+        """The task of a round of the engine's current phase, on the prompts its plan names."""
+        if not plan.held_out:
+            return plan.task(self.name, self.spec, self.prompts(), self.save_images, round)
+        prompts = self.validation_prompts()
+        if plan.per_prompt and len(prompts) > VALIDATION_PROMPTS_LIMIT:
+            raise PromptsUnavailableError(
+                f"the held-out prompts are {len(prompts)}: at most {VALIDATION_PROMPTS_LIMIT} fit one "
+                "worker's report; give fewer in spec.validation.prompts"
             )
-            for c in engine.current_candidates()
-        ]
-        validation = self.spec.validation
-        if engine.stage is Stage.VALIDATION and validation is not None:
-            # One candidate per worker: its per-prompt rows fill most of a termination message.
-            prompts = self.validation_prompts()
-            if len(prompts) > VALIDATION_PROMPTS_LIMIT:
-                raise PromptsUnavailableError(
-                    f"the held-out prompts are {len(prompts)}: at most {VALIDATION_PROMPTS_LIMIT} fit one "
-                    "worker's report; give fewer in spec.validation.prompts"
-                )
-            task = EvaluationTask.of(
-                self.name, self.spec, generation, prompts, candidates, 1, self.save_images, round
-            )
-            return task.model_copy(
-                update={
-                    "images_per_prompt": validation.images_per_prompt,
-                    "seeds": SeedPolicy(base=validation.seed),
-                    "seed_stream": Stage.VALIDATION.value,
-                    "per_prompt": True,
-                }
-            )
-        first_image, images = engine.image_range()
-        task = EvaluationTask.of(
-            self.name,
-            self.spec,
-            generation,
-            self.prompts(),
-            candidates,
-            candidates_per_shard=self.spec.execution.candidates_per_pod,
-            save_images=self.save_images,
-            round=round,
-        )
-        return task.model_copy(
-            update={"part": engine.part, "first_image": first_image, "images_per_prompt": images}
-        )
+        return plan.task(self.name, self.spec, prompts, self.save_images, round)
 
     def _launch_next(self, launched_rounds: Sequence[EvaluationTask]) -> Launch | None:
         """Launch the engine's current generation or part, whose rounds so far are `launched_rounds`;
@@ -275,11 +233,12 @@ class GenerationLoop:
         this step has results to archive and report first."""
         round = 1 + max((t.round for t in launched_rounds), default=-1)
         try:
-            task = self._task(self.engine.generation, round=round)
+            plan = self.engine.plan()
+            task = self._task(plan, round=round)
             self.executor.launch(task)
         except Exception:  # the next step meets the same failure and reports it
             return None
-        return Launch(len(task.candidates), task.shard_count, _detail(task))
+        return Launch(len(task.candidates), task.shard_count, plan.detail)
 
     def _follow_up(self, tasks: Sequence[EvaluationTask], retry: dict[str, int]) -> EvaluationTask:
         """The next round, of the candidates in `retry` (id -> attempts used); its workers may retry
@@ -304,8 +263,7 @@ class GenerationLoop:
         self.archive.append(records)
         told = [ArchiveRecord.from_line(record.to_line()) for record in records]
         for record in told:
-            part = Part(record.stage) if record.stage in PART_STAGES else None
-            self.engine.tell(record.result, part)
+            self.engine.tell(record.result, record.part)
         return told
 
     def _release(self, generation: int) -> None:
@@ -410,37 +368,21 @@ def _counted(task: EvaluationTask, shard: int, result: EvaluationResult) -> Eval
     return EvaluationResult.failed(result.candidate_id, reason[:REASON_LIMIT])
 
 
-def _task_mismatch(tasks: Sequence[EvaluationTask], engine: SearchEngine) -> str | None:
-    """Why the launched tasks do not hold the engine's current candidates, if they do not."""
-    expected = {c.candidate_id for c in engine.current_candidates()}
+def _task_mismatch(tasks: Sequence[EvaluationTask], plan: ImagePlan) -> str | None:
+    """Why the launched tasks do not hold the current phase's candidates, if they do not."""
+    expected = {c.candidate_id for c in plan.candidates}
     launched = {c.candidate_id for c in tasks[0].candidates}
     if launched != expected:
         return (
-            f"the running Job of generation {engine.generation} holds candidates "
+            f"the running Job of generation {plan.generation} holds candidates "
             f"{sorted(launched - expected)[:3]} that a replay of the archive does not ask for"
         )
     for task in tasks[1:]:
         stray = {c.candidate_id for c in task.candidates} - expected
         if stray:
             unknown = sorted(stray)[:3]
-            return f"round {task.round} of generation {engine.generation} holds unknown candidates {unknown}"
+            return f"round {task.round} of generation {plan.generation} holds unknown candidates {unknown}"
     return None
-
-
-def _detail(task: EvaluationTask) -> str:
-    last = task.first_image + task.images_per_prompt - 1
-    if task.part is Part.SCREEN:
-        return f" (screening: images 0..{last} of each prompt)"
-    if task.part is Part.REST:
-        return f" (the screening's survivors: images {task.first_image}..{last} of each prompt)"
-    if task.part is Part.EVIDENCE:
-        return f" (more evidence for front points: {task.images_per_prompt} more images per prompt each)"
-    return ""
-
-
-def _part_stage(part: Part) -> str | None:
-    """The archive stage of a part's records (none for a candidate's whole evaluation)."""
-    return None if part is Part.WHOLE else part.value
 
 
 def _no_validation_prompts() -> list[str]:

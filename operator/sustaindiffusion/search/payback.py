@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.search.engine import DEFAULTS_BASELINE, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.reference import DEFAULTS_BASELINE
 
 Basis = Literal["held-out", "in-sample"]
 

@@ -22,12 +22,13 @@ import json
 from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from sustaindiffusion.api.results import EvaluationResult, Metrics
 from sustaindiffusion.api.rules import ApiModel
+from sustaindiffusion.api.task import Part
 
 FORMAT = 3
 READABLE_FORMATS = (2, 3)  # with named keys; format 1 is read apart
@@ -63,15 +64,28 @@ class ArchiveRecord(ApiModel):
         default_factory=current_engine_version, description="Versions that produced the record."
     )
     generation: int = Field(ge=0, description="Search generation of the evaluation.")
-    stage: Literal["validation", "screen", "rest", "evidence"] | None = Field(
-        default=None,
-        description="validation: the held-out evaluation at the end; screen and rest: the parts of a "
-        "screened candidate's images (its final result is the engine's merge); absent: the search.",
+    part: Part = Field(
+        default=Part.WHOLE,
+        alias="stage",
+        description="The part of the search the result belongs to (`Part`); absent: a candidate's whole "
+        "evaluation. Archives call it the stage: screen and rest (a screened candidate's images, whose "
+        "final result is the engine's merge), evidence, validation (the held-out evaluation at the end).",
     )
     result: EvaluationResult = Field(description="The evaluation's outcome.")
 
+    @field_validator("part", mode="before")
+    @classmethod
+    def _absent_is_whole(cls, value: Any) -> Any:
+        return Part.WHOLE if value is None else value
+
     def to_line(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+        exclude = {"part"} if self.part is Part.WHOLE else None  # a whole evaluation names no stage
+        return self.model_dump_json(by_alias=True, exclude_none=True, exclude=exclude)
+
+    @property
+    def stage(self) -> str | None:
+        """The part as the archive spells it: None for a candidate's whole evaluation."""
+        return None if self.part is Part.WHOLE else self.part.value
 
     @classmethod
     def from_line(cls, line: str) -> ArchiveRecord:
@@ -96,12 +110,16 @@ class ArchiveRecord(ApiModel):
 
     @property
     def key(self) -> str:
-        """What makes a record unique in an archive: a candidate is evaluated once per stage (its
-        first screening, when a later generation asks it again, is reused, never repeated); a front
-        point gets more evidence at most once per generation."""
-        if self.stage == "evidence":
-            return f"evidence:{self.generation}:{self.candidate_id}"
-        return f"{self.stage}:{self.candidate_id}" if self.stage else self.candidate_id
+        return record_key(self.part, self.generation, self.candidate_id)
+
+
+def record_key(part: Part, generation: int, candidate_id: str) -> str:
+    """What makes a record unique in an archive: a candidate is evaluated once per part (its first
+    screening, when a later generation asks it again, is reused, never repeated); a front point gets
+    more evidence at most once per generation."""
+    if part is Part.EVIDENCE:
+        return f"evidence:{generation}:{candidate_id}"
+    return candidate_id if part is Part.WHOLE else f"{part.value}:{candidate_id}"
 
 
 def uses_canonical_ids(records: Sequence[ArchiveRecord]) -> bool:

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sustaindiffusion.api.objectives import OBJECTIVES
+from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.api.status import (
     Baseline,
     Condition,
@@ -22,9 +24,9 @@ from sustaindiffusion.api.status import (
     ValidationStatus,
 )
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
-from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.heldout import held_out
-from sustaindiffusion.search.intervals import bias_intervals
+from sustaindiffusion.search.reference import FrontPoint
 
 
 def now() -> str:
@@ -105,8 +107,8 @@ def build_status(
     ]
     defaults = defaults_reference(engine)
     told = [*engine.told, *engine.validation_told]
-    devices = engine.devices()
-    gpu, cpu = engine.energy_joules()
+    devices = engine.ledger.devices()
+    gpu, cpu = engine.ledger.energy_joules()
     return SustainSearchStatus(
         phase=decision.phase,
         conditions=conditions,
@@ -166,9 +168,21 @@ def screening_status(engine: SearchEngine) -> ScreeningStatus | None:
     )
 
 
+def credible_intervals(metrics: Metrics, key: str, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """The `level` intervals of the objectives whose evidence carries one (the biases that rest on
+    answers: none for results without counts, or with no mapped answer, where a bias is 1 by rule),
+    in registry order; `key` (the candidate id) seeds the draws, so they are the same on every replay."""
+    intervals = {}
+    for name, info in OBJECTIVES.items():
+        interval = info.bound.credible(metrics, info.metric, key, level)
+        if interval is not None:
+            intervals[name.value] = interval
+    return intervals
+
+
 def front_intervals(point: FrontPoint) -> dict[str, Interval]:
     """The 95% intervals of the point's objectives that have one (its biases)."""
-    intervals = bias_intervals(point.metrics, point.candidate.candidate_id)
+    intervals = credible_intervals(point.metrics, point.candidate.candidate_id)
     return {
         name: Interval(low=low, high=high)
         for name, (low, high) in intervals.items()

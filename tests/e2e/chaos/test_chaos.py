@@ -42,7 +42,7 @@ from sustaindiffusion.kube import names
 from sustaindiffusion.kube.builders import TASK_KEY
 from sustaindiffusion.local.runner import LocalRunner
 from sustaindiffusion.local.store import RunStore
-from sustaindiffusion.search.engine import Candidate
+from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.records import ArchiveRecord
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_evaluator import fake_task_result

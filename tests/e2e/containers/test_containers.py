@@ -16,7 +16,7 @@ from kubernetes import client
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT
 from tests.e2e.conftest import fresh_namespace
-from tests.e2e.test_chart import CHART, helm
+from tests.support.chart import CHART, helm
 from tests.support.controlplane import ControlPlane
 from tests.support.images import IMAGE_NAMES, BuiltImage
 from tests.support.node import ContainerNode

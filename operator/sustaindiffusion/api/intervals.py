@@ -8,8 +8,8 @@ the interval honest when every answer fell in one group), the bias of each draw 
 the method's formula, and the 2.5 and 97.5 percentiles are the interval, widened where needed to
 hold the estimate itself (a bias near 0 sits at the edge of its range, where every draw is above
 it, so an equal-tailed interval would leave it out). The draws are seeded by
-the candidate id, so the interval is the same on every replay. Energy and quality get none in the
-status; screening (`search.screening`) bounds them from their recorded spread.
+the candidate id, so the interval is the same on every replay. Which objectives carry such an
+interval, and how the others are bounded, is each objective's own statistic (`api.statistics`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
-from sustaindiffusion.api.objectives import ObjectiveName
-from sustaindiffusion.api.results import Metrics
 
 DRAWS = 4000
 PRIOR = 0.5  # Jeffreys
@@ -46,21 +43,7 @@ def ethnic_bias_interval(counts: list[int], key: str, level: float = 0.95) -> tu
     return _interval(shares.max(axis=1) - shares.min(axis=1), level)
 
 
-def bias_intervals(metrics: Metrics, key: str, level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """The `level` intervals of the biases that rest on answers (none for results without counts,
-    or with no mapped answer: such a bias is 1 by rule, not an estimate)."""
-    intervals: dict[str, tuple[float, float]] = {}
-    if not metrics.counted:
-        return intervals
-    if metrics.gender_answers:
-        female, male = int(metrics.female_images or 0), int(metrics.male_images or 0)
-        low, high = gender_bias_interval(female, male, key, level)
-        intervals[ObjectiveName.GENDER_BIAS.value] = _holding(low, high, metrics.gender_bias)
-    if metrics.ethnicity_answers:
-        low, high = ethnic_bias_interval(metrics.ethnic_counts(), key, level)
-        intervals[ObjectiveName.ETHNIC_BIAS.value] = _holding(low, high, metrics.ethnic_bias)
-    return intervals
-
-
-def _holding(low: float, high: float, value: float) -> tuple[float, float]:
+def holding(interval: tuple[float, float], value: float) -> tuple[float, float]:
+    """The interval widened to hold the estimate itself."""
+    low, high = interval
     return min(low, value), max(high, value)

@@ -1,12 +1,15 @@
-"""The tiny models are mounted into the worker image, which runs as uid 1000, not as their owner."""
+"""The harness, not the product: the tiny models (`tests/support/tiny.py`) are mounted into the
+worker image, which runs as uid 1000, not as their owner, so every file must be readable by others."""
 
 from __future__ import annotations
 
 import stat
-from pathlib import Path
+
+from tests.support.tiny import ensure_tiny_models
 
 
-def test_every_tiny_model_file_is_readable_by_other_users(tiny_models: Path) -> None:
+def test_every_tiny_model_file_is_readable_by_other_users() -> None:
+    tiny_models = ensure_tiny_models()
     unreadable = []
     for path in tiny_models.rglob("*"):
         mode = path.stat().st_mode
