@@ -29,12 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sustaindiffusion.api.prompts_overlap import first_overlap, overlap_message
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SeedPolicy, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.task import EvaluationTask, Part, TaskCandidate
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
+    PROMPTS_OVERLAP,
     PROMPTS_UNAVAILABLE,
     REPLAY_MISMATCH,
     Blocked,
@@ -58,6 +60,11 @@ from sustaindiffusion.search.status import build_status
 
 class PromptsUnavailableError(Exception):
     """The prompts cannot be read now (a ConfigMap or key missing); the message says which."""
+
+
+class PromptsOverlapError(Exception):
+    """A held-out prompt is a search prompt (from a ConfigMap, which the API server's rule cannot
+    read, or in a spec stored before the rule): a held-out figure on it would be in-sample."""
 
 
 @dataclass
@@ -166,6 +173,8 @@ class GenerationLoop:
         if not tasks:
             try:
                 first = self._task(generation, round=1 + max((t.round for t in launched_rounds), default=-1))
+            except PromptsOverlapError as error:
+                return self.blocked(Blocked(PROMPTS_OVERLAP, str(error), fatal=True), previous)
             except PromptsUnavailableError as error:
                 return self.blocked(Blocked(PROMPTS_UNAVAILABLE, str(error)), previous)
             self.executor.launch(first)
@@ -238,6 +247,7 @@ class GenerationLoop:
         if engine.stage is Stage.VALIDATION and validation is not None:
             # One candidate per worker: its per-prompt rows fill most of a termination message.
             prompts = self.validation_prompts()
+            _refuse_overlap(self.prompts(), prompts)
             if len(prompts) > VALIDATION_PROMPTS_LIMIT:
                 raise PromptsUnavailableError(
                     f"the held-out prompts are {len(prompts)}: at most {VALIDATION_PROMPTS_LIMIT} fit one "
@@ -255,11 +265,14 @@ class GenerationLoop:
                 }
             )
         first_image, images = engine.image_range()
+        prompts = self.prompts()
+        if generation == 0 and validation is not None:  # the start: refused before anything runs
+            _refuse_overlap(prompts, self.validation_prompts())
         task = EvaluationTask.of(
             self.name,
             self.spec,
             generation,
-            self.prompts(),
+            prompts,
             candidates,
             candidates_per_shard=self.spec.execution.candidates_per_pod,
             save_images=self.save_images,
@@ -441,6 +454,12 @@ def _detail(task: EvaluationTask) -> str:
 def _part_stage(part: Part) -> str | None:
     """The archive stage of a part's records (none for a candidate's whole evaluation)."""
     return None if part is Part.WHOLE else part.value
+
+
+def _refuse_overlap(search: Sequence[str], held_out: Sequence[str]) -> None:
+    overlap = first_overlap(search, held_out)
+    if overlap is not None:
+        raise PromptsOverlapError(f"spec.validation.prompts: {overlap_message(overlap)}")
 
 
 def _no_validation_prompts() -> list[str]:
