@@ -401,7 +401,8 @@ def test_held_out_prompts_that_are_search_prompts_stop_the_start_and_refused_edi
     failed = wait_phase(api_client, namespace, "overlap", operator, phase="Failed")["status"]
     condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
     assert condition["reason"] == "PromptsOverlap"
-    assert f'held-out prompt "  {search_prompt.upper()} . " is also a search prompt' in condition["message"]
+    # The operator reads a ConfigMap's lines stripped, as it would generate them.
+    assert f'held-out prompt "{search_prompt.upper()} ." is also a search prompt' in condition["message"]
     wait_event(api_client, namespace, lambda e: e.reason == "PromptsOverlap", "the PromptsOverlap event")
     assert not client.BatchV1Api(api_client).list_namespaced_job(namespace).items
 
