@@ -168,6 +168,8 @@ def test_the_loop_runs_validation_on_held_out_prompts_and_fresh_seeds() -> None:
     assert defaults["objectives"]["GenderBias"]["changePercent"] == 0.0
     assert set(knee["objectives"]) == {"GenderBias", "EthnicBias", "Energy"}
     assert knee["wins"] + knee["pareto"] + knee["losses"] == 3
+    assert 0 <= knee["signTestP"] <= 1  # what 3 prompts can support, said in the status itself
+    assert "of 3 prompts" in knee["conclusion"]
     held = knee["objectives"]["Energy"]
     assert held["low"] <= held["value"] <= held["high"]
     assert status["phase"] == "Succeeded"

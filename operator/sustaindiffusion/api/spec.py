@@ -666,7 +666,11 @@ class ValidationSpec(ApiModel):
     (the knee and the extremes first, then spread over the front) are evaluated again on prompts
     the search never saw, with fresh seeds, and `.status.validation` shows what holds up."""
 
-    prompts: PromptSource = Field(description="Held-out prompts, e.g. the method's 56 prompts.")
+    prompts: PromptSource = Field(
+        description="Held-out prompts, none of them a search prompt (ignoring ASCII case, runs of "
+        "whitespace and final punctuation), e.g. examples/prompts/held-out.txt: the method's 56 prompts "
+        "less its search prompt."
+    )
     images_per_prompt: int = Field(default=10, ge=1, le=100, description="Images per prompt and point.")
     seed: int = Field(
         default=1,

@@ -43,11 +43,11 @@ from scipy import stats
 from sustaindiffusion.api.objectives import OBJECTIVES, ObjectiveName
 from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.api.spec import QualityScorer
-from sustaindiffusion.local.heldout_summary import verdict
 from sustaindiffusion.local.paper import PAPER_MEASURES, not_comparable, paper_value
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.heldout import pooled_objective, prompt_outcomes, prompt_table
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.status import validation_status
 
 BOOTSTRAP_SAMPLES = 2000

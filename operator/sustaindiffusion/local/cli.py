@@ -34,7 +34,7 @@ from sustaindiffusion.api.validation import (
     load_manifest,
     validate_manifest,
 )
-from sustaindiffusion.local.heldout_summary import held_out_table, verdict
+from sustaindiffusion.local.heldout_summary import held_out_table
 from sustaindiffusion.local.interrupt import StopRequest, stop_requests
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
 from sustaindiffusion.local.runner import LocalRunner
@@ -47,6 +47,7 @@ from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
 from sustaindiffusion.search.payback import payback
+from sustaindiffusion.search.prompt_counts import verdict
 
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
@@ -292,8 +293,8 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
         console.print(f"  {line}")
     names = [o.name.value for o in engine.spec.objectives]
     table = Table(
-        title="Pareto front (and baselines); biases with their 95% interval; in brackets: change against "
-        "the defaults"
+        title="Pareto front (and baselines), in-sample: the search's own prompts and seeds (optimistic); "
+        "biases with their 95% interval; in brackets: in-sample change against the defaults"
     )
     for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality", "valid"):
         table.add_column(column)

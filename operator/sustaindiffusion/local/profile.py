@@ -15,8 +15,8 @@ import numpy as np
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import BY_SYMBOL
 from sustaindiffusion.api.spec import ModelSpec
-from sustaindiffusion.local.heldout_summary import verdict
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.status import validation_status
 
 PROFILE_VERSION = 1

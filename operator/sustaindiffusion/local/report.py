@@ -20,9 +20,9 @@ from PIL import Image
 
 from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Screened
-from sustaindiffusion.local.heldout_summary import verdict
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.status import validation_status
 
 FIGURE_DPI = 100

@@ -25,6 +25,7 @@ from sustaindiffusion.search.decisions import ConditionUpdate, Decision
 from sustaindiffusion.search.engine import FrontPoint, SearchEngine
 from sustaindiffusion.search.heldout import held_out
 from sustaindiffusion.search.intervals import bias_intervals
+from sustaindiffusion.search.prompt_counts import verdict
 
 
 def now() -> str:
@@ -224,6 +225,8 @@ def validation_status(engine: SearchEngine) -> ValidationStatus | None:
             stats = held_out(engine.spec.objectives, result.per_prompt, baseline, seed=spec.seed)
             point.objectives = {name: HeldOutValue(**vars(value)) for name, value in stats.objectives.items()}
             point.wins, point.pareto, point.losses = stats.wins, stats.pareto, stats.losses
+            counts = verdict(stats.wins, stats.pareto, stats.losses)
+            point.sign_test_p, point.conclusion = counts.p_value, counts.line()[:512]
             point.valid_share = result.metrics.valid_share
         points.append(point)
     prompts = len(baseline) if baseline else 0
