@@ -42,8 +42,9 @@ def paper_value(arm: str, measure: str) -> float | None:
 
 # Where this implementation measures something else than the paper did, whatever the arm.
 _NOT_COMPARABLE = {
-    "quality": "another detector and statistic: hustvl/yolos-tiny (DETR-style, 100 queries, no NMS), "
-    "mean confidence of boxes >= 0.25, against the research code's YOLOv8n; not on the paper's scale",
+    "quality": "another measure: DetectorConfidence runs hustvl/yolos-tiny (DETR-style, 100 queries, no "
+    "NMS; the mean confidence of boxes >= 0.25) where the research code ran YOLOv8n, and ClipScore is "
+    "not a detector at all; not on the paper's scale",
     "ethnic_bias": "another formula: max minus min share over the answers that map to a group; the "
     "paper's column is its normalised value over all images",
     "cpu_kwh_per_image": "another generation: up to 8 images per pipeline call, the full SD3 pipeline "

@@ -76,8 +76,8 @@ class PromptVerdict:
             return f"more {more} than {fewer} beyond chance at 5% ({test})"
         if decided < fewest_decided():
             return (
-                f"not significant at 5% ({test}); with {decided} decided prompts no count could be "
-                f"(it takes at least {fewest_decided()}): more held-out prompts are needed to conclude"
+                f"not significant at 5% ({test}); with {_plural(decided, 'decided prompt')} no count could "
+                f"be (it takes at least {fewest_decided()}): more held-out prompts are needed to conclude"
             )
         return f"not significant at 5% ({test}): the counts cannot tell wins from losses"
 
