@@ -8,7 +8,8 @@ What a Pod's container may not have, and so neither may `spec.execution.resource
   hugepages-<page size>) nor a qualified extended name (nvidia.com/gpu) nor one under kubernetes.io/;
 - a negative quantity;
 - a fraction of an extended resource (0.5 nvidia.com/gpu): they count whole devices;
-- huge pages that are not a whole number of pages, or a page size that is not a positive quantity;
+- huge pages that are not a whole number of pages, or a page size that is not a positive whole
+  number of bytes (here it must also be written as digits and a suffix, as 2Mi or 1Gi are);
 - a request above its limit; for extended resources and huge pages (never overcommitted) a request
   other than its limit, or a request without a limit;
 - huge pages without a cpu or memory request or limit beside them.
@@ -17,9 +18,10 @@ And what Kubernetes accepts but no container can use, refused here too:
 - more than 2^53 units: no node offers them, Kubernetes caps values above 2^63-1 silently, and
   beyond 2^53 a quantity is no longer exact as a JSON number or a CEL double (the CEL rules below
   tell whole quantities from fractions through a double: exact up to 2^53);
-- an exponent of three or more digits: `1e-9999999999` is a quantity, but parsing it takes the API
-  server minutes of CPU (seen on v1.35.4, for a Pod and for `isQuantity` in a CRD rule), so the
-  quantity syntax here allows at most two exponent digits and every CEL rule matches it first.
+- an exponent of three or more digits: `1e-9999999999` is a quantity, but parsing a ten-digit
+  exponent keeps the API server busy for minutes (seen on v1.35.4: `1e9999999999` in a Pod's
+  limits, `1e-9999999999` through `isQuantity` in this CRD's rule), so the quantity syntax here
+  allows at most two exponent digits and every CEL rule matches it before it parses anything.
 Zero is allowed everywhere Kubernetes allows it (checked on a v1.35.4 API server with bare Pods).
 """
 
