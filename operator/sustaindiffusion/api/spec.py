@@ -174,7 +174,20 @@ _PROMPTS_RULE = Rule(
     message="give prompts inline or by configMapRef",
     check=lambda p: bool(p.inline) or p.config_map_ref is not None,
 )
-PromptText = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_LENGTH)]
+# At most PROMPT_MAX_LENGTH characters where a spec is written (the schema's maxLength, which the
+# held-out rule's CEL cost needs); a stored spec from before, with up to 2000, still reads.
+PROMPT_LENGTH_RULE = Rule(
+    cel=f"size(self) <= {PROMPT_MAX_LENGTH}",
+    message=f"Too long: may not be more than {PROMPT_MAX_LENGTH} bytes",  # the API server's words
+    check=lambda prompt: len(prompt) <= PROMPT_MAX_LENGTH,
+    admission=True,
+)
+PromptText = Annotated[
+    str,
+    Field(min_length=1, max_length=2000),
+    AfterValidator(PROMPT_LENGTH_RULE.validate),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": PROMPT_MAX_LENGTH}),
+]
 
 
 class PromptsSpec(ApiModel):
