@@ -25,12 +25,13 @@ TEST_JOBS ?= 6
 SUITE_containers := tests/e2e/containers
 SUITE_kueue := tests/e2e/kueue
 SUITE_chaos := tests/e2e/chaos
-SUITE_operator := tests/e2e/test_operator.py tests/e2e/test_observability.py
+SUITE_operator := tests/e2e/test_operator.py
+SUITE_observability := tests/e2e/test_observability.py
 SUITE_runs := tests/e2e/test_parity.py tests/e2e/test_resilience.py tests/e2e/test_scale.py
 SUITE_local := tests/local
 SUITE_worker := tests/worker
 SUITE_unit := tests/unit
-NAMED_SUITES := containers kueue chaos operator runs local worker unit
+NAMED_SUITES := operator observability local chaos runs worker kueue containers unit
 SUITE_e2e := tests $(foreach s,$(NAMED_SUITES),$(addprefix --ignore=,$(SUITE_$(s))))
 SUITES := $(NAMED_SUITES) e2e
 
@@ -79,8 +80,8 @@ imports: venv
 
 # What each suite needs before it starts.
 suite-unit suite-worker suite-local: venv
-suite-chaos suite-runs: venv bin-control-plane
-suite-operator: venv bin-control-plane bin-helm system-deps
+suite-chaos suite-runs suite-operator: venv bin-control-plane
+suite-observability: venv bin-control-plane system-deps
 suite-kueue: venv bin-control-plane bin-kueue
 suite-containers: venv binaries system-deps images-layout
 suite-e2e: venv binaries system-deps

@@ -3,6 +3,7 @@ values, and values written to a file (the chart, admission and container suites 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -16,6 +17,8 @@ CHART = REPO_ROOT / "charts" / "sustaindiffusion"
 
 
 def helm(plane: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if not os.access(plane.binaries.helm, os.X_OK):
+        raise FileNotFoundError(f"helm missing: {plane.binaries.helm}; run hack/build-binaries.sh helm")
     return subprocess.run(
         [str(plane.binaries.helm), f"--kubeconfig={plane.kubeconfig}", *args],
         capture_output=True,

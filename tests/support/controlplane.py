@@ -75,7 +75,10 @@ class Binaries:
             kubectl=directory / "kubectl",
             helm=directory / "helm",
         )
-        missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
+        # helm is built after the control plane (make's bin-helm), and only the chart's tests run
+        # it: they check it themselves (tests/support/chart.py).
+        required = [path for name, path in vars(binaries).items() if name != "helm"]
+        missing = [str(p) for p in required if not os.access(p, os.X_OK)]
         if missing:
             raise FileNotFoundError(
                 f"control-plane binaries missing: {', '.join(missing)}; run hack/build-binaries.sh"
