@@ -47,12 +47,18 @@ def table(lines: list[str], started: int | None) -> str:
     out = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    passed = sum(int(m.group(1)) for p in phases for m in [re.search(r"(\d+) passed", p[4])] if m)
-    failed = sum(int(m.group(1)) for p in phases for m in [re.search(r"(\d+) failed", p[4])] if m)
+
+    def total(outcome: str) -> int:
+        # pytest's last line: "3 failed, 5 passed, 1 error in 2.0s" ("errors" when several)
+        pattern = re.compile(rf"(\d+) {outcome}s?\b")
+        return sum(int(m.group(1)) for p in phases for m in [pattern.search(p[4])] if m)
+
     cpu_total = sum(float(p[5]) for p in phases if p[5])
+    failed_phases = sum(1 for p in phases if p[3] != 0)
     out.append(
         f"wall clock {_minutes(end - origin)}; CPU {_minutes(cpu_total)} in the timed phases; "
-        f"tests passed {passed}, failed {failed}"
+        f"tests passed {total('passed')}, failed {total('failed')}, errors {total('error')}; "
+        f"phases failed {failed_phases}"
     )
     return "\n".join(out) + "\n"
 
