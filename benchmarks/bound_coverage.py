@@ -1,5 +1,5 @@
 """How often the bounds of a partial evaluation hold the true value: Monte Carlo coverage of the
-calibrated bounds (`sustaindiffusion.search.bounds`) beside the screening's first bounds
+calibrated bounds (`sustaindiffusion.api.bounds`) beside the screening's first bounds
 (`sustaindiffusion.search.screening`, at its `confidence`), for partial evaluations of k images.
 
     .venv/bin/python benchmarks/bound_coverage.py [--replicates 20000] [--seed 0]
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
 from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.api.results import Metrics
-from sustaindiffusion.search.bounds import (
+from sustaindiffusion.api.bounds import (
     FloatArray,
     energy_bounds_array,
     ethnic_bias_bounds_array,

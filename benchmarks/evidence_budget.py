@@ -27,13 +27,14 @@ To add an arm (the adaptive policy): write a function with the `Arm` signature t
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats
@@ -44,8 +45,8 @@ from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape, merged
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
 from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.search.bounds import (
+from sustaindiffusion.api.spec import QualityConstraint, SustainSearchSpec, ValidImagesConstraint
+from sustaindiffusion.api.bounds import (
     Interval,
     energy_bounds,
     ethnic_bias_bounds,
@@ -55,8 +56,11 @@ from sustaindiffusion.search.bounds import (
     tiebreak,
 )
 from sustaindiffusion.search.engine import SearchEngine
-from sustaindiffusion.search.ledger import Candidate
+from sustaindiffusion.search.ledger import Candidate, Ledger
+from sustaindiffusion.search.nsga2 import AskTellNSGA2
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
+from sustaindiffusion.search.population import Population
+from sustaindiffusion.search.reference import Reference
 
 JOULES_PER_KWH = 3.6e6
 EXTEND = 2.0  # every arm runs on to this multiple of plain-N's energy (for equal-energy reads)
@@ -100,24 +104,42 @@ class Arm(Protocol):
 
 
 def search_spec(
-    config: Config, landscape: Landscape, seed: int, images: int, generations: int
+    config: Config,
+    landscape: Landscape,
+    seed: int,
+    images: int,
+    generations: int,
+    algorithm: Mapping[str, Any] | None = None,
 ) -> SustainSearchSpec:
     return SustainSearchSpec.model_validate(
         {
             "prompts": {"inline": [METHOD_SEARCH_PROMPT], "imagesPerPrompt": images},
             "searchSpace": landscape.search_space,
-            "algorithm": {"populationSize": config.population, "generations": generations, "seed": seed},
+            "algorithm": {
+                "populationSize": config.population,
+                "generations": generations,
+                "seed": seed,
+                **(algorithm or {}),
+            },
         }
     )
 
 
 def true_hypervolume(front: Sequence[CandidateSettings], landscape: Landscape) -> float:
-    if not front:
-        return 0.0
-    scale = MEASURED_SCALE_FACTOR * landscape.true_values(CandidateSettings()).energy_joules_per_image
+    """The hypervolume of the front's TRUE values, of the points that are truly feasible (true
+    quality at least the defaults' true quality less the spec's default tolerance, true valid share
+    at least its default minimum): a point that only looked feasible is no result."""
+    defaults = landscape.true_values(CandidateSettings())
+    scale = MEASURED_SCALE_FACTOR * defaults.energy_joules_per_image
+    threshold = (1 - QualityConstraint().tolerance) * defaults.quality
     points = [landscape.true_values(settings) for settings in front]
+    feasible = [
+        p for p in points if p.quality >= threshold and p.valid_share >= ValidImagesConstraint().min_share
+    ]
+    if not feasible:
+        return 0.0
     return hypervolume(
-        np.array([[p.gender_bias, p.ethnic_bias, p.energy_joules_per_image / scale] for p in points])
+        np.array([[p.gender_bias, p.ethnic_bias, p.energy_joules_per_image / scale] for p in feasible])
     )
 
 
@@ -174,8 +196,42 @@ class PlainArm:
         return drive(engine, landscape, evaluate, config, energy_budget)
 
 
+@dataclass(frozen=True)
+class SpecArm:
+    """NSGA-II with `algorithm` settings added to the spec (the adaptive evidence policy, screening,
+    more evidence), at the `divisor`-th of N images per prompt; every task is evaluated as the
+    engine's plan says (each candidate from its own first image; in the spec's calls)."""
+
+    name: str
+    algorithm: Mapping[str, Any]
+    divisor: int = 1
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        images = max(1, config.images // self.divisor)
+        generations = config.ceiling if energy_budget is not None else config.generations
+        spec = search_spec(config, landscape, seed, images, generations, self.algorithm)
+        adaptive = spec.algorithm.adaptive
+        calls = adaptive.images_per_prompt if adaptive is not None else None
+        engine = SearchEngine(spec)
+
+        def evaluate(engine: SearchEngine, candidate: Candidate) -> Evaluation:
+            plan = engine.plan()
+            own = plan.first_image_of(candidate.candidate_id)
+            first = plan.first_image if own is None else own
+            return landscape.evaluate(
+                candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
+            )
+
+        return drive(engine, landscape, evaluate, config, energy_budget)
+
+
+def adaptive_arm(name: str = "adaptive", **settings: Any) -> SpecArm:
+    """The adaptive evidence policy (`algorithm.adaptive`), at its defaults unless `settings` say."""
+    return SpecArm(name, {"adaptive": settings})
+
+
 def arms() -> list[Arm]:
-    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4)]
+    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4), adaptive_arm()]
 
 
 # ----------------------------------------------------------------------------- EXPERIMENTAL
@@ -187,7 +243,7 @@ class RacingArm:
     asked candidate is evaluated in sequential batches (`schedule`, images per prompt in all after
     each batch) and told as one merged result. After each batch but the last, it stops if it is
     dominated by a point of the engine's current front, or infeasible, its partial estimate then
-    told as its result. "Dominated" compares its optimistic bounds (`search.bounds`, `own` =
+    told as its result. "Dominated" compares its optimistic bounds (`api.bounds`, `own` =
     "optimistic") or its estimates ("estimate") with the front point's pessimistic bounds (`front`
     = "pessimistic") or estimates ("estimate"); each bound at `error`, which "race" arms split
     over the six bounds a comparison takes (`error` / 6) and "promote" arms do not."""
@@ -303,6 +359,80 @@ def experimental_arms() -> list[Arm]:
 
 
 CONTROLS = ("plain-N", "plain-N/2", "plain-N/4")
+
+
+# ----------------------------------------------------------------------------- wrong discards
+
+
+@dataclass
+class Discards:
+    """Candidates left with fewer than N images per prompt and out of the next population
+    (`stopped`), and those of them a whole evaluation of N would have put into it (`wrong`)."""
+
+    stopped: int = 0
+    wrong: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.wrong / self.stopped if self.stopped else 0.0
+
+
+def count_discards(arm: SpecArm, config: Config, landscape: Landscape, seed: int) -> Discards:
+    """Run the arm's search for `config.generations` generations and, at every survival, ask of
+    each candidate that rests on fewer than N images and stays out of the next population whether
+    NSGA-II would have let it in, had it been told the candidate's whole evaluation of N images
+    (on the same seeds; everything else as told)."""
+    images = max(1, config.images // arm.divisor)
+    spec = search_spec(config, landscape, seed, images, config.generations, arm.algorithm)
+    adaptive = spec.algorithm.adaptive
+    calls = adaptive.images_per_prompt if adaptive is not None else None
+    engine = SearchEngine(spec)
+    counted = Discards()
+
+    def key(genome: dict[str, Any]) -> str:
+        return engine.encoding.decode(genome).candidate_id()
+
+    def survivors(nsga: AskTellNSGA2, told: Sequence[tuple[list[float], list[float]]]) -> set[str]:
+        trial = copy.deepcopy(nsga)
+        trial.tell([objectives for objectives, _ in told], [constraints for _, constraints in told])
+        return {str(k) for k in trial.population_keys(key)}
+
+    def tell(population: Population, nsga: AskTellNSGA2, ledger: Ledger, reference: Reference) -> None:
+        told: list[tuple[list[float], list[float]]] = []
+        for candidate_id in population.genome_ids:
+            result = ledger.result(candidate_id)
+            assert result is not None
+            told.append(ledger.bounded(candidate_id) or reference.told_values(result))
+        entered = survivors(nsga, told)
+        for candidate in population.candidates:
+            candidate_id = candidate.candidate_id
+            result = ledger.result(candidate_id)
+            if result is None or not result.ok or candidate_id in entered:
+                continue
+            if result.metrics is None or result.metrics.images >= config.images:
+                continue
+            whole = landscape.evaluate(candidate_id, candidate.settings, 0, config.images, seed, calls).result
+            values = reference.told_values(whole)
+            counterfactual = [values if i == candidate_id else v for i, v in zip(population.genome_ids, told, strict=True)]
+            counted.stopped += 1
+            counted.wrong += candidate_id in survivors(nsga, counterfactual)
+        told_as_usual(population, nsga, ledger, reference)
+
+    told_as_usual = Population.tell
+    Population.tell = tell  # type: ignore[method-assign]
+    try:
+        while not engine.outcome().finished:
+            plan = engine.plan()
+            for candidate in engine.ask():
+                own = plan.first_image_of(candidate.candidate_id)
+                first = plan.first_image if own is None else own
+                evaluation = landscape.evaluate(
+                    candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
+                )
+                engine.tell(evaluation.result)
+    finally:
+        Population.tell = told_as_usual  # type: ignore[method-assign]
+    return counted
 
 
 # ----------------------------------------------------------------------------- reading runs
