@@ -5,8 +5,10 @@ descriptions in `kubectl explain`, printer columns, and immutable fields."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import EnergyTotals, EvaluationCounters, Phase, SustainSearchStatus
+from sustaindiffusion.api.validation import ManifestError, validate_spec
 from sustaindiffusion.local.study import expand, load_arms
 from tests.support.controlplane import ControlPlane
 from tests.support.processes import wait_until
@@ -26,6 +29,7 @@ from tests.support.spec_cases import (
     INVALID_CASES,
     VALID_FAMILY_CASES,
     InvalidCase,
+    resource_probes,
     valid_family_spec,
 )
 
@@ -81,6 +85,100 @@ def test_invalid_spec_is_refused_with_the_expected_message(
     # Strict field validation reports unknown fields in the message only.
     in_message = case.path.removeprefix("spec.") in status["message"] and case.message in status["message"]
     assert matching or in_message, f"expected {case.path}: {case.message}\ngot: {status['message']}"
+
+
+SKIPPED_RULES = "some validation rules were not checked"
+UNSUPPORTED = [case for case in INVALID_CASES if case.message.startswith("Unsupported value")]
+
+
+@pytest.mark.parametrize("case", UNSUPPORTED, ids=[c.name for c in UNSUPPORTED])
+def test_an_unknown_value_is_refused_in_one_line(
+    custom: client.CustomObjectsApi, namespace: str, case: InvalidCase
+) -> None:
+    """An enumeration is a CEL rule, not a schema enum: the API server refuses an unknown value
+    without the line that says it skipped every other rule ("<nil>: Invalid value: null: ...")."""
+    with pytest.raises(ApiException) as refused:
+        _create(custom, namespace, _body(case.spec()))
+    status = json.loads(refused.value.body)
+    causes = status.get("details", {}).get("causes", [])
+    assert len(causes) == 1, status["message"]
+    assert causes[0]["field"] == case.path
+    assert case.message in causes[0]["message"]
+    assert SKIPPED_RULES not in status["message"]
+
+
+def _refusal(call: Callable[[], object]) -> list[str] | None:
+    """The messages the API server refused `call` with as invalid, or None when it accepted it."""
+    try:
+        call()
+    except ApiException as error:
+        status = json.loads(error.body)
+        if error.status not in (400, 422):
+            raise AssertionError(f"refused for another reason than validity: {error.body}") from None
+        causes = status.get("details", {}).get("causes", [])
+        return [f"{cause.get('field')}: {cause.get('message')}" for cause in causes] or [status["message"]]
+    return None
+
+
+PROBES = resource_probes(160)
+RESTRICTED = {  # what the test namespaces' Pod Security admission asks of a container
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+}
+
+
+def test_what_kubernetes_refuses_for_a_container_a_search_refuses_in_both_places(
+    api_client: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Resource maps drawn from names and quantities a cluster accepts and refuses: every one that
+    the API server refuses for a bare Pod's container is refused as a search's resources, and the
+    API server and `validate` agree on every one, in the same words."""
+    core = client.CoreV1Api(api_client)
+    agreed = {"pod and search refused": 0, "search refused only": 0, "both accepted": 0}
+    for index, resources in enumerate(PROBES):
+        # As the operator writes them into a worker Job (quantities as strings).
+        as_strings = {kind: {k: str(v) for k, v in values.items()} for kind, values in resources.items()}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"probe-{index}"},
+            "spec": {"containers": [{"name": "c", "image": "x", "resources": as_strings, **RESTRICTED}]},
+        }
+        pod_refused = _refusal(functools.partial(core.create_namespaced_pod, namespace, pod, dry_run="All"))
+        spec = copy.deepcopy(BASE_SPEC) | {"execution": {"resources": resources}}
+        server = _refusal(
+            functools.partial(
+                custom.create_namespaced_custom_object,
+                *(GROUP, VERSION, namespace, PLURAL, _body(spec)),
+                dry_run="All",
+                field_validation="Strict",
+            )
+        )
+        try:
+            validate_spec(spec)
+            local = None
+        except ManifestError as error:
+            local = [str(e) for e in error.errors]
+        where = f"probe {index}: {resources}\npod: {pod_refused}\nserver: {server}\nlocal: {local}"
+        assert (server is None) == (local is None), where
+        assert pod_refused is None or local is not None, where
+        for line in local or []:
+            message = line.split(": ", 1)[1]
+            assert any(message in refusal for refusal in server or []), where
+        key = (
+            "both accepted"
+            if local is None
+            else "pod and search refused"
+            if pod_refused
+            else "search refused only"
+        )
+        agreed[key] += 1
+    assert all(agreed.values()), agreed  # the draw covers each outcome
 
 
 @pytest.mark.parametrize("name", VALID_FAMILY_CASES)

@@ -377,6 +377,63 @@ def test_a_search_with_held_out_validation_fills_it_into_its_status_and_its_stud
     assert (analysis / "index.html").exists()
 
 
+def test_held_out_prompts_that_are_search_prompts_stop_the_start_and_refused_edits_lose_nothing(
+    api_client: client.ApiClient, operator: OperatorProcess, namespace: str, tiny_models: Path
+) -> None:
+    """Held-out prompts in a ConfigMap (the API server's rule cannot read them) are checked when the
+    search starts: one that is the search prompt (other case, spacing, a final period) fails it with
+    a condition and an event, before any Job; fixed, the search starts. Edits that the API server
+    refuses for the new rules leave the running search on its stored spec."""
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    spec = search_spec(tiny_models)
+    spec["algorithm"]["generations"] = 1
+    search_prompt = spec["prompts"]["inline"][0].rstrip(".")
+    prompts = ["Photo portrait of a nurse at work", f"  {search_prompt.upper()} . "]
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "held-out"}, "data": {"prompts.txt": "\n".join(prompts)}}
+    )
+    spec["validation"] = {
+        "prompts": {"configMapRef": {"name": "held-out"}},
+        "imagesPerPrompt": 1,
+        "points": 1,
+    }
+    create_search(api_client, namespace, "overlap", spec)
+    failed = wait_phase(api_client, namespace, "overlap", operator, phase="Failed")["status"]
+    condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
+    assert condition["reason"] == "PromptsOverlap"
+    # The operator reads a ConfigMap's lines stripped, as it would generate them.
+    assert f'held-out prompt "{search_prompt.upper()} ." is also a search prompt' in condition["message"]
+    wait_event(api_client, namespace, lambda e: e.reason == "PromptsOverlap", "the PromptsOverlap event")
+    assert not client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+
+    core.patch_namespaced_config_map("held-out", namespace, {"data": {"prompts.txt": prompts[0]}})
+    # A metadata change wakes the search at once (the ConfigMap is read when the search steps).
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "overlap", {"metadata": {"annotations": {"fixed": "prompts"}}}
+    )
+    wait_until(
+        lambda: (get_search(api_client, namespace, "overlap").get("status") or {}).get("phase") == "Running",
+        60,
+        what="the fixed search to start",
+    )
+    for change, message in (
+        ({"execution": {"resources": {"limits": {"nvidia.com/gpu": "0.5"}}}}, "must be an integer"),
+        ({"validation": {"prompts": {"inline": [search_prompt]}}}, "is also a search prompt"),
+    ):
+        with pytest.raises(client.ApiException) as refused:
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "overlap", {"spec": change}
+            )
+        assert refused.value.status == 422
+        assert message in str(refused.value.body)
+    search = wait_phase(api_client, namespace, "overlap", operator)
+    assert search["metadata"]["generation"] == 1  # no refused edit reached the stored spec
+    assert search["status"]["observedGeneration"] == 1
+    assert search["status"]["validation"]["complete"] is True
+    assert search["status"]["validation"]["prompts"] == 1
+    assert {r.generation for r in archive_records(api_client, namespace, "overlap")} == {0, 1, 2}
+
+
 def test_a_screened_search_with_more_evidence_survives_operator_kills_and_repeats_nothing(
     api_client: client.ApiClient,
     operator: OperatorProcess,

@@ -221,9 +221,23 @@ def test_a_two_arm_two_run_study_runs_locally_and_resumes(tmp_path: Path) -> Non
         row["role"] == "knee" and row["runs"] == "2" and row["prompts"] == "4" for row in held_out.values()
     )
     assert "knee" in analysed.stdout  # the held-out table, printed
+    # Held out first: the changes against the defaults, with intervals, then what the per-prompt
+    # counts support; the in-sample arm table after them, labelled so.
+    shown = analysed.stdout
+    assert shown.index("held out: change against the defaults") < shown.index("in-sample: 4 runs of 2 arms")
+    assert shown.index("held out, prompt by prompt") < shown.index("in-sample: 4 runs of 2 arms")
+    assert "biases, knee: " in shown
+    assert "not significant at 5%" in shown or "beyond chance" in shown or "no prompt decided" in shown
+    with (out / "analysis" / "held-out-changes.csv").open() as handle:
+        changes = list(csv.DictReader(handle))
+    knees = {(row["arm"], row["objective"]) for row in changes if row["role"] == "knee"}
+    assert knees == {("biases", "GenderBias"), ("biases", "EthnicBias"), ("energy", "Energy")}
+    for row in changes:
+        if row["held_out_change_percent"]:
+            assert float(row["held_out_low"]) <= float(row["held_out_high"])
     assert "\\toprule" in (out / "analysis" / "arms.tex").read_text()
     assert "box_plots.png" in analysed.stderr
-    assert "<h2>Box plots over runs</h2>" in (out / "analysis" / "index.html").read_text()
+    assert "<h2>In-sample: box plots over runs</h2>" in (out / "analysis" / "index.html").read_text()
     print(analysed.stdout)
 
 
@@ -251,7 +265,8 @@ def test_the_report_has_plots_grids_html_and_exports(finished_run: Path) -> None
     page = (report / "index.html").read_text()
     assert "How these numbers were obtained" in page
     assert "energy measured as GPU" in page
-    assert "Held-out validation (complete)" in page
+    assert "Held out: what holds up on new prompts (complete)" in page
+    assert page.index("Held out: what holds up") < page.index("Pareto front, in-sample")
     for entry in status["front"]:
         assert entry["candidateId"] in page
         with Image.open(report / f"grid-{entry['candidateId']}.png") as grid:
@@ -279,8 +294,11 @@ def test_an_exported_profile_round_trips_into_generation_settings(finished_run: 
     compile((finished_run / f"profile-{chosen}.py").read_text(), "profile.py", "exec")
     assert profile["measured"]["inSample"] is True
     validated = {p["candidateId"]: p for p in status["validation"]["points"]}
+    assert list(profile).index("heldOut") < list(profile).index("measured")  # held out first
     if chosen in validated:
         assert profile["heldOut"]["objectives"] == validated[chosen]["objectives"]
+        assert 0 <= profile["heldOut"]["perPrompt"]["signTestP"] <= 1
+        assert profile["heldOut"]["perPrompt"]["conclusion"]
     else:
         assert profile["heldOut"] is None
     bill = profile["payback"]
@@ -293,6 +311,8 @@ def test_an_exported_profile_round_trips_into_generation_settings(finished_run: 
     knee = sustaindiffusion("export-profile", str(finished_run), "--rule", "knee")
     assert "(knee)" in knee.stderr
     assert "held out: 2 prompts x 2 images" in knee.stderr  # the knee is always validated
+    assert "per held-out prompt against the defaults:" in " ".join(knee.stderr.split())
+    assert "(in-sample)" in knee.stderr
     assert "the search spent" in " ".join(knee.stderr.split())
     missing = sustaindiffusion(
         "export-profile", str(finished_run), "--rule", "least-energy:e<=0", check=False

@@ -5,6 +5,7 @@ end-to-end tests (the real API server), so the two paths are held to the same wo
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,6 +309,137 @@ INVALID_CASES = [
         "spec.execution.resources.limits",
         "must be a Kubernetes quantity",
     ),
+    # Resources, as Kubernetes judges a container's (tests/e2e/test_api_server.py checks each case
+    # against a bare Pod too: what a Pod may not have, a search may not either).
+    InvalidCase(
+        "resource name not for containers",
+        {"execution": {"resources": {"limits": {"gpu": 1}}}},
+        "spec.execution.resources.limits",
+        '"gpu" is not a resource a container can request',
+    ),
+    InvalidCase(
+        "a quota's resource name",
+        {"execution": {"resources": {"requests": {"pods": "1"}}}},
+        "spec.execution.resources.requests",
+        '"pods" is not a resource a container can request',
+    ),
+    InvalidCase(
+        "resource name with two slashes",
+        {"execution": {"resources": {"limits": {"example.com/gpu/big": 1}}}},
+        "spec.execution.resources.limits",
+        '"example.com/gpu/big" is not a resource a container can request',
+    ),
+    InvalidCase(
+        "extended resource under the quota prefix",
+        {"execution": {"resources": {"limits": {"requests.nvidia.com/gpu": 1}}}},
+        "spec.execution.resources.limits",
+        "is not a resource a container can request",
+    ),
+    InvalidCase(
+        "huge pages of page size zero",
+        {"execution": {"resources": {"limits": {"hugepages-0": "0", "memory": "1Gi"}}}},
+        "spec.execution.resources.limits",
+        '"hugepages-0" is not a resource a container can request',
+    ),
+    InvalidCase(
+        "negative cpu",
+        {"execution": {"resources": {"limits": {"cpu": "-1"}}}},
+        "spec.execution.resources.limits",
+        "must be greater than or equal to 0",
+    ),
+    InvalidCase(
+        "negative memory as an integer",
+        {"execution": {"resources": {"requests": {"memory": -1}}}},
+        "spec.execution.resources.requests",
+        "must be greater than or equal to 0",
+    ),
+    InvalidCase(
+        "decimal suffix in the wrong case",
+        {"execution": {"resources": {"limits": {"memory": "16GB"}}}},
+        "spec.execution.resources.limits",
+        "must be a Kubernetes quantity",
+    ),
+    InvalidCase(
+        "binary suffix in lower case",
+        {"execution": {"resources": {"limits": {"memory": "1ki"}}}},
+        "spec.execution.resources.limits",
+        "must be a Kubernetes quantity",
+    ),
+    InvalidCase(
+        "an exponent that would stall the API server",
+        {"execution": {"resources": {"limits": {"memory": "1e-9999999999"}}}},
+        "spec.execution.resources.limits",
+        "(an exponent has at most two digits)",
+    ),
+    InvalidCase(
+        "absurd cpu",
+        {"execution": {"resources": {"limits": {"cpu": "1e30"}}}},
+        "spec.execution.resources.limits",
+        "must be at most 9007199254740992 (2^53)",
+    ),
+    InvalidCase(
+        "memory beyond what Kubernetes counts exactly",
+        {"execution": {"resources": {"limits": {"memory": "9Ei"}}}},
+        "spec.execution.resources.limits",
+        "must be at most 9007199254740992 (2^53)",
+    ),
+    InvalidCase(
+        "half a GPU",
+        {"execution": {"resources": {"limits": {"nvidia.com/gpu": "0.5"}}}},
+        "spec.execution.resources.limits",
+        "nvidia.com/gpu: 0.5 must be an integer: an extended resource counts whole devices",
+    ),
+    InvalidCase(
+        "GPUs in thousandths",
+        {"execution": {"resources": {"limits": {"nvidia.com/gpu": "1500m"}}}},
+        "spec.execution.resources.limits",
+        "nvidia.com/gpu: 1500m must be an integer",
+    ),
+    InvalidCase(
+        "a tenth of a byte (100m for 100Mi)",
+        {"execution": {"resources": {"limits": {"memory": "100m"}}}},
+        "spec.execution.resources.limits",
+        "memory: 100m is a fraction of a byte: give whole bytes (100m is a tenth of a byte; 100Mi is "
+        "100 MiB)",
+    ),
+    InvalidCase(
+        "huge pages not a whole number of pages",
+        {"execution": {"resources": {"limits": {"hugepages-2Mi": "3Mi", "memory": "1Gi"}}}},
+        "spec.execution.resources.limits",
+        "hugepages-2Mi: 3Mi is not a whole number of pages",
+    ),
+    InvalidCase(
+        "cpu request above its limit",
+        {"execution": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}}},
+        "spec.execution.resources.requests",
+        "cpu: request 2, limit 1500m: a request must not be above its limit",
+    ),
+    InvalidCase(
+        "memory request above its limit",
+        {"execution": {"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "2G"}}}},
+        "spec.execution.resources.requests",
+        "memory: request 2Gi, limit 2G: a request must not be above its limit",
+    ),
+    InvalidCase(
+        "GPU request below its limit",
+        {"execution": {"resources": {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}}},
+        "spec.execution.resources.requests",
+        "nvidia.com/gpu: request 1, limit 2: a request must equal its limit (Kubernetes never overcommits "
+        "extended resources and huge pages)",
+    ),
+    InvalidCase(
+        "GPU request without a limit",
+        {"execution": {"resources": {"requests": {"nvidia.com/gpu": 1, "cpu": "1"}}}},
+        "spec.execution.resources.requests",
+        "nvidia.com/gpu: request 1: a request needs a limit equal to it (Kubernetes never overcommits "
+        "extended resources and huge pages)",
+    ),
+    InvalidCase(
+        "huge pages without cpu or memory",
+        {"execution": {"resources": {"limits": {"hugepages-2Mi": "4Mi", "nvidia.com/gpu": 1}}}},
+        "spec.execution.resources",
+        "huge pages need a cpu or memory request or limit beside them",
+    ),
     InvalidCase(
         "toleration effect unknown",
         {"execution": {"tolerations": [{"key": "nvidia.com/gpu", "effect": "Sometimes"}]}},
@@ -402,6 +534,37 @@ INVALID_CASES = [
         "spec.reporting.maxFrontEntries",
         "greater than or equal to 1",
     ),
+    # Held-out prompts are not search prompts, compared without case, whitespace runs and final
+    # punctuation (the method's 56-prompt file holds its search prompt with a final period).
+    InvalidCase(
+        "the search prompt held out with a final period",
+        {"validation": {"prompts": {"inline": ["Photo portrait of a Software Engineer that codes."]}}},
+        "spec.validation.prompts.inline",
+        'held-out prompt "Photo portrait of a Software Engineer that codes." is also a search prompt '
+        "(compared without case, runs of whitespace and final punctuation): a held-out figure on it "
+        "would be in-sample",
+    ),
+    InvalidCase(
+        "the search prompt held out in other case and spacing",
+        {
+            "validation": {
+                "prompts": {
+                    "inline": [
+                        "Photo portrait of a nurse",
+                        "  photo PORTRAIT of a software\tengineer  that codes?! ",
+                    ]
+                }
+            }
+        },
+        "spec.validation.prompts.inline",
+        'held-out prompt "  photo PORTRAIT of a software\tengineer  that codes?! " is also a search prompt',
+    ),
+    InvalidCase(
+        "a prompt longer than a text encoder reads",
+        {"prompts.inline": ["a photo of " + "x" * 990]},
+        "spec.prompts.inline[0]",
+        "may not be more than 1000",
+    ),
     InvalidCase("unknown field", {"searchSpce": {}}, "spec.searchSpce", "unknown field"),
 ]
 
@@ -430,3 +593,84 @@ VALID_FAMILY_CASES: dict[str, dict[str, Any]] = {
 
 def valid_family_spec(name: str) -> dict[str, Any]:
     return copy.deepcopy(BASE_SPEC) | copy.deepcopy(VALID_FAMILY_CASES[name])
+
+
+# Resource maps drawn from names and values a cluster accepts and refuses, for the test that
+# whatever Kubernetes refuses for a Pod's container, a search refuses too, on the API server and
+# locally alike (tests/e2e/test_api_server.py). No exponent here has more than two digits: longer
+# ones stall the API server's quantity parser (see sustaindiffusion/api/quantities.py).
+CONTAINER_RESOURCES = (
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "nvidia.com/gpu",
+    "example.com/fpga",
+    "kubernetes.io/widgets",
+    "hugepages-2Mi",
+    "hugepages-1Gi",
+)
+RESOURCE_NAMES = (
+    *CONTAINER_RESOURCES,
+    "gpu",
+    "Memory",
+    "pods",
+    "requests.nvidia.com/gpu",
+    "hugepages-0",
+    "hugepages-1.5",
+    "example.com/a/b",
+    "Example.com/x",
+)
+RESOURCE_VALUES: tuple[int | str, ...] = (
+    0,
+    1,
+    2,
+    -1,
+    "0",
+    "1",
+    "2",
+    "-1",
+    "-0",
+    "+1",
+    "0.5",
+    "1.5",
+    ".5",
+    "5.",
+    "100m",
+    "1000m",
+    "1500m",
+    "2Mi",
+    "3Mi",
+    "4Mi",
+    "0.5Ki",
+    "1Gi",
+    "2Gi",
+    "1G",
+    "1e3",
+    "1E2",
+    "1e-3",
+    "1e30",
+    "9007199254740993",
+    "1.0000000001",
+    "0.9999999999",
+    "16GB",
+    "1ki",
+    "lots",
+)
+
+
+def resource_probes(count: int, seed: int = 30) -> list[dict[str, dict[str, int | str]]]:
+    """`count` resource requirements: one to three requests and limits each, often the same names."""
+    draw = random.Random(seed)
+    probes = []
+    for _ in range(count):
+        pool = CONTAINER_RESOURCES if draw.random() < 0.7 else RESOURCE_NAMES
+        names = draw.sample(pool, draw.randint(1, 3))
+        probe: dict[str, dict[str, int | str]] = {}
+        for field in ("requests", "limits"):
+            if draw.random() < 0.8:
+                chosen = [n for n in names if draw.random() < 0.7] or names[:1]
+                probe[field] = {
+                    name: draw.choice(RESOURCE_VALUES[: draw.choice((17, 23, -1))]) for name in chosen
+                }
+        probes.append(probe or {"limits": {names[0]: draw.choice(RESOURCE_VALUES)}})
+    return probes

@@ -16,12 +16,14 @@ from sustaindiffusion.local.analysis import (
     arm_table,
     compare,
     comparisons,
+    held_out_changes,
     held_out_counts,
     holm,
     paper_comparison,
     per_run,
 )
 from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.status import validation_status
 from tests.support.engine_runs import make_spec
 from tests.support.fake_evaluator import fake_evaluate, fake_prompt_stats
 from tests.support.measures import DEFAULTS, front_point
@@ -90,7 +92,7 @@ def test_the_arm_table_gives_means_spreads_and_changes_against_the_defaults() ->
     assert table.loc["fair", "gender_bias_mean"] == pytest.approx(
         0.31
     )  # (0.2 + 0.01 seed + 0.4) / 2 over seeds 0..4
-    assert table.loc["plain", "gender_bias_change_percent"] == pytest.approx(-12.0)
+    assert table.loc["plain", "gender_bias_in_sample_change_percent"] == pytest.approx(-12.0)
     assert table.loc["defaults", "gender_bias_mean"] == 1.0
     assert table.loc["fair", "hypervolume_mean"] > table.loc["plain", "hypervolume_mean"]
     assert table.loc["plain", "gender_bias_std"] == pytest.approx(0.0158114, abs=1e-6)
@@ -126,9 +128,17 @@ def test_the_papers_table_sits_beside_the_studys_means() -> None:
     beside = paper_comparison(arm_table(runs)).set_index(["arm", "measure"])
     assert beside.loc[("sustaindiffusion", "gender_bias"), "paper"] == 0.32
     assert beside.loc[("sustaindiffusion", "gender_bias"), "difference_percent"] == pytest.approx(50.0)
-    assert beside.loc[("sustaindiffusion", "quality"), "difference_percent"] == pytest.approx(0.0)
+    assert beside.loc[("sustaindiffusion", "gender_bias"), "comparable"]
     assert beside.loc[("defaults", "seconds_per_image"), "paper"] == 34.0
     assert "recommended" not in {arm for arm, _ in beside.index}  # the paper has no such arm
+    # Another statistic than the paper's: the reason, and no number beside the paper's.
+    quality = beside.loc[("sustaindiffusion", "quality")].to_dict()
+    assert not quality["comparable"]
+    assert "yolos-tiny" in str(quality["why_not"])
+    assert math.isnan(float(quality["study"]))
+    assert math.isnan(float(quality["difference_percent"]))
+    assert not beside.loc[("sustaindiffusion", "ethnic_bias"), "comparable"]
+    assert "8 images per pipeline call" in beside.loc[("defaults", "gpu_kwh_per_image"), "why_not"]
 
 
 def _validated_engine() -> SearchEngine:
@@ -150,6 +160,61 @@ def test_a_runs_validated_points_count_prompts_won_traded_and_lost() -> None:
     assert all(p.wins + p.pareto + p.losses == 3 for p in summary.held_out)
     without = RunSummary.of("plain", 0, SearchEngine(make_spec()))
     assert without.held_out == ()
+
+
+def test_a_runs_validated_points_carry_held_out_and_in_sample_changes_and_prompt_outcomes() -> None:
+    engine = _validated_engine()
+    summary = RunSummary.of("fair", 0, engine)
+    status = validation_status(engine)
+    assert status is not None
+    knee, held = summary.held_out[0], status.points[1]
+    assert len(knee.outcomes) == 3
+    assert (knee.outcomes.count(1), knee.outcomes.count(0), knee.outcomes.count(-1)) == (
+        knee.wins,
+        knee.pareto,
+        knee.losses,
+    )
+    assert set(knee.changes) == {o.name.value for o in engine.spec.objectives}
+    for name, change in knee.changes.items():
+        objective = (held.objectives or {})[name]
+        assert change.held_out == objective.change_percent
+        assert (change.low, change.high) == (objective.change_low, objective.change_high)
+        assert change.point is not None
+        assert change.point.shape[0] == 3
+
+
+def test_held_out_changes_lead_with_an_interval_over_runs_and_prompts() -> None:
+    engine = _validated_engine()
+    runs = [RunSummary.of("fair", seed, engine) for seed in range(3)]
+    changes = held_out_changes(runs, samples=400).set_index(["arm", "role", "objective"])
+    row = changes.loc[("fair", "knee", "Energy")]
+    single = runs[0].held_out[0].changes["Energy"]
+    assert row["runs"] == 3
+    assert row["held_out_change_percent"] == pytest.approx(single.held_out)  # three copies of one run
+    assert row["held_out_low"] <= row["held_out_change_percent"] <= row["held_out_high"]
+    assert row["in_sample_change_percent"] == pytest.approx(single.in_sample)
+    again = held_out_changes(runs, samples=400).set_index(["arm", "role", "objective"])
+    assert again.loc[("fair", "knee", "Energy"), "held_out_low"] == row["held_out_low"]  # seeded
+    one = held_out_changes(runs[:1], samples=400).set_index(["arm", "role", "objective"])
+    assert one.loc[("fair", "knee", "Energy"), "held_out_change_percent"] == pytest.approx(single.held_out)
+    assert held_out_changes([RunSummary("plain", 0, [], None, None)]).empty
+
+
+def test_per_prompt_counts_say_what_they_can_support() -> None:
+    """Wins and losses balanced per prompt over the runs, then a sign test over the prompts."""
+    runs = [
+        RunSummary("fair", seed, [], None, None, (HeldOutCounts("knee", 2, 1, 0, (1, 1, 0)),))
+        for seed in range(3)
+    ]
+    row = held_out_counts(runs).set_index(["arm", "role"]).loc[("fair", "knee")].to_dict()
+    assert (row["units_won"], row["units_traded"], row["units_lost"]) == (2, 1, 0)
+    assert row["unit"] == "prompt, over runs"
+    assert row["sign_test_p"] == pytest.approx(0.5)
+    assert "2 wins, 1 trade, 0 losses of 3 prompts" in row["conclusion"]
+    assert "not significant at 5%" in row["conclusion"]
+    assert "it takes at least 6" in row["conclusion"]
+    many = [RunSummary("fair", 0, [], None, None, (HeldOutCounts("knee", 8, 0, 0, (1,) * 8),))]
+    assert "more wins than losses beyond chance" in held_out_counts(many).loc[0, "conclusion"]
 
 
 def test_held_out_counts_sum_over_runs_per_arm_andfront_point() -> None:

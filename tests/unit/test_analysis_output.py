@@ -39,10 +39,10 @@ def _runs() -> list[RunSummary]:
 def test_every_output_is_written_and_the_page_embeds_its_box_plots(tmp_path: Path) -> None:
     written = Analysis.of(_runs(), reference="rs", compare_paper=True).write(tmp_path)
     assert [path.name for path in written] == [
+        "held-out.csv",
         "runs.csv",
         "arms.csv",
         "tests.csv",
-        "held-out.csv",
         "paper.csv",
         "arms.tex",
         "box_plots.png",
@@ -58,9 +58,10 @@ def test_every_output_is_written_and_the_page_embeds_its_box_plots(tmp_path: Pat
         assert plot.width > 800
     assert (tmp_path / "box_plots.svg").exists()
     page = (tmp_path / "index.html").read_text()
-    assert page.count("<table") == 4  # arms, tests, held-out counts, the paper's means
+    assert page.count("<table") == 4  # held-out counts, arms, tests, the paper's means
+    assert page.index("Held out, prompt by prompt") < page.index("In-sample, per arm")
     assert "data:image/png;base64," in page
-    assert "Each arm against rs" in page
+    assert "In-sample: each arm against rs" in page
     assert "<td>sustaindiffusion</td>" in page
 
 

@@ -171,6 +171,8 @@ def test_the_loop_runs_validation_on_held_out_prompts_and_fresh_seeds() -> None:
     assert defaults["objectives"]["GenderBias"]["changePercent"] == 0.0
     assert set(knee["objectives"]) == {"GenderBias", "EthnicBias", "Energy"}
     assert knee["wins"] + knee["pareto"] + knee["losses"] == 3
+    assert 0 <= knee["signTestP"] <= 1  # what 3 prompts can support, said in the status itself
+    assert "of 3 prompts" in knee["conclusion"]
     held = knee["objectives"]["Energy"]
     assert held["low"] <= held["value"] <= held["high"]
     assert status["phase"] == "Succeeded"
@@ -286,3 +288,64 @@ def test_validation_records_are_keyed_apart_from_the_search() -> None:
     validation = ArchiveRecord(generation=3, part=Part.VALIDATION, result=result)
     assert search.key != validation.key
     assert ArchiveRecord.from_line(validation.to_line()).stage == "validation"
+
+
+def test_held_out_prompts_that_are_search_prompts_refuse_the_start_and_the_fix_resumes_it() -> None:
+    """Prompts from ConfigMaps, which the API server's rule cannot read: checked when the search
+    starts, a failure with its reason until they are fixed; nothing runs meanwhile."""
+    held_out = ["held-out prompt one", "  PHOTO portrait of a software engineer that codes. "]
+    spec = make_spec(validation=VALIDATION, algorithm={"generations": 1})
+    archive, executor = MemoryArchive(), FakeExecutor()
+    loop = GenerationLoop(
+        "s",
+        spec,
+        archive,
+        executor,
+        prompts=lambda: ["Photo portrait of a Software Engineer that codes"],
+        save_images=False,
+        validation_prompts=lambda: list(held_out),
+    )
+    step = loop.step({})
+    status = step.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert executor.launches == []
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "PromptsOverlap")
+    assert failed["message"].startswith(
+        'spec.validation.prompts: held-out prompt "  PHOTO portrait of a software engineer that codes. " '
+        "is also a search prompt"
+    )
+    assert [e.reason for e in step.events] == ["PromptsOverlap"]
+    assert not loop.step(status).events  # said once
+    held_out.pop()
+    final = drive_loop(loop)
+    assert final["phase"] == "Succeeded"
+    assert final["validation"]["complete"] is True
+
+
+def test_held_out_prompts_changed_into_search_prompts_stop_the_validation_not_the_search() -> None:
+    held_out = ["held-out prompt one", "held-out prompt two"]
+    spec = make_spec(validation=VALIDATION, algorithm={"generations": 1})
+    archive, executor = MemoryArchive(), FakeExecutor()
+    loop = GenerationLoop(
+        "s",
+        spec,
+        archive,
+        executor,
+        prompts=lambda: ["a portrait"],
+        save_images=False,
+        validation_prompts=lambda: list(held_out),
+    )
+    status: dict[str, object] = {}
+    while not executor.launches or executor.launches[-1][0] < 1:
+        status = loop.step(status).status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    held_out.append("A portrait!")  # the ConfigMap edited while the search ran
+    for _ in range(20):
+        status = loop.step(status).status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert status["phase"] == "Failed"
+    assert 'held-out prompt "A portrait!"' in str(status["message"])
+    searched = [r for r in archive.records if r.stage is None]
+    assert {r.generation for r in searched} == {0, 1}  # the search itself is whole, and kept
+    assert not [r for r in archive.records if r.stage == "validation"]
+    held_out.pop()
+    assert drive_loop(loop)["phase"] == "Succeeded"

@@ -8,12 +8,19 @@ The pydantic JSON schema is turned into a Kubernetes structural schema: referenc
 `Optional` unwrapped, JSON-Schema-2020 exclusive bounds rewritten to OpenAPI v3 form, defaults
 (also those of default factories) written out so the API server defaults exactly as pydantic does,
 and each model's rules emitted as `x-kubernetes-validations`.
+
+The spec's enumerations are rules too (`self in [...]`), not the schema's `enum`: the API server
+skips every CEL rule of an object that breaks an `enum`, and says so in a line of its own ("<nil>:
+Invalid value: null: some validation rules were not checked ..."); as a rule, an unknown value is
+refused in the same words as before ('Unsupported value: "Beauty": supported values: ...', as
+local validation says it) and the object's other rules still run.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import types
 import typing
@@ -86,6 +93,35 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
     return result
 
 
+def enum_rule(values: list[str]) -> Schema:
+    """An enumeration as a CEL rule, worded as the API server words an `enum` refusal."""
+    quoted = ", ".join(f'"{value}"' for value in values)
+    return {
+        "rule": f"self in {json.dumps(values)}",
+        "messageExpression": f"'Unsupported value: \"' + self + '\": supported values: {quoted}'",
+    }
+
+
+def enums_as_rules(node: Any) -> Any:
+    """Every string `enum` under `node` as a rule (see the module's docstring)."""
+    if isinstance(node, list):
+        return [enums_as_rules(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: enums_as_rules(value) for key, value in node.items()}
+    values = result.get("enum")
+    if (
+        result.get("type") == "string"
+        and isinstance(values, list)
+        and all(isinstance(v, str) for v in values)
+    ):
+        del result["enum"]
+        description = result.get("description", "").rstrip()
+        result["description"] = f"{description} One of: {', '.join(values)}.".lstrip()
+        result["x-kubernetes-validations"] = [enum_rule(values), *result.get("x-kubernetes-validations", [])]
+    return result
+
+
 def _model_types(annotation: Any) -> list[type[BaseModel]]:
     """The BaseModel classes inside an annotation (through Optional, Annotated, list and dict)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -143,7 +179,7 @@ def _printer_columns() -> list[Schema]:
 
 
 def build_crd() -> Schema:
-    spec = structural_schema(SustainSearchSpec)
+    spec = enums_as_rules(structural_schema(SustainSearchSpec))
     for field, rule in IMMUTABLE_SPEC_FIELDS.items():
         spec["properties"][field].setdefault("x-kubernetes-validations", []).append(rule.as_validation())
     algorithm = spec["properties"]["algorithm"]["properties"]

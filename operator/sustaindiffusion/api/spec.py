@@ -26,31 +26,40 @@ from sustaindiffusion.api.families import (
 )
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL
 from sustaindiffusion.api.objectives import OBJECTIVES, Direction, ObjectiveName
+from sustaindiffusion.api.prompts_overlap import (
+    OVERLAP_MESSAGE,
+    PROMPT_MAX_LENGTH,
+    first_overlap,
+    overlap_message,
+    overlap_rule_cel,
+)
+from sustaindiffusion.api.quantities import (
+    MAGNITUDE_RULE,
+    NON_NEGATIVE_RULE,
+    QUANTITY_RULE,
+    RESOURCE_RULES,
+    VALUE_RULES,
+)
 from sustaindiffusion.api.rules import RULE_ERROR_TYPE, ApiModel, Rule, immutable
 
 # ----------------------------------------------------------------------------- shared types
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$"
-QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(\d+(\.\d*)?|\.\d+)))?$")
-
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 Keyword = Annotated[str, Field(min_length=1, max_length=100)]
-QUANTITY_RULE = Rule(
-    cel="type(self) == int || isQuantity(self)",
-    message="must be a Kubernetes quantity, e.g. 1, 500m, 16Gi",
-    check=lambda v: isinstance(v, int) or QUANTITY.match(v) is not None,
-)
 Quantity = Annotated[
     int | str,
-    AfterValidator(QUANTITY_RULE.validate),
+    AfterValidator(QUANTITY_RULE.validate),  # the syntax first: the others parse the value
+    AfterValidator(NON_NEGATIVE_RULE.validate),
+    AfterValidator(MAGNITUDE_RULE.validate),
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "maxLength": 64,  # bounds the CEL cost estimate; applies to the string form only
-            "x-kubernetes-validations": [QUANTITY_RULE.as_validation()],
+            "x-kubernetes-validations": [rule.as_validation() for rule in VALUE_RULES],
         }
     ),
 ]
@@ -165,7 +174,20 @@ _PROMPTS_RULE = Rule(
     message="give prompts inline or by configMapRef",
     check=lambda p: bool(p.inline) or p.config_map_ref is not None,
 )
-PromptText = Annotated[str, Field(min_length=1, max_length=2000)]
+# At most PROMPT_MAX_LENGTH characters where a spec is written (the schema's maxLength, which the
+# held-out rule's CEL cost needs); a stored spec from before, with up to 2000, still reads.
+PROMPT_LENGTH_RULE = Rule(
+    cel=f"size(self) <= {PROMPT_MAX_LENGTH}",
+    message=f"Too long: may not be more than {PROMPT_MAX_LENGTH} bytes",  # the API server's words
+    check=lambda prompt: len(prompt) <= PROMPT_MAX_LENGTH,
+    admission=True,
+)
+PromptText = Annotated[
+    str,
+    Field(min_length=1, max_length=2000),
+    AfterValidator(PROMPT_LENGTH_RULE.validate),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": PROMPT_MAX_LENGTH}),
+]
 
 
 class PromptsSpec(ApiModel):
@@ -564,6 +586,9 @@ class ResourceRequirements(ApiModel):
         default=None, description="Resource limits."
     )
 
+    # What Kubernetes refuses in a container's resources, refused before any Job is made.
+    rules: ClassVar[tuple[Rule, ...]] = RESOURCE_RULES
+
 
 class Toleration(ApiModel):
     """A pod toleration, as in a Kubernetes pod spec."""
@@ -697,7 +722,11 @@ class ValidationSpec(ApiModel):
     (the knee and the extremes first, then spread over the front) are evaluated again on prompts
     the search never saw, with fresh seeds, and `.status.validation` shows what holds up."""
 
-    prompts: PromptSource = Field(description="Held-out prompts, e.g. the method's 56 prompts.")
+    prompts: PromptSource = Field(
+        description="Held-out prompts, none of them a search prompt (ignoring ASCII case, runs of "
+        "whitespace and final punctuation), e.g. examples/prompts/held-out.txt: the method's 56 prompts "
+        "less its search prompt."
+    )
     images_per_prompt: int = Field(default=10, ge=1, le=100, description="Images per prompt and point.")
     seed: int = Field(
         default=1,
@@ -755,6 +784,29 @@ FAMILY_RULES = (
 )
 
 
+# ----------------------------------------------------------------------------- held out
+
+
+def _inline_overlap(spec: Any) -> str | None:
+    if spec.validation is None:
+        return None
+    return first_overlap(spec.prompts.inline or [], spec.validation.prompts.inline or [])
+
+
+_OVERLAP_CEL, _OVERLAP_MESSAGE_CEL = overlap_rule_cel("self.prompts.inline", "self.validation.prompts.inline")
+_INLINE = "has(self.validation) && has(self.validation.prompts.inline) && has(self.prompts.inline)"
+# Inline prompts here; the operator checks prompts from ConfigMaps when the search starts.
+HELD_OUT_RULE = Rule(
+    cel=f"!({_INLINE}) || {_OVERLAP_CEL}",
+    message=OVERLAP_MESSAGE,
+    check=lambda s: _inline_overlap(s) is None,
+    field_path=".validation.prompts.inline",
+    message_expression=f"!({_INLINE}) ? '{OVERLAP_MESSAGE}' : {_OVERLAP_MESSAGE_CEL}",
+    describe=lambda s: overlap_message(_inline_overlap(s) or ""),
+    admission=True,
+)
+
+
 # ----------------------------------------------------------------------------- the spec
 
 
@@ -786,6 +838,7 @@ class SustainSearchSpec(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         *FAMILY_RULES,
+        HELD_OUT_RULE,
         Rule(
             cel="self.objectives.all(o, self.objectives.exists_one(p, p.name == o.name))",
             message="each objective may appear only once",

@@ -65,7 +65,9 @@ class FrontEntry(ApiModel):
     settings: CandidateSettings = Field(description="Decoded settings.")
     objectives: ObjectiveValues
     change_percent: ObjectiveValues | None = Field(
-        default=None, description="Change of each objective against the model's defaults, in %."
+        default=None,
+        description="In-sample change of each objective against the model's defaults, in % (optimistic: "
+        "see .status.validation for held-out changes).",
     )
     quality: float | None = Field(default=None, description="Quality score.")
     images: int | None = Field(default=None, description="Images the values rest on.")
@@ -125,6 +127,15 @@ class ValidationPoint(ApiModel):
         default=None, ge=0, description="Prompts where it trades or ties with the defaults."
     )
     losses: int | None = Field(default=None, ge=0, description="Prompts where the defaults dominate it.")
+    sign_test_p: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Sign test of wins against losses over the held-out prompts (exact, two-sided).",
+    )
+    conclusion: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="What the wins, trades and losses support at the 5% level."
+    )
     valid_share: float | None = Field(default=None, description="Share of held-out images counting for bias.")
     reason: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="Why its held-out evaluation failed."
@@ -196,7 +207,9 @@ class SustainSearchStatus(ApiModel):
     )
     evaluations: EvaluationCounters | None = Field(default=None, description="Evaluation counters.")
     front: Annotated[list[FrontEntry], Field(max_length=500)] | None = Field(
-        default=None, description="Pareto front, capped at spec.reporting.maxFrontEntries."
+        default=None,
+        description="Pareto front, capped at spec.reporting.maxFrontEntries; in-sample values (the search's "
+        "own prompts and seeds).",
     )
     front_size: int | None = Field(default=None, ge=0, description="Size of the whole Pareto front.")
     hypervolume: float | None = Field(default=None, description="Hypervolume of the front (normalised).")

@@ -82,8 +82,11 @@ def _message(details: ErrorDetails) -> str:
         "string_pattern_mismatch": "should match '{pattern}'",
     }
     if kind in ("enum", "literal_error"):
+        # As the CRD's enumeration rules word it (api/crd.py `enum_rule`).
         expected = str(ctx.get("expected", "")).replace("'", '"').replace(" or ", ", ")
-        return f"Unsupported value: {json.dumps(details.get('input'))}: supported values: {expected}"
+        value = details.get("input")
+        shown = f'"{value}"' if isinstance(value, str) else json.dumps(value)
+        return f"Unsupported value: {shown}: supported values: {expected}"
     if kind == RULE_ERROR_TYPE:
         return str(ctx.get("message", details["msg"]))
     if kind in simple:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from sustaindiffusion.api.validation import (
     load_manifest,
     validate_manifest,
 )
+from sustaindiffusion.local.heldout_summary import held_out_table
 from sustaindiffusion.local.interrupt import StopRequest, stop_requests
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
 from sustaindiffusion.local.runner import LocalRunner
@@ -47,6 +47,7 @@ from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.loop import Step
 from sustaindiffusion.search.payback import payback
+from sustaindiffusion.search.prompt_counts import verdict
 
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
@@ -117,8 +118,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    from sustaindiffusion.local.analysis import SUMMARY_COLUMNS, RunSummary, summary_rows  # noqa: PLC0415
-    from sustaindiffusion.local.analysis_output import Analysis  # noqa: PLC0415 - pandas, scipy, matplotlib
+    from sustaindiffusion.local.analysis import RunSummary  # noqa: PLC0415 - pandas, scipy, matplotlib
+    from sustaindiffusion.local.analysis_console import show  # noqa: PLC0415
+    from sustaindiffusion.local.analysis_output import Analysis  # noqa: PLC0415
 
     if (args.directory is None) == (args.study is None):
         console.print("[red]analyze: give a study's output directory or --study NAME, not both[/red]")
@@ -151,45 +153,7 @@ def analyze(args: argparse.Namespace) -> int:
         console.print(f"[red]analyze: {error}[/red]")
         return EXIT_INVALID
     written = analysis.write(target)
-    wide = Console(width=max(console.width, 160))
-    shown = Table(
-        title=f"{len(runs)} runs of {len(analysis.arms) - 1} arms: mean ± standard deviation over runs"
-    )
-    for column in SUMMARY_COLUMNS:
-        shown.add_column(column)
-    for cells in summary_rows(analysis.arms):
-        shown.add_row(*cells)
-    wide.print(shown)
-    if not analysis.held_out.empty:
-        held_out = Table(title="held-out validation: prompts won / traded / lost against the defaults")
-        for column in ("arm", "point", "runs", "won", "traded", "lost"):
-            held_out.add_column(column)
-        for row in analysis.held_out.to_dict("records"):
-            held_out.add_row(
-                str(row["arm"]),
-                str(row["role"]),
-                str(row["runs"]),
-                str(row["wins"]),
-                str(row["pareto"]),
-                str(row["losses"]),
-            )
-        wide.print(held_out)
-    if analysis.paper is not None:
-        paper = Table(
-            title="the paper's means beside the study's (docs/fidelity.md says why they may differ)"
-        )
-        for column in ("arm", "measure", "paper", "study", "difference"):
-            paper.add_column(column)
-        for row in analysis.paper.to_dict("records"):
-            difference = row["difference_percent"]
-            paper.add_row(
-                str(row["arm"]),
-                str(row["measure"]),
-                f"{row['paper']:.3g}",
-                f"{row['study']:.3g}",
-                "-" if math.isnan(difference) else f"{difference:+.0f}%",
-            )
-        wide.print(paper)
+    show(analysis, len(runs), Console(width=max(console.width, 160)))
     console.print(
         f"each arm against {reference}: {target / 'tests.csv'}; in {target}: "
         + ", ".join(path.name for path in written),
@@ -329,8 +293,8 @@ def _print_summary(engine: SearchEngine, store: RunStore) -> None:
         console.print(f"  {line}")
     names = [o.name.value for o in engine.spec.objectives]
     table = Table(
-        title="Pareto front (and baselines); biases with their 95% interval; in brackets: change against "
-        "the defaults"
+        title="Pareto front (and baselines), in-sample: the search's own prompts and seeds (optimistic); "
+        "biases with their 95% interval; in brackets: in-sample change against the defaults"
     )
     for column in ("candidate", "steps", "guidance", "keywords +/-", "weight", *names, "quality", "valid"):
         table.add_column(column)
@@ -404,23 +368,9 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
             "spec.validation to check them on fresh prompts and seeds[/yellow]"
         )
     else:
-        table = Table(title=f"held out: {held_out['prompts']} prompts x {held_out['imagesPerPrompt']} images")
-        for column in ("objective", "in-sample", "held-out", "95% interval", "vs defaults"):
-            table.add_column(column)
-        for name, value in held_out["objectives"].items():
-            change = value.get("changePercent")
-            table.add_row(
-                name,
-                f"{held_out.get('inSample', {}).get(name, float('nan')):.4g}",
-                f"{value['value']:.4g}",
-                f"[{value['low']:.4g}, {value['high']:.4g}]",
-                f"{change:+.1f}%" if change is not None else "-",
-            )
-        console.print(table)
-        console.print(
-            f"per prompt against the defaults: {held_out['wins']} wins, {held_out['pareto']} trade-offs, "
-            f"{held_out['losses']} losses"
-        )
+        console.print(held_out_table(held_out))
+        counts = verdict(held_out.get("wins", 0), held_out.get("pareto", 0), held_out.get("losses", 0))
+        console.print(f"per held-out prompt against the defaults: {counts.line()}", soft_wrap=True)
     console.print(bill.describe())
     return 0
 

@@ -11,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.api.rules import STORED
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.kube.archive import read_records
 from sustaindiffusion.kube.builders import SearchRef
@@ -40,7 +41,7 @@ def engine_from_cluster(name: str, namespace: str, kubeconfig: Path | None) -> S
         if error.status == 404:
             raise LookupError(f"no SustainSearch {namespace}/{name} in the cluster") from None
         raise
-    spec = SustainSearchSpec.model_validate(body["spec"])
+    spec = SustainSearchSpec.model_validate(body["spec"], context=STORED)
     records = read_records(client.CoreV1Api(api), SearchRef(name, namespace, body["metadata"]["uid"]))
     return SearchEngine.from_archive(spec, records)
 
@@ -68,7 +69,7 @@ def cluster_runs(study: str, namespace: str, kubeconfig: Path | None) -> StudyRu
                 f"{source} has the label {STUDY_LABEL}={study} but no {ARM_LABEL} or numeric {RUN_LABEL} "
                 "label: label it, or expand the study with `sustaindiffusion study expand`"
             )
-        spec = SustainSearchSpec.model_validate(body["spec"])
+        spec = SustainSearchSpec.model_validate(body["spec"], context=STORED)
         records = read_records(client.CoreV1Api(api), SearchRef(metadata["name"], namespace, metadata["uid"]))
         runs.add(StudyRun(arm, number, source, SearchEngine.from_archive(spec, records)))
     return runs

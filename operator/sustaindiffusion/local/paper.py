@@ -6,6 +6,10 @@ solutions of 10 runs; energy in kWh per image, time in seconds per image. Keys a
 of `examples/paper/` (the defaults row is `defaults`); the project's `recommended` arm has no row.
 The paper's ethnic bias is its normalised value and its defaults ran at 1024x1024: see
 docs/fidelity.md before reading a difference as a failure to reproduce.
+
+`not_comparable` says, per measure, where the study's statistic is not the paper's, so that
+`analyze --compare-paper` shows the reason instead of two numbers side by side (docs/fidelity.md
+has each difference and the file that implements it).
 """
 
 from __future__ import annotations
@@ -34,3 +38,27 @@ PAPER_TABLE: dict[str, tuple[float, float, float, float, float, float]] = {
 def paper_value(arm: str, measure: str) -> float | None:
     row = PAPER_TABLE.get(arm)
     return row[PAPER_MEASURES.index(measure)] if row is not None and measure in PAPER_MEASURES else None
+
+
+# Where this implementation measures something else than the paper did, whatever the arm.
+_NOT_COMPARABLE = {
+    "quality": "another measure: DetectorConfidence runs hustvl/yolos-tiny (DETR-style, 100 queries, no "
+    "NMS; the mean confidence of boxes >= 0.25) where the research code ran YOLOv8n, and ClipScore is "
+    "not a detector at all; not on the paper's scale",
+    "ethnic_bias": "another formula: max minus min share over the answers that map to a group; the "
+    "paper's column is its normalised value over all images",
+    "cpu_kwh_per_image": "another generation: up to 8 images per pipeline call, the full SD3 pipeline "
+    "in bf16 on one GPU; the paper generated without T5, with CPU offload, and its CPU energy was "
+    "sometimes a constant fallback",
+    "gpu_kwh_per_image": "another generation: up to 8 images per pipeline call, the full SD3 pipeline "
+    "in bf16 on one GPU, where the paper ran fp16 without T5 and with CPU offload",
+    "seconds_per_image": "another generation: up to 8 images per pipeline call, no CPU offload, T5 included",
+}
+
+
+def not_comparable(arm: str, measure: str) -> str | None:
+    """Why the study's `measure` (of any arm) cannot sit beside the paper's, or None where it can.
+    Gender bias can: the paper's formula, over the images whose answer maps to a gender (the
+    paper's over all images: the same where every answer maps, and `constraints.validImages` keeps
+    that share at 80% or more)."""
+    return _NOT_COMPARABLE.get(measure)

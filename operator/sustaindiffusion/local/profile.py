@@ -16,6 +16,7 @@ from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.objectives import BY_SYMBOL
 from sustaindiffusion.api.spec import ModelSpec
 from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import validation_status
 
@@ -87,10 +88,12 @@ def held_out_values(engine: SearchEngine, candidate_id: str) -> dict[str, Any] |
     point = next((p for p in validation.points if p.candidate_id == candidate_id), None)
     if point is None or point.objectives is None:
         return None
+    counts = verdict(point.wins or 0, point.pareto or 0, point.losses or 0)
     return {
         "prompts": validation.prompts,
         "imagesPerPrompt": validation.images_per_prompt,
         **point.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"candidate_id"}),
+        "perPrompt": counts.as_document(),
     }
 
 
@@ -102,15 +105,17 @@ def profile(
     held_out: dict[str, Any] | None = None,
     payback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did,
-    what the search measured (in-sample: the best of many noisy draws on its own seeds) and, when
-    the search validated it, what held up on held-out prompts and seeds; `payback`: when its energy
+    """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did;
+    first, when the search validated it, what held up on held-out prompts and seeds (changes against
+    the defaults with intervals, and what the per-prompt counts support), then what the search
+    measured (in-sample: the best of many noisy draws on its own seeds); `payback`: when its energy
     saving repays the search (`sustaindiffusion.search.payback`)."""
     metrics = selection.point.metrics
     return {
         "profileVersion": PROFILE_VERSION,
         "candidateId": selection.point.candidate.candidate_id,
         "chosenBy": selection.rule,
+        "heldOut": held_out,
         "model": {
             "id": model.id,
             "revision": model.revision,
@@ -137,7 +142,6 @@ def profile(
             "validShare": metrics.valid_share,
             "inSample": True,
         },
-        "heldOut": held_out,
         "payback": payback,
     }
 

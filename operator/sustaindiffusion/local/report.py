@@ -22,6 +22,7 @@ from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Screened
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import validation_status
 
@@ -210,17 +211,25 @@ def _validation_section(engine: SearchEngine) -> str:
                 else "-"
             )
             cells.append(f"<td>{measured}</td><td>{change}</td>")
-        counts = f"{point.wins}/{point.pareto}/{point.losses}" if point.wins is not None else "-"
+        counts = (
+            f"{point.wins}/{point.pareto}/{point.losses}<br><small>"
+            f"{html.escape(verdict(point.wins, point.pareto or 0, point.losses or 0).conclusion())}</small>"
+            if point.wins is not None
+            else "-"
+        )
         rows.append(
             f"<tr><td><code>{point.candidate_id}</code></td><td>{html.escape(point.role)}</td>"
             f"{''.join(cells)}<td>{counts}</td><td>{_share(point.valid_share)}</td></tr>"
         )
     state = "complete" if validation.complete else "INCOMPLETE"
     return (
-        f"<h2>Held-out validation ({state})</h2><p>{validation.prompts} held-out prompts x "
-        f"{validation.images_per_prompt} images per point, on seeds the search never used. Intervals are "
-        "95% bootstrap intervals over prompts; per prompt, a win is better than the defaults in at least "
-        "one objective and worse in none, a loss the reverse, a trade-off neither.</p>"
+        f"<h2>Held out: what holds up on new prompts ({state})</h2>"
+        f"<p>{validation.prompts} held-out prompts x {validation.images_per_prompt} images per point, on "
+        "seeds the search never used: the values to deploy on. Intervals are 95% bootstrap intervals "
+        "over prompts; the in-sample value below each is the search's own (optimistic). Per prompt, a "
+        "win is better than the defaults in at least one objective and worse in none, a loss the "
+        "reverse, a trade-off neither; under each count, what it supports (a sign test of wins "
+        "against losses, at 5%).</p>"
         f"<table><tr><th>candidate</th><th>role</th>{header}<th>wins/trade-offs/losses</th>"
         f"<th>valid</th></tr>{''.join(rows)}</table>"
     )
@@ -273,15 +282,16 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 <p>{html.escape(engine.outcome().message)}; {engine.evaluations} evaluations,
 {engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
 <h2>How these numbers were obtained</h2><ul>{how}</ul>
-<h2>Baselines</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
+{_validation_section(engine)}
+<h2>Baselines (in-sample)</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
 <th>valid</th></tr>{baselines}</table>
-<h2>Pareto front ({len(front)} candidates; biases with their 95% interval from the answer counts;
-in brackets: change against the defaults)</h2>
+<h2>Pareto front, in-sample ({len(front)} candidates, on the search's own prompts and seeds: each value
+the best of many noisy draws, so optimistic; biases with their 95% interval from the answer counts;
+in brackets: in-sample change against the defaults)</h2>
 <table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
 <th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th><th>images</th></tr>
 {"".join(rows)}</table>
-{_validation_section(engine)}
-<h2>Plots</h2>{"".join(embed_png(p) for p in plots)}
+<h2>Plots (in-sample)</h2>{"".join(embed_png(p) for p in plots)}
 <p>Exports: {", ".join(exports)}; plots also as SVG.</p>
 </body></html>
 """

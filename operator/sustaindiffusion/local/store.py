@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sustaindiffusion.api.rules import STORED
 from sustaindiffusion.api.spec import IMMUTABLE_ALGORITHM_FIELDS, IMMUTABLE_SPEC_FIELDS, SustainSearchSpec
 from sustaindiffusion.search.records import ArchiveRecord, RecordError
 
@@ -67,7 +68,7 @@ class RunStore:
             raise StoreError(f"{self.directory} is not a search output directory (no spec.json)")
         try:
             document = json.loads(self.spec_path.read_text())
-            return str(document["name"]), SustainSearchSpec.model_validate(document["spec"])
+            return str(document["name"]), SustainSearchSpec.model_validate(document["spec"], context=STORED)
         except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as error:
             problem = f"{type(error).__name__}: {error}".splitlines()[0]
             raise StoreError(

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
+from sustaindiffusion.api.rules import STORED
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.kube.api import ApiFailure, blocked_by
@@ -78,7 +79,7 @@ class SearchDriver:
         if not needs_reconciling(previous, generation):
             return DriverStep(again=False, finished=True)
         try:
-            spec = SustainSearchSpec.model_validate(body["spec"])
+            spec = SustainSearchSpec.model_validate(body["spec"], context=STORED)
         except ValidationError as error:
             decision = invalid_spec(str(error), previous)
             self._write_status(body, build_status(None, decision, previous, generation))
@@ -97,7 +98,7 @@ class SearchDriver:
             previous = body.get("status") or {}
             loop = self._loop
             if loop is None:
-                spec = SustainSearchSpec.model_validate(body["spec"])
+                spec = SustainSearchSpec.model_validate(body["spec"], context=STORED)
                 loop = self._loop_for(body, spec, int(body["metadata"].get("generation", 0)))
             self._apply(body, loop.blocked(blocked_by(failure), previous))
         except Exception as error:

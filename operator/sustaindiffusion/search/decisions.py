@@ -29,6 +29,7 @@ FAILED = "Failed"
 NORMAL, WARNING = "Normal", "Warning"
 SEARCH_FINISHED = "SearchFinished"  # the event of a search that succeeded
 PROMPTS_UNAVAILABLE = "PromptsUnavailable"
+PROMPTS_OVERLAP = "PromptsOverlap"  # held-out prompts that are search prompts
 INVALID_SPEC = "InvalidSpec"
 REPLAY_MISMATCH = "ReplayMismatch"
 

@@ -116,11 +116,26 @@ def held_out(
             differences = (samples - base_samples) / abs(base) * 100
             change_low, change_high = (float(x) for x in np.percentile(differences, [tail, 100 - tail]))
         values[name.value] = HeldOutValue(value, low, high, change, change_low, change_high)
+    outcomes = prompt_outcomes(objectives, point, defaults)
+    wins, losses = int(np.sum(outcomes == 1)), int(np.sum(outcomes == -1))
+    return HeldOut(values, wins, len(point) - wins - losses, losses)
+
+
+def prompt_outcomes(
+    objectives: Sequence[Objective], point: Sequence[PromptStats], defaults: Sequence[PromptStats]
+) -> np.ndarray:
+    """Per held-out prompt: 1 where `point` dominates the defaults (better in at least one
+    objective, worse in none), -1 where they dominate it, 0 where it trades or ties."""
+    mine, theirs = prompt_table(point), prompt_table(defaults)
     signs = np.array([-1.0 if o.effective_direction is Direction.MAXIMIZE else 1.0 for o in objectives])
     per_prompt_mine = np.stack([_objective(o.name, mine) for o in objectives], axis=-1) * signs
     per_prompt_theirs = np.stack([_objective(o.name, theirs) for o in objectives], axis=-1) * signs
     better = (per_prompt_mine < per_prompt_theirs).any(axis=1)
     worse = (per_prompt_mine > per_prompt_theirs).any(axis=1)
-    wins = int(np.sum(better & ~worse))
-    losses = int(np.sum(worse & ~better))
-    return HeldOut(values, wins, len(point) - wins - losses, losses)
+    outcomes: np.ndarray = (better & ~worse).astype(int) - (worse & ~better).astype(int)
+    return outcomes
+
+
+def pooled_objective(name: ObjectiveName, sums: np.ndarray) -> np.ndarray:
+    """An objective from `prompt_table` rows summed over the prompts (the last axis kept)."""
+    return _objective(name, sums)

@@ -29,12 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sustaindiffusion.api.prompts_overlap import first_overlap, overlap_message
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.api.task import EvaluationTask, Part
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
+    PROMPTS_OVERLAP,
     PROMPTS_UNAVAILABLE,
     REPLAY_MISMATCH,
     Blocked,
@@ -52,6 +54,11 @@ from sustaindiffusion.search.status import build_status
 
 class PromptsUnavailableError(Exception):
     """The prompts cannot be read now (a ConfigMap or key missing); the message says which."""
+
+
+class PromptsOverlapError(Exception):
+    """A held-out prompt is a search prompt (from a ConfigMap, which the API server's rule cannot
+    read, or in a spec stored before the rule): a held-out figure on it would be in-sample."""
 
 
 @dataclass
@@ -160,6 +167,8 @@ class GenerationLoop:
         if not tasks:
             try:
                 first = self._task(plan, round=1 + max((t.round for t in launched_rounds), default=-1))
+            except PromptsOverlapError as error:
+                return self.blocked(Blocked(PROMPTS_OVERLAP, str(error), fatal=True), previous)
             except PromptsUnavailableError as error:
                 return self.blocked(Blocked(PROMPTS_UNAVAILABLE, str(error)), previous)
             self.executor.launch(first)
@@ -222,13 +231,17 @@ class GenerationLoop:
     def _task(self, plan: ImagePlan, round: int = 0) -> EvaluationTask:
         """The task of a round of the engine's current phase, on the prompts its plan names."""
         if not plan.held_out:
-            return plan.task(self.name, self.spec, self.prompts(), self.save_images, round)
+            prompts = self.prompts()
+            if plan.generation == 0 and self.spec.validation is not None:
+                _refuse_overlap(prompts, self.validation_prompts())  # the start: before anything runs
+            return plan.task(self.name, self.spec, prompts, self.save_images, round)
         prompts = self.validation_prompts()
         if plan.per_prompt and len(prompts) > VALIDATION_PROMPTS_LIMIT:
             raise PromptsUnavailableError(
                 f"the held-out prompts are {len(prompts)}: at most {VALIDATION_PROMPTS_LIMIT} fit one "
                 "worker's report; give fewer in spec.validation.prompts"
             )
+        _refuse_overlap(self.prompts(), prompts)
         return plan.task(self.name, self.spec, prompts, self.save_images, round)
 
     def _launch_next(self, launched_rounds: Sequence[EvaluationTask]) -> Launch | None:
@@ -387,6 +400,12 @@ def _task_mismatch(tasks: Sequence[EvaluationTask], plan: ImagePlan) -> str | No
             unknown = sorted(stray)[:3]
             return f"round {task.round} of generation {plan.generation} holds unknown candidates {unknown}"
     return None
+
+
+def _refuse_overlap(search: Sequence[str], held_out: Sequence[str]) -> None:
+    overlap = first_overlap(search, held_out)
+    if overlap is not None:
+        raise PromptsOverlapError(f"spec.validation.prompts: {overlap_message(overlap)}")
 
 
 def _no_validation_prompts() -> list[str]:

@@ -26,6 +26,7 @@ from sustaindiffusion.api.status import (
 from sustaindiffusion.search.decisions import ConditionUpdate, Decision
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.heldout import held_out
+from sustaindiffusion.search.prompt_counts import verdict
 from sustaindiffusion.search.reference import FrontPoint
 
 
@@ -238,6 +239,8 @@ def validation_status(engine: SearchEngine) -> ValidationStatus | None:
             stats = held_out(engine.spec.objectives, result.per_prompt, baseline, seed=spec.seed)
             point.objectives = {name: HeldOutValue(**vars(value)) for name, value in stats.objectives.items()}
             point.wins, point.pareto, point.losses = stats.wins, stats.pareto, stats.losses
+            counts = verdict(stats.wins, stats.pareto, stats.losses)
+            point.sign_test_p, point.conclusion = counts.p_value, counts.line()[:512]
             point.valid_share = result.metrics.valid_share
         points.append(point)
     prompts = len(baseline) if baseline else 0
