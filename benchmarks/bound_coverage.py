@@ -41,8 +41,6 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
-from sustaindiffusion.api.objectives import ObjectiveName
-from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.api.bounds import (
     FloatArray,
     energy_bounds_array,
@@ -52,6 +50,8 @@ from sustaindiffusion.api.bounds import (
     regenerations_per_image,
     share_bounds_array,
 )
+from sustaindiffusion.api.objectives import ObjectiveName
+from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.search.screening import Limits, bounds, objective_bounds
 
 DEFAULT_SKEW = np.array([0.8, 0.1, 0.06, 0.04])

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from unittest import mock
 
 import numpy as np
 from scipy import stats
@@ -42,10 +43,6 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape, merged
-from sustaindiffusion.api.candidate import CandidateSettings
-from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
-from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import QualityConstraint, SustainSearchSpec, ValidImagesConstraint
 from sustaindiffusion.api.bounds import (
     Interval,
     energy_bounds,
@@ -55,6 +52,10 @@ from sustaindiffusion.api.bounds import (
     share_bounds,
     tiebreak,
 )
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
+from sustaindiffusion.api.results import EvaluationResult, Screened
+from sustaindiffusion.api.spec import QualityConstraint, SustainSearchSpec, ValidImagesConstraint
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.ledger import Candidate, Ledger
 from sustaindiffusion.search.nsga2 import AskTellNSGA2
@@ -197,41 +198,47 @@ class PlainArm:
 
 
 @dataclass(frozen=True)
-class SpecArm:
-    """NSGA-II with `algorithm` settings added to the spec (the adaptive evidence policy, screening,
-    more evidence), at the `divisor`-th of N images per prompt; every task is evaluated as the
-    engine's plan says (each candidate from its own first image; in the spec's calls)."""
+class AdaptiveArm:
+    """NSGA-II under the adaptive evidence policy (`algorithm.adaptive`): batches of the
+    `batch_divisor`-th of N images per prompt, a whole evaluation N, front points up to 2N; every
+    batch evaluated as the engine's plan says (each candidate from its own next image, in calls of
+    one batch, as the worker cuts them)."""
 
-    name: str
-    algorithm: Mapping[str, Any]
-    divisor: int = 1
+    name: str = "adaptive"
+    batch_divisor: int = 4
+
+    def algorithm(self, config: Config) -> dict[str, Any]:
+        batch = max(1, config.images // self.batch_divisor)
+        return {"adaptive": {"imagesPerPrompt": batch, "maxImagesPerPrompt": 2 * config.images}}
+
+    def spec(self, config: Config, landscape: Landscape, seed: int, generations: int) -> SustainSearchSpec:
+        return search_spec(config, landscape, seed, config.images, generations, self.algorithm(config))
 
     def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
-        images = max(1, config.images // self.divisor)
         generations = config.ceiling if energy_budget is not None else config.generations
-        spec = search_spec(config, landscape, seed, images, generations, self.algorithm)
-        adaptive = spec.algorithm.adaptive
+        engine = SearchEngine(self.spec(config, landscape, seed, generations))
+        return drive(engine, landscape, planned_evaluation(landscape, seed), config, energy_budget)
+
+
+def planned_evaluation(landscape: Landscape, seed: int) -> Evaluate:
+    """Evaluates a candidate as the engine's current plan says: from its own first image, in the
+    spec's calls (`EvaluationTask.call_images`)."""
+
+    def evaluate(engine: SearchEngine, candidate: Candidate) -> Evaluation:
+        plan = engine.plan()
+        own = plan.first_image_of(candidate.candidate_id)
+        first = plan.first_image if own is None else own
+        adaptive = engine.spec.algorithm.adaptive
         calls = adaptive.images_per_prompt if adaptive is not None else None
-        engine = SearchEngine(spec)
+        return landscape.evaluate(
+            candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
+        )
 
-        def evaluate(engine: SearchEngine, candidate: Candidate) -> Evaluation:
-            plan = engine.plan()
-            own = plan.first_image_of(candidate.candidate_id)
-            first = plan.first_image if own is None else own
-            return landscape.evaluate(
-                candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
-            )
-
-        return drive(engine, landscape, evaluate, config, energy_budget)
-
-
-def adaptive_arm(name: str = "adaptive", **settings: Any) -> SpecArm:
-    """The adaptive evidence policy (`algorithm.adaptive`), at its defaults unless `settings` say."""
-    return SpecArm(name, {"adaptive": settings})
+    return evaluate
 
 
 def arms() -> list[Arm]:
-    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4), adaptive_arm()]
+    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4), AdaptiveArm()]
 
 
 # ----------------------------------------------------------------------------- EXPERIMENTAL
@@ -377,28 +384,30 @@ class Discards:
         return self.wrong / self.stopped if self.stopped else 0.0
 
 
-def count_discards(arm: SpecArm, config: Config, landscape: Landscape, seed: int) -> Discards:
+def count_discards(arm: AdaptiveArm, config: Config, landscape: Landscape, seed: int) -> Discards:
     """Run the arm's search for `config.generations` generations and, at every survival, ask of
-    each candidate that rests on fewer than N images and stays out of the next population whether
-    NSGA-II would have let it in, had it been told the candidate's whole evaluation of N images
-    (on the same seeds; everything else as told)."""
-    images = max(1, config.images // arm.divisor)
-    spec = search_spec(config, landscape, seed, images, config.generations, arm.algorithm)
-    adaptive = spec.algorithm.adaptive
-    calls = adaptive.images_per_prompt if adaptive is not None else None
-    engine = SearchEngine(spec)
+    each candidate of the generation that the policy stopped short of N images per prompt
+    (`Screened.PARTIAL`) and that stays out of the next population whether NSGA-II would have let
+    it in, had it been told the candidate's whole evaluation of N images (its own images, on the
+    same seed; everything else as told)."""
+    engine = SearchEngine(arm.spec(config, landscape, seed, config.generations))
+    evaluate = planned_evaluation(landscape, seed)
+    calls = max(1, config.images // arm.batch_divisor)
     counted = Discards()
+    told_as_usual = Population.tell
 
     def key(genome: dict[str, Any]) -> str:
         return engine.encoding.decode(genome).candidate_id()
 
-    def survivors(nsga: AskTellNSGA2, told: Sequence[tuple[list[float], list[float]]]) -> set[str]:
+    def survivors(nsga: AskTellNSGA2, told: Sequence[tuple[Sequence[float], Sequence[float]]]) -> set[str]:
         trial = copy.deepcopy(nsga)
-        trial.tell([objectives for objectives, _ in told], [constraints for _, constraints in told])
+        trial.tell(
+            [list(objectives) for objectives, _ in told], [list(constraints) for _, constraints in told]
+        )
         return {str(k) for k in trial.population_keys(key)}
 
     def tell(population: Population, nsga: AskTellNSGA2, ledger: Ledger, reference: Reference) -> None:
-        told: list[tuple[list[float], list[float]]] = []
+        told: list[tuple[Sequence[float], Sequence[float]]] = []
         for candidate_id in population.genome_ids:
             result = ledger.result(candidate_id)
             assert result is not None
@@ -407,31 +416,22 @@ def count_discards(arm: SpecArm, config: Config, landscape: Landscape, seed: int
         for candidate in population.candidates:
             candidate_id = candidate.candidate_id
             result = ledger.result(candidate_id)
-            if result is None or not result.ok or candidate_id in entered:
+            if result is None or result.screened is not Screened.PARTIAL or candidate_id in entered:
                 continue
-            if result.metrics is None or result.metrics.images >= config.images:
-                continue
-            whole = landscape.evaluate(candidate_id, candidate.settings, 0, config.images, seed, calls).result
-            values = reference.told_values(whole)
-            counterfactual = [values if i == candidate_id else v for i, v in zip(population.genome_ids, told, strict=True)]
+            whole = landscape.evaluate(candidate_id, candidate.settings, 0, config.images, seed, calls)
+            values = reference.told_values(whole.result)
+            counterfactual = [
+                values if genome_id == candidate_id else v
+                for genome_id, v in zip(population.genome_ids, told, strict=True)
+            ]
             counted.stopped += 1
             counted.wrong += candidate_id in survivors(nsga, counterfactual)
         told_as_usual(population, nsga, ledger, reference)
 
-    told_as_usual = Population.tell
-    Population.tell = tell  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(Population, "tell", tell):
         while not engine.outcome().finished:
-            plan = engine.plan()
             for candidate in engine.ask():
-                own = plan.first_image_of(candidate.candidate_id)
-                first = plan.first_image if own is None else own
-                evaluation = landscape.evaluate(
-                    candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
-                )
-                engine.tell(evaluation.result)
-    finally:
-        Population.tell = told_as_usual  # type: ignore[method-assign]
+                engine.tell(evaluate(engine, candidate).result)
     return counted
 
 

@@ -157,6 +157,5 @@ def simulate(
         quality_stddev=float(quality.std()),
         # As the worker's spread across prompts would show it, were each image its own prompt.
         energy_stderr=float(energy.std(ddof=1) / np.sqrt(images)) if images > 1 else 0.0,
-        regenerated_images=0,  # every image shows a person
     )
     return EvaluationResult.succeeded(candidate_id, metrics)

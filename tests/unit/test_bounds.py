@@ -12,7 +12,6 @@ import pytest
 from scipy import stats
 
 from benchmarks import bound_coverage as coverage
-from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.api.bounds import (
     bonferroni,
     energy_bounds,
@@ -29,6 +28,7 @@ from sustaindiffusion.api.bounds import (
     share_bounds,
     tiebreak,
 )
+from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.search.screening import objective_bounds
 
 KS = (2, 5, 20)

@@ -896,8 +896,10 @@ class SustainSearchSpec(ApiModel):
             "|| (!has(self.algorithm.screening) && !has(self.algorithm.evidence))",
             message="algorithm.adaptive decides which candidates get more images: it replaces "
             "algorithm.screening and algorithm.evidence, set one of them",
-            check=lambda s: s.algorithm.adaptive is None
-            or (s.algorithm.screening is None and s.algorithm.evidence is None),
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or (s.algorithm.screening is None and s.algorithm.evidence is None)
+            ),
             field_path=".algorithm.adaptive",
         ),
         Rule(
@@ -905,8 +907,10 @@ class SustainSearchSpec(ApiModel):
             "|| self.prompts.imagesPerPrompt % self.algorithm.adaptive.imagesPerPrompt == 0",
             message="prompts.imagesPerPrompt must be a multiple of algorithm.adaptive.imagesPerPrompt: "
             "a whole evaluation is a number of batches",
-            check=lambda s: s.algorithm.adaptive is None
-            or s.prompts.images_per_prompt % s.algorithm.adaptive.images_per_prompt == 0,
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or s.prompts.images_per_prompt % s.algorithm.adaptive.images_per_prompt == 0
+            ),
             field_path=".algorithm.adaptive.imagesPerPrompt",
         ),
         Rule(
@@ -914,8 +918,10 @@ class SustainSearchSpec(ApiModel):
             "|| self.algorithm.adaptive.maxImagesPerPrompt >= self.prompts.imagesPerPrompt",
             message="algorithm.adaptive.maxImagesPerPrompt must be at least prompts.imagesPerPrompt: "
             "it caps the images a front point gets in all",
-            check=lambda s: s.algorithm.adaptive is None
-            or s.algorithm.adaptive.max_images_per_prompt >= s.prompts.images_per_prompt,
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or s.algorithm.adaptive.max_images_per_prompt >= s.prompts.images_per_prompt
+            ),
             field_path=".algorithm.adaptive.maxImagesPerPrompt",
         ),
     )

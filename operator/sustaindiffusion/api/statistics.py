@@ -156,7 +156,11 @@ class PooledByScores:
 
     def __call__(self, first: Metrics, rest: Metrics, field: str) -> float:
         s1, s2 = first.scores, rest.scores
-        value = (s1 * float(getattr(first, field)) + s2 * float(getattr(rest, field))) / (s1 + s2) if s1 + s2 else 0.0
+        value = (
+            (s1 * float(getattr(first, field)) + s2 * float(getattr(rest, field))) / (s1 + s2)
+            if s1 + s2
+            else 0.0
+        )
         return value if self.ceiling is None else min(self.ceiling, value)
 
 

@@ -73,9 +73,7 @@ def error_per_bound(error: float, bounds: int, looks: int) -> float:
     return error / (max(1, bounds) * max(1, looks))
 
 
-def judge(
-    result: EvaluationResult, reference: Reference, measurement: Measurement, error: float
-) -> Judged:
+def judge(result: EvaluationResult, reference: Reference, measurement: Measurement, error: float) -> Judged:
     """The result's values at its estimate and its calibrated bounds, each at one-sided `error`."""
     metrics = result.metrics
     if metrics is None or reference.scales is None:
@@ -109,7 +107,9 @@ def judge(
     )
 
 
-def _quality_bounds(metrics: Metrics, key: str, error: float, measurement: Measurement) -> tuple[float, float]:
+def _quality_bounds(
+    metrics: Metrics, key: str, error: float, measurement: Measurement
+) -> tuple[float, float]:
     info = OBJECTIVES[ObjectiveName.QUALITY]
     return info.bound.calibrated(metrics, info.metric, key, error, measurement)
 
@@ -134,7 +134,9 @@ def precise(result: EvaluationResult, reference: Reference, measurement: Measure
         return True  # nothing more to learn of a failure
     for scale in reference.scales:
         info = OBJECTIVES[scale.name]
-        low, high = info.bound.calibrated(metrics, info.metric, result.candidate_id, PRECISION_ERROR, measurement)
+        low, high = info.bound.calibrated(
+            metrics, info.metric, result.candidate_id, PRECISION_ERROR, measurement
+        )
         if abs(scale.normalise(high) - scale.normalise(low)) > width:
             return False
     return True

@@ -249,6 +249,7 @@ class SearchEngine:
         engine = cls(spec, canonical_ids)
         for item in results:
             batch: int | None = None
+            part: Part | None
             if isinstance(item, ArchiveRecord):
                 part, result, batch = item.part, item.result, item.batch
                 if part is Part.BATCH:

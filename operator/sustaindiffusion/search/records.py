@@ -73,7 +73,9 @@ class ArchiveRecord(ApiModel):
     )
     result: EvaluationResult = Field(description="The evaluation's outcome.")
     batch: int | None = Field(
-        default=None, ge=0, description="The adaptive policy's sequential batch of the generation (batch only)."
+        default=None,
+        ge=0,
+        description="The adaptive policy's sequential batch of the generation (batch only).",
     )
 
     @field_validator("part", mode="before")

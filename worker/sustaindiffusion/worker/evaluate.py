@@ -283,7 +283,10 @@ def call_sizes(first_image: int, images: int, call_images: int | None) -> list[i
     them would (None: the generator's own batching)."""
     if call_images is None:
         return None
-    cuts = [first_image, *range((first_image // call_images + 1) * call_images, first_image + images, call_images)]
+    cuts = [
+        first_image,
+        *range((first_image // call_images + 1) * call_images, first_image + images, call_images),
+    ]
     return [end - start for start, end in zip(cuts, [*cuts[1:], first_image + images], strict=True)]
 
 

@@ -79,9 +79,7 @@ class AdaptiveEvidence:
         self._measurement = measurement_of(context)
         self._whole = context.spec.prompts.images_per_prompt
         looks = self._whole // self._settings.images_per_prompt - 1  # judged at b, 2b, ..., N - b
-        self._error = error_per_bound(
-            self._settings.error, bounds_per_decision(context.reference), looks
-        )
+        self._error = error_per_bound(self._settings.error, bounds_per_decision(context.reference), looks)
         self._topped_up: set[str] = set()  # population members more images sharpened
         self._failed: set[str] = set()  # a batch of theirs failed in this generation: no more
         self.batch = 0
@@ -156,7 +154,9 @@ class AdaptiveEvidence:
             self._failed.add(candidate_id)
             if ledger.images_per_prompt(candidate_id) < self._whole:
                 reason = f"a later batch of its images failed: {result.reason}"[:REASON_LIMIT]
-                ledger.sharpen(before.model_copy(update={"screened": Screened.INCOMPLETE, "reason": reason}), 0)
+                ledger.sharpen(
+                    before.model_copy(update={"screened": Screened.INCOMPLETE, "reason": reason}), 0
+                )
             return  # a front point keeps the estimate it had
         total = ledger.images_per_prompt(candidate_id) + images
         combined = before.model_copy(update={"metrics": merged(before.metrics, result.metrics)})
@@ -172,7 +172,9 @@ class AdaptiveEvidence:
 
     def _members(self) -> set[Hashable]:
         context = self._context
-        return set(context.nsga.population_keys(lambda genome: context.encoding.decode(genome).candidate_id()))
+        return set(
+            context.nsga.population_keys(lambda genome: context.encoding.decode(genome).candidate_id())
+        )
 
     def _next(self) -> list[Candidate]:
         """Who gets the next batch, in a stable order: this population's candidates first (as
@@ -221,7 +223,9 @@ class AdaptiveEvidence:
         """Who competes for the next population: NSGA-II's population and this one's candidates."""
         ledger = self._context.ledger
         ids = [str(key) for key in self._members()] + [c.candidate_id for c in self._population.candidates]
-        return [i for i in dict.fromkeys(ids) if (r := ledger.result(i)) is not None and r.metrics is not None]
+        return [
+            i for i in dict.fromkeys(ids) if (r := ledger.result(i)) is not None and r.metrics is not None
+        ]
 
     def _judge(self, candidate_id: str) -> Judged:
         result = self._context.ledger.result(candidate_id)
