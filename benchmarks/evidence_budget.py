@@ -8,9 +8,11 @@ search engine's public API only (`ask`, `tell`, `outcome`, `front`, `generation`
 An arm is a function from (config, landscape, seed, energy budget) to a `Run`: the true
 hypervolume of the engine's front after every generation, with the images and joules spent so
 far, and which step is the arm's own result. Arms: plain NSGA-II at N, N/2 and N/4 images per
-prompt. Each is run for `--generations` generations (its own result) and then on, up to
-`EXTEND` x plain-N's energy on the same seed (at most `--ceiling` generations), so that every arm
-can be read at any other arm's energy (interpolated linearly between generations).
+prompt (the fixed-budget controls), and the adaptive evidence policy (`algorithm.adaptive` at its
+defaults but for the batch, N/4 images per prompt, and the cap, 2N: `AdaptiveArm`). Each is run
+for `--generations` generations (its own result) and then on, up to `EXTEND` x plain-N's energy
+on the same seed (at most `--ceiling` generations), so that every arm can be read at any other
+arm's energy (interpolated linearly between generations).
 
 Per landscape and arm the table shows, over the seeds: images (kept ones; regenerations show in
 the energy) and energy (kWh) of the arm's own result, its true hypervolume (mean +- sd; true
@@ -20,8 +22,12 @@ defaults' TRUE energy), its change against each control at the arm's own energy 
 hypervolume curve first reaches plain-N's mean final hypervolume, as a multiple of plain-N's mean
 energy (with how many seeds reached plain-N's own value on their own curve).
 
-To add an arm (the adaptive policy): write a function with the `Arm` signature that drives a
-`SearchEngine` through `drive` (or its own loop) and returns its `Run`, and list it in `arms`.
+After each landscape's table, the adaptive arm's wrong discards over its own generations on the
+same seeds (`count_discards`): candidates it stopped short of N that NSGA-II would have let into
+the next population on their whole evaluation, per discard and per candidate judged.
+
+To add an arm: write a function with the `Arm` signature that drives a `SearchEngine` through
+`drive` (or its own loop) and returns its `Run`, and list it in `arms`.
 """
 
 from __future__ import annotations
