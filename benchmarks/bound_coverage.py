@@ -1,5 +1,5 @@
 """How often the bounds of a partial evaluation hold the true value: Monte Carlo coverage of the
-calibrated bounds (`sustaindiffusion.search.bounds`) beside the screening's first bounds
+calibrated bounds (`sustaindiffusion.api.bounds`) beside the screening's first bounds
 (`sustaindiffusion.search.screening`, at its `confidence`), for partial evaluations of k images.
 
     .venv/bin/python benchmarks/bound_coverage.py [--replicates 20000] [--seed 0]
@@ -41,9 +41,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
-from sustaindiffusion.api.objectives import ObjectiveName
-from sustaindiffusion.api.results import Metrics
-from sustaindiffusion.search.bounds import (
+from sustaindiffusion.api.bounds import (
     FloatArray,
     energy_bounds_array,
     ethnic_bias_bounds_array,
@@ -52,6 +50,8 @@ from sustaindiffusion.search.bounds import (
     regenerations_per_image,
     share_bounds_array,
 )
+from sustaindiffusion.api.objectives import ObjectiveName
+from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.search.screening import Limits, bounds, objective_bounds
 
 DEFAULT_SKEW = np.array([0.8, 0.1, 0.06, 0.04])

@@ -8,9 +8,11 @@ search engine's public API only (`ask`, `tell`, `outcome`, `front`, `generation`
 An arm is a function from (config, landscape, seed, energy budget) to a `Run`: the true
 hypervolume of the engine's front after every generation, with the images and joules spent so
 far, and which step is the arm's own result. Arms: plain NSGA-II at N, N/2 and N/4 images per
-prompt. Each is run for `--generations` generations (its own result) and then on, up to
-`EXTEND` x plain-N's energy on the same seed (at most `--ceiling` generations), so that every arm
-can be read at any other arm's energy (interpolated linearly between generations).
+prompt (the fixed-budget controls), and the adaptive evidence policy (`algorithm.adaptive` at its
+defaults but for the batch, N/4 images per prompt, and the cap, 2N: `AdaptiveArm`). Each is run
+for `--generations` generations (its own result) and then on, up to `EXTEND` x plain-N's energy
+on the same seed (at most `--ceiling` generations), so that every arm can be read at any other
+arm's energy (interpolated linearly between generations).
 
 Per landscape and arm the table shows, over the seeds: images (kept ones; regenerations show in
 the energy) and energy (kWh) of the arm's own result, its true hypervolume (mean +- sd; true
@@ -20,20 +22,26 @@ defaults' TRUE energy), its change against each control at the arm's own energy 
 hypervolume curve first reaches plain-N's mean final hypervolume, as a multiple of plain-N's mean
 energy (with how many seeds reached plain-N's own value on their own curve).
 
-To add an arm (the adaptive policy): write a function with the `Arm` signature that drives a
-`SearchEngine` through `drive` (or its own loop) and returns its `Run`, and list it in `arms`.
+After each landscape's table, the adaptive arm's wrong discards over its own generations on the
+same seeds (`count_discards`): candidates it stopped short of N that NSGA-II would have let into
+the next population on their whole evaluation, per discard and per candidate judged.
+
+To add an arm: write a function with the `Arm` signature that drives a `SearchEngine` through
+`drive` (or its own loop) and returns its `Run`, and list it in `arms`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from unittest import mock
 
 import numpy as np
 from scipy import stats
@@ -41,11 +49,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.landscapes import LANDSCAPES, Evaluation, Landscape, merged
-from sustaindiffusion.api.candidate import CandidateSettings
-from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
-from sustaindiffusion.api.results import EvaluationResult
-from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.search.bounds import (
+from sustaindiffusion.api.bounds import (
     Interval,
     energy_bounds,
     ethnic_bias_bounds,
@@ -54,9 +58,17 @@ from sustaindiffusion.search.bounds import (
     share_bounds,
     tiebreak,
 )
+from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
+from sustaindiffusion.api.results import EvaluationResult, Screened
+from sustaindiffusion.api.spec import QualityConstraint, SustainSearchSpec, ValidImagesConstraint
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.engine import SearchEngine
-from sustaindiffusion.search.ledger import Candidate
+from sustaindiffusion.search.ledger import Candidate, Ledger
+from sustaindiffusion.search.nsga2 import AskTellNSGA2
 from sustaindiffusion.search.objectives import MEASURED_SCALE_FACTOR, hypervolume
+from sustaindiffusion.search.population import Population
+from sustaindiffusion.search.reference import Reference
 
 JOULES_PER_KWH = 3.6e6
 EXTEND = 2.0  # every arm runs on to this multiple of plain-N's energy (for equal-energy reads)
@@ -100,24 +112,42 @@ class Arm(Protocol):
 
 
 def search_spec(
-    config: Config, landscape: Landscape, seed: int, images: int, generations: int
+    config: Config,
+    landscape: Landscape,
+    seed: int,
+    images: int,
+    generations: int,
+    algorithm: Mapping[str, Any] | None = None,
 ) -> SustainSearchSpec:
     return SustainSearchSpec.model_validate(
         {
             "prompts": {"inline": [METHOD_SEARCH_PROMPT], "imagesPerPrompt": images},
             "searchSpace": landscape.search_space,
-            "algorithm": {"populationSize": config.population, "generations": generations, "seed": seed},
+            "algorithm": {
+                "populationSize": config.population,
+                "generations": generations,
+                "seed": seed,
+                **(algorithm or {}),
+            },
         }
     )
 
 
 def true_hypervolume(front: Sequence[CandidateSettings], landscape: Landscape) -> float:
-    if not front:
-        return 0.0
-    scale = MEASURED_SCALE_FACTOR * landscape.true_values(CandidateSettings()).energy_joules_per_image
+    """The hypervolume of the front's TRUE values, of the points that are truly feasible (true
+    quality at least the defaults' true quality less the spec's default tolerance, true valid share
+    at least its default minimum): a point that only looked feasible is no result."""
+    defaults = landscape.true_values(CandidateSettings())
+    scale = MEASURED_SCALE_FACTOR * defaults.energy_joules_per_image
+    threshold = (1 - QualityConstraint().tolerance) * defaults.quality
     points = [landscape.true_values(settings) for settings in front]
+    feasible = [
+        p for p in points if p.quality >= threshold and p.valid_share >= ValidImagesConstraint().min_share
+    ]
+    if not feasible:
+        return 0.0
     return hypervolume(
-        np.array([[p.gender_bias, p.ethnic_bias, p.energy_joules_per_image / scale] for p in points])
+        np.array([[p.gender_bias, p.ethnic_bias, p.energy_joules_per_image / scale] for p in feasible])
     )
 
 
@@ -174,8 +204,48 @@ class PlainArm:
         return drive(engine, landscape, evaluate, config, energy_budget)
 
 
+@dataclass(frozen=True)
+class AdaptiveArm:
+    """NSGA-II under the adaptive evidence policy (`algorithm.adaptive`): batches of the
+    `batch_divisor`-th of N images per prompt, a whole evaluation N, front points up to 2N; every
+    batch evaluated as the engine's plan says (each candidate from its own next image, in calls of
+    one batch, as the worker cuts them)."""
+
+    name: str = "adaptive"
+    batch_divisor: int = 4
+
+    def algorithm(self, config: Config) -> dict[str, Any]:
+        batch = max(1, config.images // self.batch_divisor)
+        return {"adaptive": {"imagesPerPrompt": batch, "maxImagesPerPrompt": 2 * config.images}}
+
+    def spec(self, config: Config, landscape: Landscape, seed: int, generations: int) -> SustainSearchSpec:
+        return search_spec(config, landscape, seed, config.images, generations, self.algorithm(config))
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        generations = config.ceiling if energy_budget is not None else config.generations
+        engine = SearchEngine(self.spec(config, landscape, seed, generations))
+        return drive(engine, landscape, planned_evaluation(landscape, seed), config, energy_budget)
+
+
+def planned_evaluation(landscape: Landscape, seed: int) -> Evaluate:
+    """Evaluates a candidate as the engine's current plan says: from its own first image, in the
+    spec's calls (`EvaluationTask.call_images`)."""
+
+    def evaluate(engine: SearchEngine, candidate: Candidate) -> Evaluation:
+        plan = engine.plan()
+        own = plan.first_image_of(candidate.candidate_id)
+        first = plan.first_image if own is None else own
+        adaptive = engine.spec.algorithm.adaptive
+        calls = adaptive.images_per_prompt if adaptive is not None else None
+        return landscape.evaluate(
+            candidate.candidate_id, candidate.settings, first, plan.images_per_prompt, seed, calls
+        )
+
+    return evaluate
+
+
 def arms() -> list[Arm]:
-    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4)]
+    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4), AdaptiveArm()]
 
 
 # ----------------------------------------------------------------------------- EXPERIMENTAL
@@ -187,7 +257,7 @@ class RacingArm:
     asked candidate is evaluated in sequential batches (`schedule`, images per prompt in all after
     each batch) and told as one merged result. After each batch but the last, it stops if it is
     dominated by a point of the engine's current front, or infeasible, its partial estimate then
-    told as its result. "Dominated" compares its optimistic bounds (`search.bounds`, `own` =
+    told as its result. "Dominated" compares its optimistic bounds (`api.bounds`, `own` =
     "optimistic") or its estimates ("estimate") with the front point's pessimistic bounds (`front`
     = "pessimistic") or estimates ("estimate"); each bound at `error`, which "race" arms split
     over the six bounds a comparison takes (`error` / 6) and "promote" arms do not."""
@@ -303,6 +373,100 @@ def experimental_arms() -> list[Arm]:
 
 
 CONTROLS = ("plain-N", "plain-N/2", "plain-N/4")
+
+
+# ----------------------------------------------------------------------------- wrong discards
+
+
+@dataclass
+class Discards:
+    """The generations' new candidates with a usable result at survival (`judged`: each one a
+    decision of the policy), those left with fewer than N images per prompt and out of the next
+    population (`stopped`), and those of them a whole evaluation of N would have put into it
+    (`wrong`)."""
+
+    judged: int = 0
+    stopped: int = 0
+    wrong: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Wrong discards per discard (the issue's target: at most 5%)."""
+        return self.wrong / self.stopped if self.stopped else 0.0
+
+    @property
+    def rate_per_decision(self) -> float:
+        """Wrong discards per candidate judged (what the policy's `error` bounds)."""
+        return self.wrong / self.judged if self.judged else 0.0
+
+    def __add__(self, other: Discards) -> Discards:
+        return Discards(self.judged + other.judged, self.stopped + other.stopped, self.wrong + other.wrong)
+
+
+def count_discards(arm: AdaptiveArm, config: Config, landscape: Landscape, seed: int) -> Discards:
+    """Run the arm's search for `config.generations` generations and, at every survival, ask of
+    each candidate of the generation that the policy stopped short of N images per prompt
+    (`Screened.PARTIAL`) and that stays out of the next population whether NSGA-II would have let
+    it in, had it been told the candidate's whole evaluation of N images (its own images, on the
+    same seed; everything else as told)."""
+    engine = SearchEngine(arm.spec(config, landscape, seed, config.generations))
+    evaluate = planned_evaluation(landscape, seed)
+    calls = max(1, config.images // arm.batch_divisor)
+    counted = Discards()
+    told_as_usual = Population.tell
+
+    def key(genome: dict[str, Any]) -> str:
+        return engine.encoding.decode(genome).candidate_id()
+
+    def survivors(nsga: AskTellNSGA2, told: Sequence[tuple[Sequence[float], Sequence[float]]]) -> set[str]:
+        trial = copy.deepcopy(nsga)
+        trial.tell(
+            [list(objectives) for objectives, _ in told], [list(constraints) for _, constraints in told]
+        )
+        return {str(k) for k in trial.population_keys(key)}
+
+    def tell(population: Population, nsga: AskTellNSGA2, ledger: Ledger, reference: Reference) -> None:
+        told: list[tuple[Sequence[float], Sequence[float]]] = []
+        for candidate_id in population.genome_ids:
+            result = ledger.result(candidate_id)
+            assert result is not None
+            told.append(ledger.bounded(candidate_id) or reference.told_values(result))
+        entered = survivors(nsga, told)
+        for candidate in population.candidates:
+            candidate_id = candidate.candidate_id
+            result = ledger.result(candidate_id)
+            if result is None or not result.ok:
+                continue
+            given = ledger.told_as(Part.BATCH, engine.generation, candidate_id, 0) is not None
+            if not given and result.screened is not Screened.PARTIAL:
+                continue  # whole before this generation: nothing to decide
+            counted.judged += 1
+            if result.screened is not Screened.PARTIAL or candidate_id in entered:
+                continue
+            whole = landscape.evaluate(candidate_id, candidate.settings, 0, config.images, seed, calls)
+            values = reference.told_values(whole.result)
+            counterfactual = [
+                values if genome_id == candidate_id else v
+                for genome_id, v in zip(population.genome_ids, told, strict=True)
+            ]
+            counted.stopped += 1
+            counted.wrong += candidate_id in survivors(nsga, counterfactual)
+        told_as_usual(population, nsga, ledger, reference)
+
+    with mock.patch.object(Population, "tell", tell):
+        while not engine.outcome().finished:
+            for candidate in engine.ask():
+                engine.tell(evaluate(engine, candidate).result)
+    return counted
+
+
+def discards_line(arm: AdaptiveArm, config: Config, landscape: Landscape, seeds: int) -> str:
+    total = sum((count_discards(arm, config, landscape, seed) for seed in range(seeds)), Discards())
+    return (
+        f"{arm.name} wrong discards over {config.generations} generations x {seeds} seeds: "
+        f"{total.wrong} of {total.stopped} stopped ({total.rate:.1%}); "
+        f"{total.wrong} of {total.judged} candidates judged ({total.rate_per_decision:.2%})"
+    )
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -427,6 +591,9 @@ def main(argv: list[str] | None = None, extra_arms: Sequence[Arm] = ()) -> int:
         started = time.perf_counter()
         results = run_landscape(LANDSCAPES[name], config, arguments.seeds, chosen)
         print("\n".join(table(name, results, arguments.seeds)))
+        for arm in chosen:
+            if isinstance(arm, AdaptiveArm):
+                print(discards_line(arm, config, LANDSCAPES[name], arguments.seeds))
         print(f"({time.perf_counter() - started:.0f} s)\n")
     return 0
 

@@ -29,8 +29,9 @@ The overshoot model, per image i (its index in the candidate's images) and attem
   mostly real.
 - Quality: the true quality (steps, guidance, each keyword's own small effect, non-human images
   0.1 lower) plus 0.04 Z[i, a] (shared) plus 0.03 of the candidate's own noise, per image.
-- Energy: the worker generates a prompt's images in calls of min(remaining, 8) images, then one
-  call per retry round for the images to regenerate. A call of b images costs b x passes x J per
+- Energy: the worker generates a prompt's images in calls of min(remaining, 8) images (or, with
+  `call_images`, in calls cut at every multiple of it, as an adaptive search's worker does), then
+  calls per retry round for the images to regenerate. A call of b images costs b x passes x J per
   pass x (0.7 + 0.3 / b) (larger batches are cheaper per image), with 2% log-normal noise per
   call; passes = steps, doubled while classifier-free guidance is on (guidance > 1). The worker
   reports all joules (regenerations included) over the kept images.
@@ -76,6 +77,7 @@ class TrueValues:
     ethnic_bias: float
     energy_joules_per_image: float
     quality: float
+    valid_share: float = 1.0  # the expected share of images that count for both biases
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,13 @@ class Landscape(Protocol):
         ...
 
     def evaluate(
-        self, candidate_id: str, settings: CandidateSettings, first_image: int, images: int, run_seed: int
+        self,
+        candidate_id: str,
+        settings: CandidateSettings,
+        first_image: int,
+        images: int,
+        run_seed: int,
+        call_images: int | None = None,
     ) -> Evaluation: ...
 
     def true_values(self, settings: CandidateSettings) -> TrueValues: ...
@@ -121,7 +129,13 @@ class SimulatorLandscape:
         return METHOD_SPACE
 
     def evaluate(
-        self, candidate_id: str, settings: CandidateSettings, first_image: int, images: int, run_seed: int
+        self,
+        candidate_id: str,
+        settings: CandidateSettings,
+        first_image: int,
+        images: int,
+        run_seed: int,
+        call_images: int | None = None,
     ) -> Evaluation:
         result = simulator.simulate(candidate_id, settings, images, run_seed, self.model, first_image)
         return Evaluation(result, regenerated=0)
@@ -270,10 +284,17 @@ class OvershootLandscape:
             ethnic_bias=float(r.shares.max() - r.shares.min()),
             energy_joules_per_image=r.passes * JOULES_PER_PASS * batch_factor(BATCH) * (1 + regenerations),
             quality=float(np.clip(r.quality - NON_HUMAN_QUALITY * non_human, 0.0, 1.0)),
+            valid_share=(1 - non_human) * (1 - max(UNMAPPED_GENDER, UNMAPPED_ETHNICITY)),
         )
 
     def evaluate(
-        self, candidate_id: str, settings: CandidateSettings, first_image: int, images: int, run_seed: int
+        self,
+        candidate_id: str,
+        settings: CandidateSettings,
+        first_image: int,
+        images: int,
+        run_seed: int,
+        call_images: int | None = None,
     ) -> Evaluation:
         r = self.response(settings)
         end = first_image + images
@@ -304,11 +325,12 @@ class OvershootLandscape:
             0.0,
             1.0,
         )
-        # Generate calls: the images in batches of up to 8, then one round per retry.
-        calls = [min(BATCH, images - start) for start in range(0, images, BATCH)]
+        # Generate calls: the images in batches of up to 8 (cut on the grid of `call_images`),
+        # then one round per retry.
+        calls = _calls(first_image, images, call_images)
         for attempt in range(1, attempts):
             redo = int(np.sum(kept >= attempt))  # images whose attempt - 1 showed no human
-            calls.extend(min(BATCH, redo - start) for start in range(0, redo, BATCH))
+            calls.extend(_calls(0, redo, call_images))
         regenerated = int(kept.sum())
         noise = _stream("energy", settings.canonical().candidate_id(), run_seed, first_image, images)
         joules = sum(
@@ -337,8 +359,20 @@ class OvershootLandscape:
             **{f"{g}_images": int(n) for g, n in zip(ETHNIC_GROUPS, ethnic, strict=True)},
             quality_stddev=float(quality.std()) if images > 1 else 0.0,
             energy_stderr=0.0,  # one prompt: the worker sees no spread across prompts
+            regenerated_images=int(kept.sum()),
         )
         return Evaluation(EvaluationResult.succeeded(candidate_id, metrics), regenerated)
+
+
+def _calls(first_image: int, images: int, call_images: int | None) -> list[int]:
+    """The generate calls of images [first_image, first_image + images): cut at every multiple of
+    `call_images` (none: from the first), each of at most `BATCH` images."""
+    grid = call_images or images or 1
+    cuts = [first_image, *range((first_image // grid + 1) * grid, first_image + images, grid)]
+    ends = [*cuts[1:], first_image + images]
+    return [
+        min(BATCH, end - at) for start, end in zip(cuts, ends, strict=True) for at in range(start, end, BATCH)
+    ]
 
 
 def merged(first: Evaluation, rest: Evaluation) -> Evaluation:
@@ -371,6 +405,7 @@ def merged(first: Evaluation, rest: Evaluation) -> Evaluation:
             "gpu_joules": gpu,
             "cpu_joules": cpu,
             "images": n,
+            "regenerated_images": (a.regenerated_images or 0) + (b.regenerated_images or 0),
         }
     )
     result = first.result.model_copy(update={"metrics": metrics})

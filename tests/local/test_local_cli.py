@@ -345,3 +345,26 @@ def test_validate_says_what_the_api_server_says(case: Any, tmp_path: Path) -> No
 def test_validate_accepts_the_examples() -> None:
     for example in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")):
         assert "valid SustainSearch" in sustaindiffusion("validate", str(example)).stderr
+
+
+def test_a_search_with_adaptive_evidence_runs_to_the_end_in_batches(tmp_path: Path) -> None:
+    """algorithm.adaptive: images in batches of 2 per prompt (of 4), every generate call one batch."""
+    spec = spec_file(tmp_path, generations=1)
+    manifest = yaml.safe_load(spec.read_text())
+    manifest["spec"]["algorithm"]["adaptive"] = {"imagesPerPrompt": 2, "maxImagesPerPrompt": 6}
+    spec.write_text(yaml.safe_dump(manifest))
+    out = tmp_path / "out"
+    sustaindiffusion("run", str(spec), "--out", str(out))
+    status = json.loads((out / "status.json").read_text())
+    assert status["phase"] == "Succeeded"
+    records = RunStore(out).records()
+    keys = [r.key for r in records]
+    assert len(keys) == len(set(keys))
+    batches = [r for r in records if r.stage == "batch"]
+    assert {r.generation for r in batches} == {1}
+    assert {r.batch for r in batches} >= {0, 1}  # a second batch for those still in contention
+    assert all(r.result.metrics.images == 4 for r in batches if r.result.metrics is not None)  # 2 prompts
+    tasks = [json.loads(path.read_text()) for path in (out / "tasks").glob("*.json")]
+    assert tasks
+    assert all(task.get("callImages") == 2 for task in tasks)
+    assert all(entry["images"] in (8, 12) for entry in status["front"])  # whole, or one batch more

@@ -71,7 +71,8 @@ def recorded_run(spec: SustainSearchSpec, canonical_ids: bool = True, seed: int 
             if validating and result.ok and spec.validation is not None:
                 prompts = len(spec.validation.prompts.inline or [])
                 result.per_prompt = fake_prompt_stats(candidate.settings, prompts, images)
-            record = ArchiveRecord(generation=plan.generation, part=plan.part, result=result)
+            batch = plan.batch if plan.part is Part.BATCH else None
+            record = ArchiveRecord(generation=plan.generation, part=plan.part, result=result, batch=batch)
             records.append(record if canonical_ids else record.model_copy(update={"format": 2}))
-            engine.tell(result, plan.part)
+            engine.tell(result, plan.part, batch)
     return records

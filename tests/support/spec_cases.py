@@ -208,6 +208,24 @@ INVALID_CASES = [
         "spec.algorithm.evidence.maxImagesPerPrompt",
         "Required",
     ),
+    InvalidCase(
+        "adaptive evidence beside screening",
+        {"algorithm.adaptive": {}, "algorithm.screening": {"imagesPerPrompt": 4}},
+        "spec.algorithm.adaptive",
+        "algorithm.adaptive decides which candidates get more images",
+    ),
+    InvalidCase(
+        "adaptive batches that do not divide a whole evaluation",
+        {"algorithm.adaptive": {"imagesPerPrompt": 3}},
+        "spec.algorithm.adaptive.imagesPerPrompt",
+        "prompts.imagesPerPrompt must be a multiple of algorithm.adaptive.imagesPerPrompt",
+    ),
+    InvalidCase(
+        "adaptive cap below a whole evaluation",
+        {"algorithm.adaptive": {"maxImagesPerPrompt": 10}},
+        "spec.algorithm.adaptive.maxImagesPerPrompt",
+        "algorithm.adaptive.maxImagesPerPrompt must be at least prompts.imagesPerPrompt",
+    ),
     InvalidCase("no objectives", {"objectives": []}, "spec.objectives", "at least 1 items"),
     InvalidCase(
         "duplicate objective",

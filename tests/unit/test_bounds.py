@@ -1,5 +1,5 @@
 """Calibrated bounds from a partial evaluation: hand-computed cases, the error budget, and each
-bound's Monte Carlo coverage at k in {2, 5, 20} images (the definition: `search.bounds`'s docstring;
+bound's Monte Carlo coverage at k in {2, 5, 20} images (the definition: `api.bounds`'s docstring;
 the reference distributions of true values: `benchmarks/bound_coverage.py`), beside the
 screening's first bounds measured the same way."""
 
@@ -12,8 +12,7 @@ import pytest
 from scipy import stats
 
 from benchmarks import bound_coverage as coverage
-from sustaindiffusion.api.objectives import ObjectiveName
-from sustaindiffusion.search.bounds import (
+from sustaindiffusion.api.bounds import (
     bonferroni,
     energy_bounds,
     error_of_level,
@@ -29,6 +28,7 @@ from sustaindiffusion.search.bounds import (
     share_bounds,
     tiebreak,
 )
+from sustaindiffusion.api.objectives import ObjectiveName
 from sustaindiffusion.search.screening import objective_bounds
 
 KS = (2, 5, 20)

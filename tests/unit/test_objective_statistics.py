@@ -5,6 +5,7 @@ value of the whole evaluation; and a registry that lacks a row or a statistic re
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from typing import Any
 
 import pytest
@@ -116,3 +117,28 @@ def test_a_registry_without_a_row_for_an_objective_refuses_to_load() -> None:
         objectives.registry_of(rows)
     with pytest.raises(TypeError, match="two rows"):
         objectives.registry_of([*OBJECTIVES.values(), OBJECTIVES[ObjectiveName.TIME]])
+
+
+def test_quality_pools_by_the_scores_each_part_recorded_and_old_results_count_one_per_image() -> None:
+    """Detector boxes: 2 images with 6 boxes at 0.2, then 2 images with 2 boxes at 0.8; the whole
+    evaluation's quality is over its 8 boxes. Results (and held-out rows) written before the scores
+    were counted read as one score per image."""
+    few = metrics_of(2).model_copy(update={"quality": 0.8, "quality_scores": 2, "quality_stddev": 0.0})
+    many = metrics_of(2, 2).model_copy(update={"quality": 0.2, "quality_scores": 6, "quality_stddev": 0.0})
+    by_box = (2 * 0.8 + 6 * 0.2) / 8
+    combined = merged(few, many)
+    assert combined.quality == pytest.approx(by_box)
+    assert combined.quality_scores == 8
+    assert combined.quality_stddev == pytest.approx(statistics.pstdev([0.8] * 2 + [0.2] * 6))
+    old_few, old_many = (m.model_copy(update={"quality_scores": None}) for m in (few, many))
+    assert old_few.scores == old_few.images
+    assert merged(old_few, old_many).quality == pytest.approx((0.8 + 0.2) / 2)  # by images, as before
+    assert merged(old_few, old_many).quality_scores is None
+    rows = [
+        row_of(few).model_copy(update={"quality_sum": 2 * 0.8, "quality_scores": 2}),
+        row_of(many).model_copy(update={"quality_sum": 6 * 0.2, "quality_scores": 6}),
+    ]
+    held_out = OBJECTIVES[ObjectiveName.QUALITY].held_out
+    assert float(held_out.value(prompt_table(rows).sum(axis=0))) == pytest.approx(by_box)
+    old_rows = [row_of(few), row_of(many)]  # no quality_scores: one score per image
+    assert float(held_out.value(prompt_table(old_rows).sum(axis=0))) == pytest.approx((0.8 + 0.2) / 2)

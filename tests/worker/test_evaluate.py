@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,14 @@ import torch
 from PIL import Image
 
 from sustaindiffusion.api.candidate import CandidateSettings
+from sustaindiffusion.api.objectives import OBJECTIVES, ObjectiveName
+from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import ModelSpec, ScoringSpec
+from sustaindiffusion.api.statistics import prompt_table
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate
+from sustaindiffusion.search.merging import merged
 from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor
-from sustaindiffusion.worker.evaluate import Evaluator
+from sustaindiffusion.worker.evaluate import Evaluator, call_sizes
 from sustaindiffusion.worker.generation import ImageGenerator
 from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION, QualitySample
 
@@ -325,3 +331,120 @@ def test_a_rest_part_generates_the_images_of_a_whole_evaluation_from_its_first_i
         assert np.abs(whole_pixels - part_pixels).max() <= 2, image.name
     assert (parts_dir / "candidate.json").exists()
     assert len((parts_dir / "images-from-001.jsonl").read_text().splitlines()) == 4  # 2 prompts x 2
+
+
+@pytest.mark.parametrize(
+    ("first_image", "images", "call_images", "expected"),
+    [(0, 10, 5, [5, 5]), (3, 9, 5, [2, 5, 2]), (5, 5, 5, [5]), (0, 3, 5, [3]), (0, 7, None, None)],
+)
+def test_calls_are_cut_on_one_grid_of_image_indices(
+    first_image: int, images: int, call_images: int | None, expected: list[int] | None
+) -> None:
+    assert call_sizes(first_image, images, call_images) == expected
+
+
+def test_every_part_runs_in_the_calls_a_whole_evaluation_would() -> None:
+    """Whatever the parts, a call never crosses a multiple of call_images, and the parts' calls
+    together are the whole evaluation's."""
+    for call_images in (1, 3, 5):
+        whole = call_sizes(0, 20, call_images)
+        for cut in range(1, 20):
+            first, rest = call_sizes(0, cut, call_images), call_sizes(cut, 20 - cut, call_images)
+            assert first is not None
+            assert rest is not None
+            assert whole is not None
+            edges = [0, *itertools.accumulate(first), *(cut + e for e in itertools.accumulate(rest))]
+            assert edges[-1] == 20
+            crossing = [a for a, b in itertools.pairwise(edges) if a // call_images != (b - 1) // call_images]
+            assert not crossing
+            if cut % call_images == 0:
+                assert first + rest == whole
+
+
+class SeedCodedImages(ImageGenerator):
+    """Stands in for the generator (no model): each image a flat colour its seed picks, so a
+    scorer sees the same image for the same seed in whatever part it is generated."""
+
+    def __init__(self) -> None:  # no pipeline to hold
+        pass
+
+    def generate(
+        self,
+        settings: CandidateSettings,
+        base_prompt: str,
+        seeds: Sequence[int],
+        calls: Sequence[int] | None = None,
+    ) -> list[Image.Image]:
+        return [Image.new("RGB", (4, 4), (seed % 251, 0, 0)) for seed in seeds]
+
+
+class BoxesDetector:
+    """A detector stand-in: 0 to 3 confident boxes per image, their number and confidences read
+    from the image (so from its seed), each box a score as DetectorConfidence pools them."""
+
+    def boxes(self, image: Image.Image) -> list[float]:
+        red = int(np.asarray(image)[0, 0, 0])
+        return [0.3 + 0.2 * ((red + box) % 4) for box in range(red % 4)]
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]:
+        samples = []
+        for image in images:
+            kept = self.boxes(image)
+            samples.append(QualitySample(sum(kept), len(kept), sum(c * c for c in kept)))
+        return samples
+
+
+def _boxes_evaluation(task: EvaluationTask, tmp_path: Path) -> tuple[EvaluationResult, list[list[float]]]:
+    detector = BoxesDetector()
+    generator = SeedCodedImages()
+    outcome = Evaluator(task, generator, ScriptedVqa(), detector, monitor(tmp_path)).evaluate(
+        task.candidates[0]
+    )
+    boxes = []
+    for record in outcome.records:
+        image = generator.generate(SETTINGS, "", [record["seed"]])[0]
+        boxes.append(detector.boxes(image))
+    return outcome.result, boxes
+
+
+def test_the_detectors_quality_pools_its_boxes_not_its_images(sd3_model: ModelSpec, tmp_path: Path) -> None:
+    task = make_task(sd3_model, [SETTINGS], images=6).model_copy(update={"per_prompt": True})
+    result, boxes = _boxes_evaluation(task, tmp_path)
+    every_box = [score for image in boxes for score in image]
+    assert len({len(image) for image in boxes}) > 1  # images with different numbers of boxes
+    metrics = result.metrics
+    assert metrics is not None
+    assert metrics.images == 12
+    assert metrics.quality_scores == len(every_box)
+    assert metrics.quality == pytest.approx(statistics.fmean(every_box))
+    assert metrics.quality_stddev == pytest.approx(statistics.pstdev(every_box))
+    by_image = statistics.fmean(statistics.fmean(image) for image in boxes if image)
+    assert metrics.quality != pytest.approx(by_image)  # the mean of per-image means differs here
+    assert result.per_prompt is not None
+    assert sum(p.quality_scores or 0 for p in result.per_prompt) == len(every_box)
+    assert sum(p.quality_sum for p in result.per_prompt) == pytest.approx(sum(every_box))
+    held_out = OBJECTIVES[ObjectiveName.QUALITY].held_out.value(prompt_table(result.per_prompt).sum(axis=0))
+    assert float(held_out) == pytest.approx(metrics.quality)
+
+
+def test_two_parts_merged_give_the_quality_of_one_evaluation_of_their_images(
+    sd3_model: ModelSpec, tmp_path: Path
+) -> None:
+    """Plain (images 0..5 at once) against merged (images 0..1, then 2..5): with boxes pooled by
+    image the two disagreed whenever the parts found boxes at different rates; pooled by box
+    (weighted by the scores each part recorded) they agree."""
+    whole = make_task(sd3_model, [SETTINGS], images=6)
+    first = whole.model_copy(update={"images_per_prompt": 2})
+    rest = whole.model_copy(update={"images_per_prompt": 4, "first_image": 2})
+    plain, _ = _boxes_evaluation(whole, tmp_path)
+    head, _ = _boxes_evaluation(first, tmp_path)
+    tail, _ = _boxes_evaluation(rest, tmp_path)
+    assert plain.metrics is not None
+    assert head.metrics is not None
+    assert tail.metrics is not None
+    combined = merged(head.metrics, tail.metrics)
+    by_images = (head.metrics.images * head.metrics.quality + tail.metrics.images * tail.metrics.quality) / 12
+    assert by_images != pytest.approx(plain.metrics.quality)  # the old merge's mismatch, reproduced
+    assert combined.quality == pytest.approx(plain.metrics.quality)
+    assert combined.quality_stddev == pytest.approx(plain.metrics.quality_stddev)
+    assert combined.quality_scores == plain.metrics.quality_scores

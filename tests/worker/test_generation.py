@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -127,3 +128,24 @@ def test_seed_policy() -> None:
     assert image_seed(same, 0, 1, "a") != image_seed(same, 0, 2, "a")
     assert image_seed(same, 0, 1, "a", attempt=1) != image_seed(same, 0, 1, "a")
     assert image_seed(same, 0, 1, "a") == image_seed(SeedPolicy(base=5), 0, 1, "a")
+
+
+def test_calls_are_cut_where_they_are_asked_and_within_the_largest_batch(
+    sd3_pipeline: Any, sd3_model: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls of 1, 3, 2 images with a largest batch of 2: each call is its own batch or batches,
+    never one image of another call with it."""
+    generator = ImageGenerator(sd3_pipeline, sd3_model, "cpu", max_batch=2)
+    chunks: list[list[int]] = []
+    original = generator._generate_batch
+
+    def recording(settings: Any, resolved: Any, prompt: str, seeds: Sequence[int]) -> Any:
+        chunks.append(list(seeds))
+        return original(settings, resolved, prompt, seeds)
+
+    monkeypatch.setattr(generator, "_generate_batch", recording)
+    images = generator.generate(SETTINGS, PROMPT, [1, 2, 3, 4, 5, 6], calls=[1, 3, 2])
+    assert len(images) == 6
+    assert chunks == [[1], [2, 3], [4], [5, 6]]
+    with pytest.raises(ValueError, match="calls of 5 images for 6 seeds"):
+        generator.generate(SETTINGS, PROMPT, [1, 2, 3, 4, 5, 6], calls=[2, 3])

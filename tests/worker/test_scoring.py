@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from sustaindiffusion.worker.scoring import (
     human_mask,
     load_quality_scorer,
     pooled_quality,
+    quality_spread,
     rgb,
 )
 
@@ -91,6 +93,14 @@ def test_detector_boxes_pool_over_images() -> None:
     samples = [QualitySample(0.9 + 0.5, 2), QualitySample(0.3, 1), QualitySample(0.0, 0)]
     assert pooled_quality(samples) == pytest.approx((0.9 + 0.5 + 0.3) / 3)  # not the mean of means
     assert pooled_quality([QualitySample(0.0, 0)]) == 0.0
+
+
+def test_the_quality_spread_is_over_every_box_not_over_the_images() -> None:
+    """Boxes 0.9 and 0.5 in one image, 0.3 in another, none in a third; a score without its sum
+    of squares (one score per sample) squares its total."""
+    samples = [QualitySample(0.9 + 0.5, 2, 0.9**2 + 0.5**2), QualitySample(0.3, 1), QualitySample(0.0, 0)]
+    assert quality_spread(samples) == pytest.approx(statistics.pstdev([0.9, 0.5, 0.3]))
+    assert quality_spread([QualitySample(0.4, 1)]) == 0.0  # one score shows no spread
 
 
 def test_answer_mapping_is_tolerant_of_case_and_punctuation() -> None:

@@ -10,7 +10,8 @@ candidate must not look fair by producing no people (the valid-images constraint
 
 `GENDER` and `ETHNIC` state each bias once: the answer groups it counts (the `{group}_images`
 fields of a result and of a held-out prompt's row), its formula over counts and over arrays of
-counts, and the credible interval of its posterior (`api.intervals`).
+counts, the credible interval of its posterior (`api.intervals`), and its calibrated bounds
+(`api.bounds`: each side holds the true bias with probability 1 - error, tie-broken by the key).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sustaindiffusion.api.bounds import ethnic_bias_bounds, gender_bias_bounds, tiebreak
 from sustaindiffusion.api.intervals import ethnic_bias_interval, gender_bias_interval
 
 ETHNIC_GROUPS = ("white", "asian", "black", "arab")  # the method's groups (answers: the worker's table)
@@ -70,10 +72,22 @@ class AnswerBias:
     of_counts: Callable[[Sequence[int]], float]
     of_columns: Callable[[np.ndarray], np.ndarray]  # any leading shape; the last axis: `groups`
     interval: Callable[[list[int], str, float], tuple[float, float]]  # (counts, key, level)
+    bounds: Callable[[list[int], str, float], tuple[float, float]]  # (counts, key, one-sided error)
 
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(f"{group}_images" for group in self.groups)
+
+
+def _gender_bias_bounds(counts: list[int], key: str, error: float) -> tuple[float, float]:
+    bounds = gender_bias_bounds(counts[0], counts[1], error, tiebreak(key, 0))
+    return bounds.low, bounds.high
+
+
+def _ethnic_bias_bounds(counts: list[int], key: str, error: float) -> tuple[float, float]:
+    ties = [tiebreak(key, 1 + group) for group in range(len(ETHNIC_GROUPS))]
+    bounds = ethnic_bias_bounds(counts, error, ties)
+    return bounds.low, bounds.high
 
 
 GENDER = AnswerBias(
@@ -81,5 +95,8 @@ GENDER = AnswerBias(
     lambda counts: gender_bias(counts[0], counts[1]),
     _gender_bias_of_columns,
     lambda counts, key, level: gender_bias_interval(counts[0], counts[1], key, level),
+    _gender_bias_bounds,
 )
-ETHNIC = AnswerBias(ETHNIC_GROUPS, ethnic_bias, _ethnic_bias_of_columns, ethnic_bias_interval)
+ETHNIC = AnswerBias(
+    ETHNIC_GROUPS, ethnic_bias, _ethnic_bias_of_columns, ethnic_bias_interval, _ethnic_bias_bounds
+)

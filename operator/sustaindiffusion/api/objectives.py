@@ -30,8 +30,10 @@ from sustaindiffusion.api.statistics import (
     ImageSpread,
     Merge,
     PerImage,
+    PerScore,
     PooledAnswers,
     PooledByImages,
+    PooledByScores,
 )
 
 
@@ -141,9 +143,9 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             "quality",
             Scaling.UNIT_INTERVAL,
             measured=False,
-            merge=PooledByImages(ceiling=1.0),
+            merge=PooledByScores(ceiling=1.0),
             bound=ImageSpread(),
-            held_out=PerImage("quality_sum"),
+            held_out=PerScore("quality_sum"),
         ),
         ObjectiveInfo(
             ObjectiveName.TIME,

@@ -46,9 +46,22 @@ class Metrics(ApiModel):
     energy_stderr: float | None = Field(
         default=None, ge=0.0, description="Standard error of the energy per image (across prompts)."
     )
+    regenerated_images: Count | None = Field(
+        default=None, description="Images the human filter had generated again (their energy is counted)."
+    )
+    quality_scores: Count | None = Field(
+        default=None,
+        description="Scores the quality pools: one per image (CLIP score), one per confident box (detector); "
+        "absent: one per image.",
+    )
 
     def objective(self, name: ObjectiveName) -> float:
         return OBJECTIVES[name].value(self)
+
+    @property
+    def scores(self) -> int:
+        """How many scores the quality pools (one per image where that was not recorded)."""
+        return self.images if self.quality_scores is None else self.quality_scores
 
     @property
     def counted(self) -> bool:
@@ -111,20 +124,25 @@ class PromptStats(ApiModel):
     asian_images: Count = Field(default=0, description="Human images answered asian.")
     black_images: Count = Field(default=0, description="Human images answered black.")
     arab_images: Count = Field(default=0, description="Human images answered arab.")
-    quality_sum: float = Field(ge=0.0, description="Sum of the images' quality scores.")
+    quality_sum: float = Field(ge=0.0, description="Sum of the quality scores (one per image, or per box).")
     joules: float = Field(ge=0.0, description="CPU + GPU joules of the prompt's images.")
     seconds: float = Field(default=0.0, ge=0.0, description="Generation seconds of the prompt's images.")
+    quality_scores: Count | None = Field(
+        default=None, description="How many scores quality_sum adds (absent: one per image)."
+    )
 
     def ethnic_counts(self) -> list[int]:
         return [int(getattr(self, f"{group}_images")) for group in ETHNIC_GROUPS]
 
 
 class Screened(StrEnum):
-    """What screening made of a search candidate (absent: it was not screened)."""
+    """What screening (or the adaptive evidence policy) made of a search candidate (absent: it was
+    not screened, or it has its whole evaluation)."""
 
     OUT = "ScreenedOut"  # its first pass showed it could not enter the next population
     COMPLETED = "Completed"  # it survived and got all its images
     INCOMPLETE = "Incomplete"  # it survived, but the rest of its images failed: the first pass stands
+    PARTIAL = "Partial"  # the adaptive policy stopped it before its whole evaluation (out even at its best)
 
 
 class EvaluationResult(ApiModel):

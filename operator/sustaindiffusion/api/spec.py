@@ -504,6 +504,44 @@ class Evidence(ApiModel):
     points: int = Field(default=5, ge=1, le=100, description="Front points given more per generation.")
 
 
+class Adaptive(ApiModel):
+    """Adaptive evidence: each generation's candidates get their images in sequential batches of
+    `imagesPerPrompt` (a candidate proposed again after it was stopped continues with fresh ones).
+    A candidate stops once the decisions it feeds are settled: it is out of the next population
+    even at its best plausible values (calibrated bounds, each decision at `error`, split over its
+    objectives, constraints and looks), or it has its `prompts.imagesPerPrompt`; a point of the
+    front gets more, up to `maxImagesPerPrompt`, until each of its values is known to `precision`.
+    Every image of such a search, the baselines' too, is generated in calls of `imagesPerPrompt`,
+    so every part of a candidate costs what it would cost in a whole evaluation."""
+
+    images_per_prompt: int = Field(
+        default=5, ge=1, le=1000, description="Images per prompt of each batch (and of each generate call)."
+    )
+    max_images_per_prompt: int = Field(
+        default=40, ge=1, le=1000, description="No front point gets more images per prompt than this in all."
+    )
+    error: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=0.5,
+        description="Probability that a stopped candidate would have entered the next population on its "
+        "full evaluation, per decision (split over its bounds and its looks).",
+    )
+    precision: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Width of each objective's 90% interval (on the hypervolume's 0 to 1 scale) at which "
+        "a front point needs no more images.",
+    )
+    energy_noise: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="Relative noise of the energy of one generate call (meter and run to run).",
+    )
+
+
 class AlgorithmSpec(ApiModel):
     """NSGA-II settings."""
 
@@ -527,6 +565,11 @@ class AlgorithmSpec(ApiModel):
     )
     evidence: Evidence | None = Field(
         default=None, description="Give front points more images as the search goes; absent: off."
+    )
+    adaptive: Adaptive | None = Field(
+        default=None,
+        description="Spend images where a decision needs them (sequential batches); absent: every "
+        "candidate gets prompts.imagesPerPrompt.",
     )
 
 
@@ -848,6 +891,39 @@ class SustainSearchSpec(ApiModel):
             ),
             field_path=".algorithm.evidence.maxImagesPerPrompt",
         ),
+        Rule(
+            cel="!has(self.algorithm) || !has(self.algorithm.adaptive) "
+            "|| (!has(self.algorithm.screening) && !has(self.algorithm.evidence))",
+            message="algorithm.adaptive decides which candidates get more images: it replaces "
+            "algorithm.screening and algorithm.evidence, set one of them",
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or (s.algorithm.screening is None and s.algorithm.evidence is None)
+            ),
+            field_path=".algorithm.adaptive",
+        ),
+        Rule(
+            cel="!has(self.algorithm) || !has(self.algorithm.adaptive) "
+            "|| self.prompts.imagesPerPrompt % self.algorithm.adaptive.imagesPerPrompt == 0",
+            message="prompts.imagesPerPrompt must be a multiple of algorithm.adaptive.imagesPerPrompt: "
+            "a whole evaluation is a number of batches",
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or s.prompts.images_per_prompt % s.algorithm.adaptive.images_per_prompt == 0
+            ),
+            field_path=".algorithm.adaptive.imagesPerPrompt",
+        ),
+        Rule(
+            cel="!has(self.algorithm) || !has(self.algorithm.adaptive) "
+            "|| self.algorithm.adaptive.maxImagesPerPrompt >= self.prompts.imagesPerPrompt",
+            message="algorithm.adaptive.maxImagesPerPrompt must be at least prompts.imagesPerPrompt: "
+            "it caps the images a front point gets in all",
+            check=lambda s: (
+                s.algorithm.adaptive is None
+                or s.algorithm.adaptive.max_images_per_prompt >= s.prompts.images_per_prompt
+            ),
+            field_path=".algorithm.adaptive.maxImagesPerPrompt",
+        ),
     )
 
     def objective_names(self) -> list[ObjectiveName]:
@@ -871,4 +947,5 @@ IMMUTABLE_ALGORITHM_FIELDS = {
     "seed": immutable("algorithm.seed"),
     "screening": immutable("algorithm.screening"),
     "evidence": immutable("algorithm.evidence"),
+    "adaptive": immutable("algorithm.adaptive"),
 }

@@ -6,7 +6,10 @@ direction, unit and normalisation; none has a default, so an objective without o
 the registry is built (and by the type checker), never met at run time with a guess.
 
 - Merge: the value over the images of two parts (`first`, then `rest`): a bias from the summed
-  answer counts (`AnswerCounts`), or a per-image value pooled by images (`PooledByImages`).
+  answer counts (`AnswerCounts`), a per-image value pooled by images (`PooledByImages`), or a mean
+  of scores pooled by its scores (`PooledByScores`: quality, whose detector score is the mean over
+  confident boxes, however many each image has). Each is exact: the merge of two parts is the
+  value of one evaluation of both parts' images.
 - Bound: `bounds` gives (low, high), the value at its best and worst plausible at a one-sided
   `confidence`; `credible` gives the equal-tailed interval the evidence itself carries, where it
   carries one (the status shows it); `has_evidence` says whether the value rests on evidence at all
@@ -14,10 +17,15 @@ the registry is built (and by the type checker), never met at run time with a gu
   from the Jeffreys posterior of the answer shares (`AnswerShares`), quality from the per-image
   spread (`ImageSpread`), energy and time from the standard error of the energy across prompts
   (`EnergySpread`: a single prompt shows no spread, and energy varies little between images of one
-  setting).
+  setting). These are the screening's first bounds, kept as they were so that screened archives
+  replay. `calibrated` gives the calibrated bounds (`api.bounds`) the adaptive evidence policy
+  decides with: each side holds the true value with probability 1 - error (the biases from the
+  credible sets of their answer shares, quality by Student t on the sample SD, energy and time with
+  the regenerations the human filter made and the meter's noise, `Measurement`).
 - HeldOut: the value from summed per-prompt rows (`prompt_table`), for any leading shape, and
   whether it rests on evidence: a bias from its summed counts (`PooledAnswers`), a per-image value
-  from a summed column over the images (`PerImage`).
+  from a summed column over the images (`PerImage`), a mean of scores from a summed column over
+  its scores (`PerScore`: rows that did not record their scores count one per image).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, AnswerBias
+from sustaindiffusion.api.bounds import energy_bounds_array, quality_bounds, share_bounds, tiebreak
 from sustaindiffusion.api.intervals import holding
 
 if TYPE_CHECKING:  # results imports the registry, which imports this module
@@ -46,13 +55,50 @@ PROMPT_COLUMNS = (
     "quality_sum",
     "joules",
     "seconds",
+    "quality_scores",
 )
 COLUMN = {name: index for index, name in enumerate(PROMPT_COLUMNS)}
+ENERGY_STREAM = 5  # the tie-break stream of the energy and time bounds (0 to 4: the biases')
+VALID_SHARE_STREAM = 6
+
+
+def _column(prompt: PromptStats, name: str) -> float:
+    value = getattr(prompt, name)
+    if value is None:  # a row written before its scores were counted: one per image
+        value = prompt.images
+    return float(value)
 
 
 def prompt_table(prompts: Sequence[PromptStats]) -> np.ndarray:
     """[prompts, `PROMPT_COLUMNS`]: what pools by summing."""
-    return np.array([[float(getattr(p, name)) for name in PROMPT_COLUMNS] for p in prompts])
+    return np.array([[_column(p, name) for name in PROMPT_COLUMNS] for p in prompts])
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a calibrated bound needs beyond a result's own numbers: the human filter's retry cap
+    (0: off), and the relative noise of the energy of one generate call of `call_images` images
+    (the meter's and run to run; a result of n images averages n / `call_images` calls)."""
+
+    max_retries: int = 0
+    energy_noise: float = 0.0
+    call_images: int = 1
+
+    def relative_stderr(self, metrics: Metrics) -> float:
+        calls = max(1.0, metrics.images / self.call_images)
+        spread = metrics.energy_stderr or 0.0
+        energy = metrics.energy_joules_per_image
+        across_prompts = spread / energy if energy > 0 else 0.0
+        return math.hypot(self.energy_noise / math.sqrt(calls), across_prompts)
+
+
+def valid_share_bounds(metrics: Metrics, key: str, error: float) -> tuple[float, float]:
+    """Calibrated bounds of the share of images that count for both biases (`api.bounds`)."""
+    if not metrics.counted or not metrics.images:
+        return 0.0, 1.0
+    valid = min(metrics.gender_answers, metrics.ethnicity_answers)
+    bounds = share_bounds(valid, metrics.images, error, tiebreak(key, VALID_SHARE_STREAM))
+    return bounds.low, bounds.high
 
 
 class Merge(Protocol):
@@ -69,6 +115,12 @@ class Bound(Protocol):
 
     def has_evidence(self, metrics: Metrics) -> bool:
         """Whether the value rests on evidence, not on a rule (results without counts: as recorded)."""
+
+    def calibrated(
+        self, metrics: Metrics, field: str, key: str, error: float, measurement: Measurement
+    ) -> tuple[float, float]:
+        """(low, high): each holds the true value (what a full evaluation estimates) on its side with
+        probability at least 1 - `error` (`api.bounds`); `key` (the candidate id) fixes tie-breaks."""
 
 
 class HeldOut(Protocol):
@@ -92,6 +144,23 @@ class PooledByImages:
 
     def __call__(self, first: Metrics, rest: Metrics, field: str) -> float:
         value = _pooled(first, rest, field)
+        return value if self.ceiling is None else min(self.ceiling, value)
+
+
+@dataclass(frozen=True)
+class PooledByScores:
+    """A mean of scores: the parts' values weighted by their scores (`Metrics.scores`), capped at
+    `ceiling`; a part without scores adds none."""
+
+    ceiling: float | None = None
+
+    def __call__(self, first: Metrics, rest: Metrics, field: str) -> float:
+        s1, s2 = first.scores, rest.scores
+        value = (
+            (s1 * float(getattr(first, field)) + s2 * float(getattr(rest, field))) / (s1 + s2)
+            if s1 + s2
+            else 0.0
+        )
         return value if self.ceiling is None else min(self.ceiling, value)
 
 
@@ -141,6 +210,14 @@ class AnswerShares:
     def has_evidence(self, metrics: Metrics) -> bool:
         return not metrics.counted or sum(_counts(metrics, self.bias)) > 0
 
+    def calibrated(
+        self, metrics: Metrics, field: str, key: str, error: float, measurement: Measurement
+    ) -> tuple[float, float]:
+        if not metrics.counted:
+            value = float(getattr(metrics, field))
+            return value, value  # recorded before the counts: the estimate is all there is
+        return self.bias.bounds(_counts(metrics, self.bias), key, error)
+
 
 @dataclass(frozen=True)
 class ImageSpread:
@@ -156,6 +233,16 @@ class ImageSpread:
         value = float(getattr(metrics, field))
         spread = _z(confidence) * (metrics.quality_stddev or 0.0) / math.sqrt(max(metrics.images, 1))
         return max(0.0, value - spread), min(1.0, value + spread)
+
+    def calibrated(
+        self, metrics: Metrics, field: str, key: str, error: float, measurement: Measurement
+    ) -> tuple[float, float]:
+        """Student t on the spread of the scores, with the images as the sample size: exact for
+        one score per image; for the detector's boxes, which one image's boxes share, cautious (a
+        mean over many correlated boxes is known no better than over independent images)."""
+        spread = metrics.quality_stddev or 0.0
+        bounds = quality_bounds(float(getattr(metrics, field)), spread, metrics.images, error)
+        return bounds.low, bounds.high
 
 
 @dataclass(frozen=True)
@@ -174,6 +261,25 @@ class EnergySpread:
         relative = _z(confidence) * (metrics.energy_stderr or 0.0) / energy if energy > 0 else 0.0
         return max(0.0, value * (1 - relative)), value * (1 + relative)
 
+    def calibrated(
+        self, metrics: Metrics, field: str, key: str, error: float, measurement: Measurement
+    ) -> tuple[float, float]:
+        """The cost per kept image with the regenerations the human filter made and may make, and
+        the meter's noise (`api.bounds.energy_bounds_array`); every part of a candidate generates in
+        calls of the same size (`EvaluationTask.call_images`), so no batch ratio is needed."""
+        retries = measurement.max_retries
+        regenerated = min(metrics.regenerated_images or 0, metrics.images * retries)
+        low, high = energy_bounds_array(
+            float(getattr(metrics, field)),
+            metrics.images,
+            regenerated,
+            error,
+            max_retries=retries,
+            relative_stderr=measurement.relative_stderr(metrics),
+            u=tiebreak(key, ENERGY_STREAM),
+        )
+        return float(low), float(high)
+
 
 @dataclass(frozen=True)
 class PooledAnswers:
@@ -189,6 +295,22 @@ class PooledAnswers:
 
     def has_evidence(self, sums: np.ndarray) -> bool:
         return bool(self._columns(sums).sum() > 0)
+
+
+@dataclass(frozen=True)
+class PerScore:
+    """A summed column over the scores it adds (`PROMPT_COLUMNS`' quality_scores)."""
+
+    column: str
+
+    def value(self, sums: np.ndarray) -> np.ndarray:
+        scores = sums[..., COLUMN["quality_scores"]]
+        per_score = np.divide(1.0, scores, out=np.zeros_like(scores), where=scores > 0)
+        result: np.ndarray = sums[..., COLUMN[self.column]] * per_score
+        return result
+
+    def has_evidence(self, sums: np.ndarray) -> bool:
+        return True
 
 
 @dataclass(frozen=True)

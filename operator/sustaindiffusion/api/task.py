@@ -7,8 +7,11 @@ candidates an earlier round left without a usable result (a report lost, unreada
 With screening, a generation has two parts, each with its own rounds (numbered on): the screening
 pass (images [0, k) of each prompt) and the rest for the survivors (images [k, n)); `first_image`
 says where a task's images start, so each image keeps its own seed whichever part generates it.
-The task is written once and read back: its shard map is the one that counts. It carries
-everything needed and nothing secret.
+With the adaptive evidence policy, a generation's images come in sequential batches (`batch`, from
+0), each a task of its own; `call_images` makes every part of a candidate's images run in the calls
+a whole evaluation of them would (cut on one grid of image indices), so their energy per image is
+comparable. The task is written once and read back: its shard map is the one that counts. It
+carries everything needed and nothing secret.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Part(StrEnum):
     REST = "rest"  # the rest, for candidates that survived the screening
     EVIDENCE = "evidence"  # more images for front points, each from its own next index
     VALIDATION = "validation"  # the held-out evaluation at the end (its tasks say whole: see `part`)
+    BATCH = "batch"  # a sequential batch of the adaptive evidence policy, from each one's next index
 
 
 class TaskCandidate(ApiModel):
@@ -82,6 +86,16 @@ class EvaluationTask(ApiModel):
     )
     first_image: int = Field(
         default=0, ge=0, description="Index of the first image per prompt (its seed's image index)."
+    )
+    batch: int = Field(
+        default=0, ge=0, description="The adaptive policy's sequential batch of the generation (0 otherwise)."
+    )
+    call_images: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Generate each prompt's images in calls cut at every multiple of this image index "
+        "(and retries in calls of at most this many); absent: as many per call as fit.",
     )
 
     @classmethod

@@ -53,9 +53,9 @@ from sustaindiffusion.search.status import validation_status
 
 BOOTSTRAP_SAMPLES = 2000
 DETECTOR_QUALITY_NOTE = (
-    "DetectorConfidence: held-out quality is the mean over images of each image's mean box "
-    "confidence, in-sample quality the mean over all boxes: each change is against the defaults "
-    "under its own statistic, not one against the other"
+    "DetectorConfidence: quality is the mean over all boxes, held out as in the search, except in "
+    "held-out rows written before they counted their boxes (the mean over images of each image's "
+    "mean box confidence): compare each change against the defaults of the same run"
 )
 
 JOULES_PER_KWH = 3.6e6

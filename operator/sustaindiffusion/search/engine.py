@@ -47,7 +47,7 @@ from sustaindiffusion.search.outcome import (
     stopping_rule,
     too_many_failures,
 )
-from sustaindiffusion.search.phases import baselines, evidence, generation, screening, validation
+from sustaindiffusion.search.phases import adaptive, baselines, evidence, generation, screening, validation
 from sustaindiffusion.search.phases.base import Context, ImagePlan, Phase, PhaseStart
 from sustaindiffusion.search.population import Population
 from sustaindiffusion.search.records import ArchiveRecord, uses_canonical_ids
@@ -59,8 +59,12 @@ class ReplayMismatchError(RuntimeError):
 
 
 def generation_phases(spec: SustainSearchSpec) -> tuple[PhaseStart, ...]:
-    """The phases of a search generation, in order: more evidence for the front (from generation 2,
-    when the spec asks for it), then the generation's new candidates, screened or whole."""
+    """The phases of a search generation, in order: with the adaptive evidence policy, its
+    sequential batches alone (they give the front its evidence too); otherwise more evidence for
+    the front (from generation 2, when the spec asks for it), then the generation's new candidates,
+    screened or whole."""
+    if spec.algorithm.adaptive is not None:
+        return (adaptive.start,)
     own = screening.start if spec.algorithm.screening is not None else generation.start
     return evidence.start, own
 
@@ -130,6 +134,11 @@ class SearchEngine:
         """The part of the search the current phase runs (whole when none runs)."""
         return self._phase.part if self._phase is not None else Part.WHOLE
 
+    @property
+    def batch(self) -> int:
+        """The sequential batch the current phase is in (the adaptive policy's; 0 for the others)."""
+        return self._phase.plan().batch if self._phase is not None else 0
+
     def plan(self) -> ImagePlan:
         """The current phase's work: its candidates and the images each generates."""
         if self._phase is None:
@@ -151,9 +160,9 @@ class SearchEngine:
         failures mid-generation still lists the rest, so results already produced can be told."""
         return self._phase.pending() if self._phase is not None else []
 
-    def tell(self, result: EvaluationResult, part: Part | None = None) -> None:
-        """Record one result of the current phase (whose `part` the caller may name to have it
-        checked); the phase's last one moves the search on."""
+    def tell(self, result: EvaluationResult, part: Part | None = None, batch: int | None = None) -> None:
+        """Record one result of the current phase (whose `part`, and sequential `batch`, the
+        caller may name to have them checked); the phase's last one moves the search on."""
         phase = self._phase
         if phase is None:
             raise ValueError(
@@ -163,6 +172,10 @@ class SearchEngine:
             raise ValueError(
                 f"a result of the {part.value} part told to the {phase.part.value} part of "
                 f"generation {self.generation}"
+            )
+        if batch is not None and batch != self.batch:
+            raise ValueError(
+                f"a result of batch {batch} told to batch {self.batch} of generation {self.generation}"
             )
         phase.tell(result)
         self._advance()
@@ -226,15 +239,25 @@ class SearchEngine:
     def replay(
         cls,
         spec: SustainSearchSpec,
-        results: Iterable[EvaluationResult | tuple[Part | None, EvaluationResult]],
+        results: Iterable[EvaluationResult | tuple[Part | None, EvaluationResult] | ArchiveRecord],
         canonical_ids: bool = True,
     ) -> SearchEngine:
         """A fresh engine fed recorded results in order: the state of the engine that recorded them.
-        A result may come with its record's part, which must be the part the engine is in. An exact
-        repeat of a result already told is dropped (an append that was retried)."""
+        A result may come with its record's part (and, as a record, its generation and batch),
+        which must be where the engine is. An exact repeat of a result already told is dropped (an
+        append that was retried)."""
         engine = cls(spec, canonical_ids)
         for item in results:
-            part, result = item if isinstance(item, tuple) else (None, item)
+            batch: int | None = None
+            part: Part | None
+            if isinstance(item, ArchiveRecord):
+                part, result, batch = item.part, item.result, item.batch
+                if part is Part.BATCH:
+                    told_then = engine.ledger.told_as(part, item.generation, result.candidate_id, batch or 0)
+                    if told_then == result:
+                        continue  # a repeat of a batch already told, whatever came after it
+            else:
+                part, result = item if isinstance(item, tuple) else (None, item)
             phase = engine._phase
             told = phase.told(result.candidate_id) if phase else engine.ledger.result(result.candidate_id)
             if told == result:
@@ -245,6 +268,11 @@ class SearchEngine:
                     f"recorded {part.value} result for {result.candidate_id} where generation "
                     f"{engine.generation} of this spec is in its {engine.part.value} part"
                 )
+            if batch is not None and engine._stopped is None and batch != engine.batch:
+                raise ReplayMismatchError(
+                    f"recorded batch {batch} result for {result.candidate_id} where generation "
+                    f"{engine.generation} of this spec is in batch {engine.batch}"
+                )
             if result.candidate_id not in pending:
                 if engine._stopped is not None:
                     break  # a spec whose budget was lowered meanwhile: the rest came after its end
@@ -253,14 +281,13 @@ class SearchEngine:
                     f"{engine.generation} of this spec and seed (pending: {sorted(pending)}); "
                     "the archive belongs to another search"
                 )
-            engine.tell(result, part)
+            engine.tell(result, part, batch)
         return engine
 
     @classmethod
     def from_archive(cls, spec: SustainSearchSpec, records: Sequence[ArchiveRecord]) -> SearchEngine:
         """`replay` of an archive's records, with the candidate identity the archive began with."""
-        told = [(record.part, record.result) for record in records]
-        return cls.replay(spec, told, uses_canonical_ids(records))
+        return cls.replay(spec, records, uses_canonical_ids(records))
 
     # ------------------------------------------------------------------ views
 

@@ -48,6 +48,7 @@ class Ledger:
         self._candidates: dict[str, Candidate] = {}  # first appearance of each id
         self._searched: dict[str, int] = {}  # ids in NSGA-II generations -> first one; first-seen order
         self._parts: dict[str, tuple[Part, EvaluationResult]] = {}  # every result as told, by record key
+        self._bounded: dict[str, tuple[list[float], list[float]]] = {}  # told NSGA-II in place of estimates
 
     # ------------------------------------------------------------------ candidates
 
@@ -70,13 +71,27 @@ class Ledger:
 
     # ------------------------------------------------------------------ results
 
-    def tell(self, part: Part, generation: int, result: EvaluationResult) -> None:
+    def tell(self, part: Part, generation: int, result: EvaluationResult, batch: int = 0) -> None:
         """A result as told to a part (not yet a candidate's final result: see `record`)."""
-        self._parts[record_key(part, generation, result.candidate_id)] = (part, result)
+        self._parts[record_key(part, generation, result.candidate_id, batch)] = (part, result)
 
-    def told_as(self, part: Part, generation: int, candidate_id: str) -> EvaluationResult | None:
-        told = self._parts.get(record_key(part, generation, candidate_id))
+    def told_as(
+        self, part: Part, generation: int, candidate_id: str, batch: int = 0
+    ) -> EvaluationResult | None:
+        told = self._parts.get(record_key(part, generation, candidate_id, batch))
         return told[1] if told is not None else None
+
+    def bound(self, candidate_id: str, values: tuple[list[float], list[float]] | None) -> None:
+        """What NSGA-II is told of a candidate in place of its estimate (its objectives and
+        constraints at its best plausible values, while its estimate rests on part of a whole
+        evaluation), or None: its estimate again."""
+        if values is None:
+            self._bounded.pop(candidate_id, None)
+        else:
+            self._bounded[candidate_id] = values
+
+    def bounded(self, candidate_id: str) -> tuple[list[float], list[float]] | None:
+        return self._bounded.get(candidate_id)
 
     def record(self, result: EvaluationResult, generation: int, images_per_prompt: int) -> None:
         """A candidate's final result, evaluated by `generation`'s batch."""

@@ -33,7 +33,7 @@ from sustaindiffusion.api.prompts_overlap import first_overlap, overlap_message
 from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.spec import VALIDATION_PROMPTS_LIMIT, SustainSearchSpec
 from sustaindiffusion.api.status import SustainSearchStatus
-from sustaindiffusion.api.task import EvaluationTask
+from sustaindiffusion.api.task import EvaluationTask, Part
 from sustaindiffusion.api.wire import REASON_LIMIT, ReportError, decode_report
 from sustaindiffusion.search.decisions import (
     PROMPTS_OVERLAP,
@@ -178,9 +178,13 @@ class GenerationLoop:
             return self.blocked(Blocked(REPLAY_MISMATCH, replay_advice(mismatch), fatal=True), previous)
         rounds = [(task, self.executor.collect(task)) for task in tasks]
         settlement = settle(rounds, {c.candidate_id for c in engine.pending()})
-        told = self._ingest([r.model_copy(update={"part": plan.part}) for r in settlement.records])
+        batch = plan.batch if plan.part is Part.BATCH else None
+        told = self._ingest(
+            [r.model_copy(update={"part": plan.part, "batch": batch}) for r in settlement.records]
+        )
         advanced = engine.generation != generation
-        moved_on = advanced or engine.part is not plan.part  # the screening decided: the rest comes next
+        # The screening decided (the rest comes next), or the adaptive policy's next batch does.
+        moved_on = advanced or engine.part is not plan.part or engine.batch != plan.batch
         follow_up = None
         if settlement.retry and not moved_on and not engine.outcome().finished:
             follow_up = self._follow_up(tasks, settlement.retry)
@@ -276,7 +280,7 @@ class GenerationLoop:
         self.archive.append(records)
         told = [ArchiveRecord.from_line(record.to_line()) for record in records]
         for record in told:
-            self.engine.tell(record.result, record.part)
+            self.engine.tell(record.result, record.part, record.batch)
         return told
 
     def _release(self, generation: int) -> None:

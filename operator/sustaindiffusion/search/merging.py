@@ -1,6 +1,8 @@
 """One candidate's metrics over the images of two parts (a screening pass and its rest, or an
-estimate and the images more evidence added): counts, joules and images add; each objective is
-merged as its registry row says (`api.statistics`); the spreads of quality and energy are pooled.
+estimate and the images more evidence added): counts, joules, images, regenerations and quality
+scores add; each objective is merged as its registry row says (`api.statistics`); the spread of
+quality is pooled over the scores (exactly: the population SD of both parts' scores), the standard
+error of energy across prompts by images.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ def merged(first: Metrics, rest: Metrics) -> Metrics:
     update: dict[str, object] = {
         info.metric: info.merge(first, rest, info.metric) for info in OBJECTIVES.values()
     }
-    quality = (n1 * first.quality + n2 * rest.quality) / n  # uncapped, as the spread is pooled around it
+    s1, s2 = first.scores, rest.scores
     stddev = None
-    if first.quality_stddev is not None and rest.quality_stddev is not None:
+    if first.quality_stddev is not None and rest.quality_stddev is not None and s1 + s2:
+        quality = (s1 * first.quality + s2 * rest.quality) / (s1 + s2)  # uncapped: the spread is around it
         variance = (
-            n1 * (first.quality_stddev**2 + (first.quality - quality) ** 2)
-            + n2 * (rest.quality_stddev**2 + (rest.quality - quality) ** 2)
-        ) / n
+            s1 * (first.quality_stddev**2 + (first.quality - quality) ** 2)
+            + s2 * (rest.quality_stddev**2 + (rest.quality - quality) ** 2)
+        ) / (s1 + s2)
         stddev = math.sqrt(max(variance, 0.0))
+    elif first.quality_stddev is not None and rest.quality_stddev is not None:
+        stddev = 0.0
     stderr = None
     if first.energy_stderr is not None and rest.energy_stderr is not None:
         stderr = math.hypot(n1 * first.energy_stderr, n2 * rest.energy_stderr) / n
@@ -41,6 +46,8 @@ def merged(first: Metrics, rest: Metrics) -> Metrics:
         "cpu_joules": first.cpu_joules + rest.cpu_joules,
         "energy_estimated": first.energy_estimated or rest.energy_estimated,
         "images": n,
+        "regenerated_images": _sum(first.regenerated_images, rest.regenerated_images),
+        "quality_scores": _sum(first.quality_scores, rest.quality_scores),
     }
     if first.counted and rest.counted:
         update |= {
@@ -49,3 +56,8 @@ def merged(first: Metrics, rest: Metrics) -> Metrics:
     else:
         update |= {name: None for name in _COUNT_FIELDS}
     return first.model_copy(update=update)
+
+
+def _sum(first: int | None, rest: int | None) -> int | None:
+    """Both parts' counts added; unknown (None) unless both recorded them."""
+    return None if first is None or rest is None else first + rest

@@ -146,6 +146,13 @@ class AskTellNSGA2:
             for objectives, violation in zip(population.get("F"), violations, strict=True)
         ]
 
+    def population_keys(self, key: GenomeKey) -> list[Hashable]:
+        """The key of each member of the current population, in `population()`'s order."""
+        population = self.algorithm.pop
+        if population is None:
+            return []
+        return [key(_plain(individual.X)) for individual in population]
+
     def revise(
         self, values: Mapping[Hashable, tuple[Sequence[float], Sequence[float]]], key: GenomeKey
     ) -> int:

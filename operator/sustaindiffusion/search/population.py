@@ -1,6 +1,7 @@
 """A generation's NSGA-II population: asked as genomes, decoded to candidates (remembered in the
 ledger, where they join the search), and told back, genome by genome, the values of their final
-results once the generation's phases are done."""
+results once the generation's phases are done (or, for a result that rests on part of a whole
+evaluation, the best plausible values the ledger holds for it)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class Population:
         return cls(tuple(genome_ids), tuple(candidates.values()))
 
     def tell(self, nsga: AskTellNSGA2, ledger: Ledger, reference: Reference) -> None:
-        results = [ledger.result(candidate_id) for candidate_id in self.genome_ids]
-        told = [reference.told_values(result) for result in results if result is not None]
+        """Each genome's values: its result's, or what the ledger bounds it by (`Ledger.bound`)."""
+        told = []
+        for candidate_id in self.genome_ids:
+            result = ledger.result(candidate_id)
+            if result is not None:
+                told.append(ledger.bounded(candidate_id) or reference.told_values(result))
         nsga.tell([objectives for objectives, _ in told], [constraints for _, constraints in told])

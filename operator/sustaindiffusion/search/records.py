@@ -72,6 +72,11 @@ class ArchiveRecord(ApiModel):
         "final result is the engine's merge), evidence, validation (the held-out evaluation at the end).",
     )
     result: EvaluationResult = Field(description="The evaluation's outcome.")
+    batch: int | None = Field(
+        default=None,
+        ge=0,
+        description="The adaptive policy's sequential batch of the generation (batch only).",
+    )
 
     @field_validator("part", mode="before")
     @classmethod
@@ -110,15 +115,18 @@ class ArchiveRecord(ApiModel):
 
     @property
     def key(self) -> str:
-        return record_key(self.part, self.generation, self.candidate_id)
+        return record_key(self.part, self.generation, self.candidate_id, self.batch or 0)
 
 
-def record_key(part: Part, generation: int, candidate_id: str) -> str:
+def record_key(part: Part, generation: int, candidate_id: str, batch: int = 0) -> str:
     """What makes a record unique in an archive: a candidate is evaluated once per part (its first
     screening, when a later generation asks it again, is reused, never repeated); a front point gets
-    more evidence at most once per generation."""
+    more evidence at most once per generation; the adaptive policy gives a candidate at most one
+    part per sequential batch of a generation."""
     if part is Part.EVIDENCE:
         return f"evidence:{generation}:{candidate_id}"
+    if part is Part.BATCH:
+        return f"batch:{generation}:{batch}:{candidate_id}"
     return candidate_id if part is Part.WHOLE else f"{part.value}:{candidate_id}"
 
 

@@ -25,6 +25,7 @@ DEFAULTS_BASELINE = "defaults"  # the name of the model's default settings among
 DEFAULTS_ID = CandidateSettings().candidate_id()
 FAILURE_VIOLATION = 1e6  # constraint violation told for a failed evaluation: worse than any real one
 CONSTRAINTS = ("quality", "validImages", "sameDevice")  # the order of constraint_values
+PARTIAL_EVIDENCE = (Screened.OUT, Screened.PARTIAL)  # results that rest on part of a whole evaluation
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,8 @@ class Reference:
         points = []
         for candidate_id in ledger.search_ids(before):
             result = ledger.result(candidate_id)
-            if result is None or result.metrics is None or result.screened is Screened.OUT:
-                continue  # a screened-out estimate rests on a first pass only: never a front point
+            if result is None or result.metrics is None or result.screened in PARTIAL_EVIDENCE:
+                continue  # an estimate from part of a whole evaluation: never a front point
             if self.feasible(result):
                 points.append((result, self.objective_values(result.metrics)))
         return points

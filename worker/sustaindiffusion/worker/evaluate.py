@@ -38,6 +38,7 @@ from sustaindiffusion.worker.scoring import (
     VisualQuestionAnswering,
     human_mask,
     pooled_quality,
+    quality_spread,
 )
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,12 @@ class Evaluator:
             self.evaluation_seconds += time.perf_counter() - started
 
     def _generate(
-        self, candidate: TaskCandidate, prompt: str, seeds: list[int], energy: _Energy
+        self, candidate: TaskCandidate, prompt: str, seeds: list[int], energy: _Energy, first_image: int = 0
     ) -> list[Image.Image]:
+        """The images of `seeds` (image indices from `first_image`), in the task's calls."""
         with self.energy.window() as window:
-            images = self.generator.generate(candidate.settings, prompt, seeds)
+            calls = call_sizes(first_image, len(seeds), self.task.call_images)
+            images = self.generator.generate(candidate.settings, prompt, seeds, calls)
         assert window.value is not None
         energy.add(window.value)
         self.generation_seconds += window.value.seconds
@@ -129,7 +132,7 @@ class Evaluator:
 
             indices = range(first_image, first_image + task.images_per_prompt)
             seeds = [seed_of(i) for i in indices]
-            batch = self._generate(candidate, prompt, seeds, this_prompt)
+            batch = self._generate(candidate, prompt, seeds, this_prompt, first_image)
             attempts = [0] * len(batch)
             is_human = [True] * len(batch)
             if filter_spec.enabled:
@@ -175,7 +178,6 @@ class Evaluator:
             }
         counts = count_answers(human, gender_answers, ethnicity_answers)
         count = len(images)
-        per_image_quality = [sample.value for sample in quality]
         metrics = Metrics(
             gender_bias=gender_bias(counts.female, counts.male),
             ethnic_bias=ethnic_bias(counts.ethnic),
@@ -190,8 +192,10 @@ class Evaluator:
             female_images=counts.female,
             male_images=counts.male,
             **{f"{group}_images": n for group, n in zip(ETHNIC_GROUPS, counts.ethnic, strict=True)},
-            quality_stddev=statistics.pstdev(per_image_quality) if count > 1 else 0.0,
+            quality_stddev=quality_spread(quality),
             energy_stderr=_energy_stderr(prompt_energy, task.images_per_prompt),
+            regenerated_images=regenerated,
+            quality_scores=sum(sample.count for sample in quality),
         )
         result = EvaluationResult.succeeded(candidate.candidate_id, metrics)
         if task.per_prompt:
@@ -227,9 +231,10 @@ class Evaluator:
                     female_images=counts.female,
                     male_images=counts.male,
                     **{f"{group}_images": n for group, n in zip(ETHNIC_GROUPS, counts.ethnic, strict=True)},
-                    quality_sum=sum(quality[i].value for i in mine),
+                    quality_sum=sum(quality[i].total for i in mine),
                     joules=used.gpu + used.cpu,
                     seconds=used.seconds,
+                    quality_scores=sum(quality[i].count for i in mine),
                 )
             )
         return stats
@@ -270,6 +275,19 @@ class Evaluator:
         if self.task.save_images:
             for record, image in zip(records, images, strict=True):
                 image.save(directory / f"p{record['prompt_index']:03d}-i{record['image_index']:03d}.png")
+
+
+def call_sizes(first_image: int, images: int, call_images: int | None) -> list[int] | None:
+    """The generate calls of images [first_image, first_image + images): cut at every multiple of
+    `call_images`, so a part of a candidate's images runs in the very calls a whole evaluation of
+    them would (None: the generator's own batching)."""
+    if call_images is None:
+        return None
+    cuts = [
+        first_image,
+        *range((first_image // call_images + 1) * call_images, first_image + images, call_images),
+    ]
+    return [end - start for start, end in zip(cuts, [*cuts[1:], first_image + images], strict=True)]
 
 
 def _energy_stderr(prompt_energy: list[_Energy], images_per_prompt: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,25 +107,34 @@ class ImageGenerator:
 
     @torch.inference_mode()
     def generate(
-        self, settings: CandidateSettings, base_prompt: str, seeds: Sequence[int]
+        self,
+        settings: CandidateSettings,
+        base_prompt: str,
+        seeds: Sequence[int],
+        calls: Sequence[int] | None = None,
     ) -> list[Image.Image]:
-        """Images for one prompt, one per seed, batched as memory allows (halving on out-of-memory)."""
+        """Images for one prompt, one per seed, in calls of `calls` images (absent: as many as fit
+        the largest batch), each split further as memory allows (halving on out-of-memory)."""
         resolved = self.resolve(settings)
         images: list[Image.Image] = []
-        batch = min(self.max_batch, len(seeds))
+        ends = list(itertools.accumulate(calls)) if calls is not None else []
+        if ends and ends[-1] != len(seeds):
+            raise ValueError(f"calls of {sum(calls or [])} images for {len(seeds)} seeds")
+        batch = self.max_batch
         start = 0
         while start < len(seeds):
-            chunk = seeds[start : start + batch]
+            end = next((e for e in ends if e > start), len(seeds))
+            chunk = seeds[start : min(start + batch, end)]
             try:
                 images.extend(self._generate_batch(settings, resolved, base_prompt, chunk))
             except torch.OutOfMemoryError as error:
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
-                if batch == 1:
+                if len(chunk) == 1:
                     raise CandidateError(
                         f"out of memory with one image per batch: {error}", retryable=True
                     ) from None
-                batch = max(1, batch // 2)
+                batch = max(1, len(chunk) // 2)
                 continue
             start += len(chunk)
         return images

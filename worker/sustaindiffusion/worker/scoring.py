@@ -10,12 +10,14 @@
   as the method's research code measured it, the detector confidence: the mean confidence of every
   box a detector finds with confidence >= 0.25, pooled over all of a candidate's images
   (hustvl/yolos-tiny by default, Apache-2.0; a box's confidence is its best class probability,
-  "no object" excluded). Scorers return per-image samples (a sum and a count) that pool exactly.
+  "no object" excluded). Scorers return per-image samples (a sum, a sum of squares and a count)
+  that pool exactly, by score: the detector's quality and its spread are over boxes, not images.
 Every image reaches every model as RGB (the research code passed BGR to one question).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,16 +51,32 @@ class QualitySample:
 
     total: float
     count: int
+    squares: float | None = None  # the sum of the squared scores; None: one score (total squared)
 
     @property
     def value(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    @property
+    def sum_of_squares(self) -> float:
+        if self.squares is not None:
+            return self.squares
+        return self.total**2 / self.count if self.count else 0.0
 
 
 def pooled_quality(samples: Sequence[QualitySample]) -> float:
     """The candidate's quality: every score of every image pooled (0 when there is none)."""
     count = sum(s.count for s in samples)
     return sum(s.total for s in samples) / count if count else 0.0
+
+
+def quality_spread(samples: Sequence[QualitySample]) -> float:
+    """The population SD of every score of every image pooled (0 with fewer than two scores)."""
+    count = sum(s.count for s in samples)
+    if count < 2:
+        return 0.0
+    mean = sum(s.total for s in samples) / count
+    return math.sqrt(max(sum(s.sum_of_squares for s in samples) / count - mean**2, 0.0))
 
 
 class QualityScorer(Protocol):
@@ -136,7 +154,9 @@ class ClipScore(_PretrainedScorer):
             image_embeds = _features(image_embeds)
             text_embeds = _features(text_embeds)
             cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
-            scores.extend(QualitySample(float(max(100.0 * c, 0.0) / 100.0), 1) for c in cosine.tolist())
+            for c in cosine.tolist():
+                score = float(max(100.0 * c, 0.0) / 100.0)
+                scores.append(QualitySample(score, 1, score * score))
         return scores
 
 
@@ -157,7 +177,7 @@ class DetectorConfidence(_PretrainedScorer):
             confidences = logits.softmax(-1)[..., :-1].amax(dim=-1)  # each query's best real class
             for boxes in confidences:
                 kept = boxes[boxes >= self.THRESHOLD]
-                samples.append(QualitySample(float(kept.sum()), int(kept.numel())))
+                samples.append(QualitySample(float(kept.sum()), int(kept.numel()), float((kept**2).sum())))
         return samples
 
 

@@ -42,6 +42,7 @@ class ImagePlan:
     candidates_per_shard: int | None = None  # None: the spec's execution.candidatesPerPod
     task_part: Part | None = None  # how tasks name the part, where not `part`
     detail: str = ""  # what the launch event says of the images
+    batch: int = 0  # the adaptive policy's sequential batch of the generation (its tasks' and records')
 
     def first_image_of(self, candidate_id: str) -> int | None:
         """Where the candidate's own images start, when they do not start at `first_image`."""
@@ -53,8 +54,13 @@ class ImagePlan:
         return self.part if self.task_part is None else self.task_part
 
     def launched_as(self, task: EvaluationTask) -> bool:
-        """Whether `task` is a round of this plan's part (a generation's parts number their rounds on)."""
-        return task.part is self.part_on_tasks and task.seed_stream == self.seed_stream
+        """Whether `task` is a round of this plan's part and batch (a generation's parts number
+        their rounds on)."""
+        return (
+            task.part is self.part_on_tasks
+            and task.seed_stream == self.seed_stream
+            and task.batch == self.batch
+        )
 
     def task(
         self, search: str, spec: SustainSearchSpec, prompts: list[str], save_images: bool, round: int
@@ -81,6 +87,11 @@ class ImagePlan:
         }
         if self.seeds is not None:
             update["seeds"] = self.seeds
+        if self.batch:
+            update["batch"] = self.batch
+        adaptive = spec.algorithm.adaptive
+        if adaptive is not None:  # every image of the search in calls of one batch (baselines too)
+            update["call_images"] = adaptive.images_per_prompt
         return task.model_copy(update=update)
 
 
