@@ -141,6 +141,30 @@ class Context:
 PhaseStart = Callable[[Context], Phase | None]
 
 
+class ChosenOnce:
+    """A phase over candidates chosen when it starts, each told once in this generation under the
+    phase's part (more evidence, validation): what such phases share."""
+
+    part: Part
+
+    def __init__(self, context: Context, chosen: Sequence[Candidate]) -> None:
+        self._context = context
+        self._chosen = list(chosen)
+
+    def candidates(self) -> list[Candidate]:
+        return list(self._chosen)
+
+    def told(self, candidate_id: str) -> EvaluationResult | None:
+        return self._context.ledger.told_as(self.part, self._context.generation, candidate_id)
+
+    def pending(self) -> list[Candidate]:
+        return [c for c in self._chosen if self.told(c.candidate_id) is None]
+
+    @property
+    def done(self) -> bool:
+        return not self.pending()
+
+
 class WholeEvaluation:
     """Every candidate gets all its images per prompt at once, and its result is final (the
     baselines, and a generation without screening)."""

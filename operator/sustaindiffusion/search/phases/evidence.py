@@ -13,7 +13,7 @@ from sustaindiffusion.api.results import EvaluationResult
 from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.ledger import Candidate
 from sustaindiffusion.search.merging import merged
-from sustaindiffusion.search.phases.base import Context, ImagePlan
+from sustaindiffusion.search.phases.base import ChosenOnce, Context, ImagePlan
 
 
 def start(context: Context) -> Evidence | None:
@@ -32,26 +32,12 @@ def start(context: Context) -> Evidence | None:
     return Evidence(context, chosen, evidence.images_per_prompt) if chosen else None
 
 
-class Evidence:
+class Evidence(ChosenOnce):
     part = Part.EVIDENCE
 
     def __init__(self, context: Context, chosen: Sequence[Candidate], images_per_prompt: int) -> None:
-        self._context = context
-        self._chosen = list(chosen)
+        super().__init__(context, chosen)
         self._images_per_prompt = images_per_prompt
-
-    def candidates(self) -> list[Candidate]:
-        return list(self._chosen)
-
-    def told(self, candidate_id: str) -> EvaluationResult | None:
-        return self._context.ledger.told_as(self.part, self._context.generation, candidate_id)
-
-    def pending(self) -> list[Candidate]:
-        return [c for c in self._chosen if self.told(c.candidate_id) is None]
-
-    @property
-    def done(self) -> bool:
-        return not self.pending()
 
     def plan(self) -> ImagePlan:
         context, images = self._context, self._images_per_prompt

@@ -14,7 +14,7 @@ from sustaindiffusion.api.spec import SeedPolicy, ValidationSpec
 from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.heldout import choose_points
 from sustaindiffusion.search.ledger import Candidate
-from sustaindiffusion.search.phases.base import Context, ImagePlan
+from sustaindiffusion.search.phases.base import ChosenOnce, Context, ImagePlan
 from sustaindiffusion.search.reference import DEFAULTS_BASELINE
 
 SEED_STREAM = Part.VALIDATION.value
@@ -36,26 +36,12 @@ def start(context: Context) -> Validation | None:
     return Validation(context, validation, chosen)
 
 
-class Validation:
+class Validation(ChosenOnce):
     part = Part.VALIDATION
 
     def __init__(self, context: Context, validation: ValidationSpec, chosen: list[Candidate]) -> None:
-        self._context = context
+        super().__init__(context, chosen)  # the defaults first
         self._validation = validation
-        self._chosen = chosen  # the defaults first
-
-    def candidates(self) -> list[Candidate]:
-        return list(self._chosen)
-
-    def told(self, candidate_id: str) -> EvaluationResult | None:
-        return self._context.ledger.told_as(self.part, self._context.generation, candidate_id)
-
-    def pending(self) -> list[Candidate]:
-        return [c for c in self._chosen if self.told(c.candidate_id) is None]
-
-    @property
-    def done(self) -> bool:
-        return not self.pending()
 
     def results(self) -> list[tuple[Candidate, EvaluationResult | None]]:
         """The validated candidates (the defaults first) and their held-out results so far."""
