@@ -37,7 +37,8 @@ from tests.support.kubelet import TestKubelet
 from tests.support.processes import wait_until
 from tests.support.searches import OperatorProcess, standin_workers
 
-IDLE_SETTLE_S = 10.0  # after the idle operator starts: it reads every search once
+STARTUP_TIMEOUT_S = 300.0  # a bound on a hang: the idle operator's start, on a loaded machine
+WATCHED = ("sustainsearches", "jobs", "pods")  # what the operator watches (operator/handlers.py)
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -247,6 +248,20 @@ def _stepped(operator: OperatorProcess) -> set[str]:
     return set(re.findall(r'^sustaindiffusion_search_generation\{[^}]*search="([^"]+)"', text.decode(), re.M))
 
 
+def _started_up(
+    watch_targets: list[str], requests: list[tuple[int, str, str, str]], searches: set[str]
+) -> bool:
+    """Whether the operator has watches open on what it watches and has read every search once
+    (a finished search's step is that read: it leaves no metric behind)."""
+    watched = {_resource(target.split("?", 1)[0]) for target in list(watch_targets)}
+    read = {
+        path.rstrip("/").rsplit("/", 1)[-1]
+        for _, method, path, _ in list(requests)
+        if method == "GET" and _resource(path) == PLURAL
+    }
+    return watched >= set(WATCHED) and read >= searches
+
+
 @contextlib.contextmanager
 def _operator(
     plane: ControlPlane,
@@ -345,7 +360,15 @@ def run_scale(
             with _operator(plane, namespace, workdir, kubeconfig, operator_args) as idle:
                 assert idle.process is not None
                 sampler.follow(idle.process.pid)
-                time.sleep(IDLE_SETTLE_S)
+                # The idle window opens once the restarted operator has done what it does on start:
+                # watches open on searches, Jobs and pods (each after its list) and every search
+                # read once. A fixed settling delay (10 s) raced a loaded machine.
+                wait_until(
+                    lambda: _started_up(proxy.watch_targets, proxy.log, set(figures.phases)),
+                    STARTUP_TIMEOUT_S,
+                    interval=0.5,
+                    what="the idle operator to watch and step every search once",
+                )
                 before = proxy.requests
                 time.sleep(idle_window_s)
                 figures.idle_requests_per_s = (proxy.requests - before) / idle_window_s
