@@ -29,8 +29,7 @@ from sustaindiffusion.api.statistics import (
     HeldOut,
     ImageSpread,
     Merge,
-    PerImage,
-    PerScore,
+    PerCount,
     PooledAnswers,
     PooledByImages,
     PooledByScores,
@@ -132,7 +131,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             measured=True,
             merge=PooledByImages(),
             bound=EnergySpread(),
-            held_out=PerImage("joules"),
+            held_out=PerCount("joules", "images"),
         ),
         ObjectiveInfo(
             ObjectiveName.QUALITY,
@@ -145,7 +144,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             measured=False,
             merge=PooledByScores(ceiling=1.0),
             bound=ImageSpread(),
-            held_out=PerScore("quality_sum"),
+            held_out=PerCount("quality_sum", "quality_scores"),
         ),
         ObjectiveInfo(
             ObjectiveName.TIME,
@@ -158,7 +157,7 @@ OBJECTIVES: dict[ObjectiveName, ObjectiveInfo] = registry_of(
             measured=True,
             merge=PooledByImages(),
             bound=EnergySpread(),  # time follows energy: both are the passes of the same images
-            held_out=PerImage("seconds"),
+            held_out=PerCount("seconds", "images"),
         ),
     )
 )

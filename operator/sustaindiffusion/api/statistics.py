@@ -24,8 +24,8 @@ the registry is built (and by the type checker), never met at run time with a gu
   the regenerations the human filter made and the meter's noise, `Measurement`).
 - HeldOut: the value from summed per-prompt rows (`prompt_table`), for any leading shape, and
   whether it rests on evidence: a bias from its summed counts (`PooledAnswers`), a per-image value
-  from a summed column over the images (`PerImage`), a mean of scores from a summed column over
-  its scores (`PerScore`: rows that did not record their scores count one per image).
+  or a mean of scores: a summed column over the summed images or scores (`PerCount`; rows that did
+  not record their scores count one per image).
 """
 
 from __future__ import annotations
@@ -298,31 +298,17 @@ class PooledAnswers:
 
 
 @dataclass(frozen=True)
-class PerScore:
-    """A summed column over the scores it adds (`PROMPT_COLUMNS`' quality_scores)."""
+class PerCount:
+    """A summed column over a summed count: the images generated (energy, time) or the scores the
+    quality pooled (`PROMPT_COLUMNS`' quality_scores)."""
 
     column: str
+    count: str
 
     def value(self, sums: np.ndarray) -> np.ndarray:
-        scores = sums[..., COLUMN["quality_scores"]]
-        per_score = np.divide(1.0, scores, out=np.zeros_like(scores), where=scores > 0)
-        result: np.ndarray = sums[..., COLUMN[self.column]] * per_score
-        return result
-
-    def has_evidence(self, sums: np.ndarray) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class PerImage:
-    """A summed column over the images generated."""
-
-    column: str
-
-    def value(self, sums: np.ndarray) -> np.ndarray:
-        images = sums[..., COLUMN["images"]]
-        per_image = np.divide(1.0, images, out=np.zeros_like(images), where=images > 0)
-        result: np.ndarray = sums[..., COLUMN[self.column]] * per_image
+        counts = sums[..., COLUMN[self.count]]
+        per_count = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+        result: np.ndarray = sums[..., COLUMN[self.column]] * per_count
         return result
 
     def has_evidence(self, sums: np.ndarray) -> bool:
