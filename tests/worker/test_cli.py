@@ -60,6 +60,9 @@ def run_worker(task: Path, shard: int, directory: Path) -> tuple[int, Path]:
     message = directory / "termination-log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES")}  # no cluster credentials
     env[SHARD_ENV] = str(shard)  # as an Indexed Job sets it
+    # No model hub here: an id that is not a path fails at once, not after the hub client's
+    # retries (176 s in a warm `make test`), as in the test kubelet's pods.
+    env["HF_HUB_OFFLINE"] = "1"
     result = subprocess.run(
         worker_command(
             task,
