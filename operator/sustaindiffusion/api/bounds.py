@@ -64,14 +64,27 @@ noise, and with it the optimistic side stays within 0.02 while the pessimistic s
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+
+
+def _special() -> ModuleType:
+    """scipy.special, imported on first use: the worker imports this module (through `api.bias`
+    and `api.statistics`) but never bounds anything, and its image has no scipy."""
+    return importlib.import_module("scipy.special")
+
+
+def _stats() -> ModuleType:
+    """scipy.stats, imported on first use (see `_special`)."""
+    return importlib.import_module("scipy.stats")
+
 
 FloatArray = npt.NDArray[np.float64]
 MID_P = 0.5  # the deterministic tie-break: mid-p bounds
@@ -119,7 +132,7 @@ def _binomial_cdf(k: FloatArray, n: FloatArray, p: FloatArray) -> FloatArray:
     """P(X <= k) for X ~ Binomial(n, p), elementwise (0 below 0); scipy.special's, without the
     per-call overhead of scipy.stats' distribution objects."""
     trials = np.asarray(n, dtype=np.int64)  # the integer loop: the float one warns per element
-    return np.where(k < 0, 0.0, _floats(special.bdtr(np.maximum(k, 0.0), trials, p)))
+    return np.where(k < 0, 0.0, _floats(_special().bdtr(np.maximum(k, 0.0), trials, p)))
 
 
 def _binomial_pvalue(k: FloatArray, n: FloatArray, p: FloatArray, u: FloatArray) -> FloatArray:
@@ -230,8 +243,8 @@ def ethnic_share_error(error: float, groups: int = ETHNIC_GROUP_COUNT) -> float:
     it exceeds 0 when the range of the share estimates passes 2 z sd(share), and that range is
     sd(share) / sqrt(1 - 1/groups) times the studentized range of `groups` normals."""
     _check_error(error)
-    quantile = float(stats.studentized_range.ppf(1.0 - error, groups, np.inf))
-    return float(stats.norm.sf(quantile / (2.0 * math.sqrt(1.0 - 1.0 / groups))))
+    quantile = float(_stats().studentized_range.ppf(1.0 - error, groups, np.inf))
+    return float(_stats().norm.sf(quantile / (2.0 * math.sqrt(1.0 - 1.0 / groups))))
 
 
 def ethnic_bias_bounds_array(
@@ -273,7 +286,7 @@ def quality_bounds_array(
     known = n >= 2
     degrees = np.where(known, n - 1.0, 1.0)
     sample_sd = spread * np.sqrt(n / degrees)
-    margin = _floats(stats.t.ppf(1.0 - error, degrees)) * sample_sd / np.sqrt(np.where(known, n, 1.0))
+    margin = _floats(_stats().t.ppf(1.0 - error, degrees)) * sample_sd / np.sqrt(np.where(known, n, 1.0))
     lower = np.where(known, np.clip(average - margin, 0.0, 1.0), 0.0)
     upper = np.where(known, np.clip(average + margin, 0.0, 1.0), 1.0)
     return lower, upper
@@ -327,7 +340,7 @@ def _regeneration_pvalue(
     mean = powers.sum(axis=-1)
     variance = (powers * (2 * steps - 1)).sum(axis=-1) - mean**2
     spread = np.sqrt(images * variance + 1.0 / 12.0)
-    return _floats(stats.norm.sf((regenerated + 1.0 - u - images * mean - 0.5) / spread))
+    return _floats(_stats().norm.sf((regenerated + 1.0 - u - images * mean - 0.5) / spread))
 
 
 def _rate_quantiles(
@@ -413,7 +426,7 @@ def energy_bounds_array(
         low_cost, high_cost = cost[..., 0], cost[..., 1]
     else:
         low_cost = high_cost = np.zeros(measured.shape)
-    spread = float(stats.norm.isf(error)) * noise
+    spread = float(_stats().norm.isf(error)) * noise
     lower = np.exp(base + realised - _recovered(realised - low_cost, spread))
     upper = np.exp(base + realised + _recovered(high_cost - realised, spread))
     return np.where(measured > 0, lower, 0.0), np.where(measured > 0, upper, 0.0)
