@@ -219,15 +219,19 @@ class AnswerShares:
         return self.bias.bounds(_counts(metrics, self.bias), key, error)
 
 
-@dataclass(frozen=True)
-class ImageSpread:
-    """A per-image mean bounded by its standard error over the images, within [0, 1]."""
+class _SpreadBound:
+    """A bound from a spread: no posterior to give an interval from, and a value always measured."""
 
     def credible(self, metrics: Metrics, field: str, key: str, level: float) -> tuple[float, float] | None:
         return None
 
     def has_evidence(self, metrics: Metrics) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class ImageSpread(_SpreadBound):
+    """A per-image mean bounded by its standard error over the images, within [0, 1]."""
 
     def bounds(self, metrics: Metrics, field: str, key: str, confidence: float) -> tuple[float, float]:
         value = float(getattr(metrics, field))
@@ -246,14 +250,8 @@ class ImageSpread:
 
 
 @dataclass(frozen=True)
-class EnergySpread:
+class EnergySpread(_SpreadBound):
     """A cost per image bounded by the relative standard error of the energy across prompts."""
-
-    def credible(self, metrics: Metrics, field: str, key: str, level: float) -> tuple[float, float] | None:
-        return None
-
-    def has_evidence(self, metrics: Metrics) -> bool:
-        return True
 
     def bounds(self, metrics: Metrics, field: str, key: str, confidence: float) -> tuple[float, float]:
         value = float(getattr(metrics, field))
