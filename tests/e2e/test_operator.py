@@ -66,6 +66,12 @@ def undisturbed(
     with fresh_namespace(api_client) as namespace, running_operator(control_plane, namespace) as operator:
         create_search(api_client, namespace, "quick", search_spec(tiny_models))
         search = wait_phase(api_client, namespace, "quick", operator)
+        wait_event(
+            api_client,
+            namespace,
+            lambda e: e.involved_object.name == "quick" and e.reason == "SearchFinished",
+            "the SearchFinished event of the search",
+        )
         events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
         url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
         metrics = urllib.request.urlopen(url, timeout=5).read().decode()
@@ -204,8 +210,12 @@ def test_a_failing_shard_is_retried_then_recorded_and_the_search_goes_on(
     assert all(r.generation == 1 for r in failed)
     assert all("shard 1: worker exited with code 137 (OOMKilled)" in (r.result.reason or "") for r in failed)
     assert search["status"]["evaluations"]["failed"] == len(failed)
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    assert any(e.reason == "CandidateFailed" and "OOMKilled" in e.message for e in events)
+    wait_event(
+        api_client,
+        namespace,
+        lambda e: e.reason == "CandidateFailed" and "OOMKilled" in e.message,
+        "a CandidateFailed event naming the OOM kill",
+    )
 
 
 def test_a_suspended_job_is_queued_not_failed_and_resumes(
