@@ -17,6 +17,11 @@ BIN_DIR = $$(bash hack/build-binaries.sh --print-dir 2>/dev/null | tail -n 1)
 # end-to-end suites mostly wait on control planes and worker pods, while the Go builds and the
 # unit suites keep the CPUs busy.
 TEST_JOBS ?= 6
+# One thread per torch process in the tests: up to six suites run torch at once on two cores, and
+# torch's own pool (a thread per core, each spinning while it waits for work) then fights the
+# other suites' pools. Measured (README, "Test"): the tiny SD1 family search took 22 s alone and
+# 245 s beside the other suites with the default pool.
+export OMP_NUM_THREADS ?= 1
 
 # The test suites: each is one pytest process with its own control plane where it needs one, and
 # its own slot (tests/support/slots.py: ports and pod addresses of its own). The last suite, e2e,
