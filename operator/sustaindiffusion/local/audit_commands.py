@@ -24,8 +24,11 @@ from rich.table import Table
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS
 from sustaindiffusion.api.results import Metrics
-from sustaindiffusion.audit.findings import DEFAULT_AUDIT_DIR
-from sustaindiffusion.audit.sample import DEFAULT_PER_STRATUM
+from sustaindiffusion.audit import auditset
+from sustaindiffusion.audit.findings import DEFAULT_AUDIT_DIR, QUESTIONS, interval, number
+from sustaindiffusion.audit.labels import LabelError, check_annotator
+from sustaindiffusion.audit.sample import DEFAULT_PER_STRATUM, draw
+from sustaindiffusion.audit.source import NO_PERSON, Point, SourceError, images_of
 from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.reference import DEFAULTS_ID
@@ -83,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
-def _points(engine: SearchEngine) -> dict[Any, Metrics]:
+def _points(engine: SearchEngine) -> dict[Point, Metrics]:
     """The defaults and the front points, with the metrics the product reports for each."""
-    from sustaindiffusion.audit.source import Point  # noqa: PLC0415
-
     front = {p.candidate.candidate_id: p.metrics for p in engine.front()}
     defaults = engine.defaults_metrics()
-    points: dict[Any, Metrics] = {}
+    points: dict[Point, Metrics] = {}
     if defaults is not None:
         points[Point(DEFAULTS_ID, "defaults, front" if DEFAULTS_ID in front else "defaults")] = defaults
     points.update({Point(c, "front"): m for c, m in front.items() if c != DEFAULTS_ID})
@@ -98,8 +99,6 @@ def _points(engine: SearchEngine) -> dict[Any, Metrics]:
 
 def _counted_as_reported(strata: dict[str, int], metrics: Metrics) -> bool:
     """Whether the saved records count as the point's result does (human, gender and group counts)."""
-    from sustaindiffusion.audit.source import NO_PERSON  # noqa: PLC0415
-
     answers = [stratum.split("/") for stratum in strata if stratum != NO_PERSON]
     sizes = [n for stratum, n in strata.items() if stratum != NO_PERSON]
 
@@ -117,10 +116,6 @@ def _counted_as_reported(strata: dict[str, int], metrics: Metrics) -> bool:
 
 
 def export(args: argparse.Namespace) -> int:
-    from sustaindiffusion.audit import auditset  # noqa: PLC0415
-    from sustaindiffusion.audit.sample import draw  # noqa: PLC0415
-    from sustaindiffusion.audit.source import SourceError, images_of  # noqa: PLC0415
-
     if args.search is not None:
         console.print(
             "[red]audit export --search: auditing a search in a cluster is not supported yet; copy its "
@@ -191,14 +186,12 @@ def _loopback(host: str) -> bool:
 def serve(directory: Path, annotator: str, host: str, port: int) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from sustaindiffusion.audit.auditset import AuditSetError  # noqa: PLC0415
-    from sustaindiffusion.audit.labels import LabelError, check_annotator  # noqa: PLC0415
-    from sustaindiffusion.audit.page import create_app  # noqa: PLC0415
+    from sustaindiffusion.audit.page import create_app  # noqa: PLC0415 - starlette: the audit extra
 
     try:
         check_annotator(annotator)
         app = create_app(directory, annotator)
-    except (AuditSetError, LabelError, ValueError) as error:
+    except (auditset.AuditSetError, LabelError, ValueError) as error:
         console.print(f"[red]audit serve: {error}; not starting[/red]", soft_wrap=True)
         return EXIT_INVALID
     if not _loopback(host):
@@ -230,9 +223,7 @@ def serve(directory: Path, annotator: str, host: str, port: int) -> int:
 
 
 def score(directory: Path, draws: int) -> int:
-    from sustaindiffusion.audit.auditset import AuditSetError  # noqa: PLC0415
-    from sustaindiffusion.audit.labels import LabelError  # noqa: PLC0415
-    from sustaindiffusion.audit.score import ScoreError, write  # noqa: PLC0415
+    from sustaindiffusion.audit.score import ScoreError, write  # noqa: PLC0415 - statsmodels: the audit extra
     from sustaindiffusion.audit.score import score as compute  # noqa: PLC0415
 
     if draws < 100:
@@ -240,7 +231,7 @@ def score(directory: Path, draws: int) -> int:
         return EXIT_INVALID
     try:
         document = compute(directory, draws)
-    except (AuditSetError, LabelError, ScoreError) as error:
+    except (auditset.AuditSetError, LabelError, ScoreError) as error:
         console.print(f"[red]audit score: {error}[/red]", soft_wrap=True)
         return EXIT_INVALID
     path = write(directory, document)
@@ -252,15 +243,11 @@ def score(directory: Path, draws: int) -> int:
 
 
 def _figure(entry: dict[str, Any]) -> str:
-    from sustaindiffusion.audit.findings import interval, number  # noqa: PLC0415
-
     corrected = f"{number(entry['corrected'])}{interval(entry['interval'])}"
     return corrected if entry["conclusive"] else f"{corrected}\n{entry['note']}"
 
 
 def show(document: dict[str, Any]) -> None:
-    from sustaindiffusion.audit.findings import QUESTIONS, interval, number  # noqa: PLC0415
-
     wide = Console(width=max(console.width, 150))
     counts = ", ".join(f"{name} {count}" for name, count in document["annotators"].items())
     wide.print(f"{document['labelled']} of {document['items']} images labelled (complete images: {counts})")
