@@ -242,11 +242,11 @@ def test_label_in_a_browser_restart_midway_score_and_report(
     # A second annotator labels the same set into a file of their own.
     digest = (audit / "manifest.sha256").read_text().strip()
     second = LabelStore(audit, "bob", manifest, digest)
-    for number, item in enumerate(manifest.items):
+    for number, listed in enumerate(manifest.items):
         for field, value in zip(
-            ("person", "gender", "ethnicity"), bob(number, detector.items[item.id]), strict=False
+            ("person", "gender", "ethnicity"), bob(number, detector.items[listed.id]), strict=False
         ):
-            second.answer(item.id, field, value)
+            second.answer(listed.id, field, value)
 
     scored = sustaindiffusion("audit", "score", str(audit), "--draws", "500")
     assert "agreement: Cohen's kappa" in scored.stderr + scored.stdout

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from sustaindiffusion.audit import labels as labels_module
 from sustaindiffusion.audit.auditset import AuditSetError, load_detector, verify
 from sustaindiffusion.audit.labels import LabelError, LabelStore
 from sustaindiffusion.audit.page import create_app
@@ -34,8 +34,9 @@ def client(directory: Path, annotator: str = "ann") -> TestClient:
     return TestClient(create_app(directory, annotator))
 
 
-def label_file(directory: Path, annotator: str = "ann") -> dict[str, object]:
-    return json.loads((directory / "labels" / f"{annotator}.json").read_text())
+def label_file(directory: Path, annotator: str = "ann") -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((directory / "labels" / f"{annotator}.json").read_text())
+    return document
 
 
 def answer(page: TestClient, value: str) -> dict[str, object]:
@@ -99,8 +100,8 @@ def test_two_annotators_label_into_their_own_files(audit_dir: Path) -> None:
     answer(first, "no")
     assert second.get("/api/state").json()["complete"] == 0
     answer(second, "yes")
-    assert [a["value"] for a in label_file(audit_dir, "alice")["answers"]] == ["no"]  # type: ignore[index]
-    assert [a["value"] for a in label_file(audit_dir, "bob")["answers"]] == ["yes"]  # type: ignore[index]
+    assert [a["value"] for a in label_file(audit_dir, "alice")["answers"]] == ["no"]
+    assert [a["value"] for a in label_file(audit_dir, "bob")["answers"]] == ["yes"]
 
 
 @pytest.mark.parametrize(
@@ -221,12 +222,12 @@ def test_a_failed_save_keeps_the_old_labels(audit_dir: Path, monkeypatch: pytest
     def fail(source: object, target: object) -> None:
         raise OSError("killed before the rename")
 
-    monkeypatch.setattr(labels_module.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="killed before the rename"):
         store.answer(manifest.items[0].id, "gender", "woman")
     assert (audit_dir / "labels" / "ann.json").read_bytes() == before
     assert store.current() == (manifest.items[0].id, "gender")
-    monkeypatch.setattr(labels_module.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     store.answer(manifest.items[0].id, "gender", "woman")
     assert LabelStore(audit_dir, "ann", manifest, digest).labels() == {
         manifest.items[0].id: {"person": "yes", "gender": "woman"}

@@ -17,7 +17,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -82,13 +81,8 @@ def consensus(by_annotator: dict[str, Labels]) -> Labels:
     return result
 
 
-@dataclass(frozen=True)
-class Pairs:
-    """Per question, what two raters said of the images both rated (as the question counts them)."""
-
-    person: tuple[list[str], list[str]]
-    gender: tuple[list[str], list[str]]
-    ethnicity: tuple[list[str], list[str]]
+# Per question, what two raters said of the images both rated (as the question counts them).
+Pairs = dict[str, tuple[list[str], list[str]]]
 
 
 def _detector_labels(detector: DetectorAnswers) -> Labels:
@@ -105,11 +99,11 @@ def _detector_labels(detector: DetectorAnswers) -> Labels:
 def _pairs(first: Labels, second: Labels) -> Pairs:
     shared = sorted(set(first) & set(second))
     both = [i for i in shared if first[i]["person"] == "yes" and second[i]["person"] == "yes"]
-    return Pairs(
-        ([first[i]["person"] for i in shared], [second[i]["person"] for i in shared]),
-        ([first[i]["gender"] for i in both], [second[i]["gender"] for i in both]),
-        ([first[i]["ethnicity"] for i in both], [second[i]["ethnicity"] for i in both]),
-    )
+    return {
+        "person": ([first[i]["person"] for i in shared], [second[i]["person"] for i in shared]),
+        "gender": ([first[i]["gender"] for i in both], [second[i]["gender"] for i in both]),
+        "ethnicity": ([first[i]["ethnicity"] for i in both], [second[i]["ethnicity"] for i in both]),
+    }
 
 
 QUESTIONS = {"person": PERSON.values, "gender": ("woman", "man", CANT_TELL), "ethnicity": ETHNICITY.values}
@@ -117,7 +111,8 @@ QUESTIONS = {"person": PERSON.values, "gender": ("woman", "man", CANT_TELL), "et
 
 def _kappas(pairs: Pairs) -> dict[str, Any]:
     return {
-        field: agreement.kappa(*getattr(pairs, field), QUESTIONS[field]).as_document() for field in QUESTIONS
+        field: agreement.kappa(*pairs[field], categories).as_document()
+        for field, categories in QUESTIONS.items()
     }
 
 
@@ -126,10 +121,10 @@ def _confusion(pairs: Pairs) -> dict[str, Any]:
         field: {
             "rows": "detector",
             "columns": "people",
-            "categories": list(QUESTIONS[field]),
-            "counts": agreement.confusion(*getattr(pairs, field), QUESTIONS[field]).tolist(),
+            "categories": list(categories),
+            "counts": agreement.confusion(*pairs[field], categories).tolist(),
         }
-        for field in QUESTIONS
+        for field, categories in QUESTIONS.items()
     }
 
 
