@@ -203,3 +203,7 @@ def test_the_report_finds_the_score_of_its_own_run_only(tmp_path: Path) -> None:
         find(other, audit)
     with pytest.raises(FindingsError, match=r"has no score\.json"):
         find(run, tmp_path)
+    # A cluster search's report (no run directory here) checks the search's name.
+    assert find(None, audit, search="hand-made") is not None
+    with pytest.raises(FindingsError, match="audits the search 'hand-made', not 'other'"):
+        find(None, audit, search="other")

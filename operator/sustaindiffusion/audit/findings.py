@@ -18,6 +18,7 @@ from typing import Any
 DEFAULT_AUDIT_DIR = "audit"
 SCORE_FILE = "score.json"
 QUESTIONS = ("person", "gender", "ethnicity")
+TOO_SMALL = "too small to conclude: "  # how a figure's note begins when it concludes nothing
 
 
 class FindingsError(ValueError):
@@ -99,11 +100,9 @@ def interval(values: list[float] | None) -> str:
 def _bias_cells(entry: dict[str, Any]) -> str:
     raw = f"{number(entry['raw'])}{interval(entry['rawInterval'])}"
     corrected = f"{number(entry['corrected'])}{interval(entry['interval'])}"
-    verdict = "" if entry["conclusive"] else "<br><b>too small to conclude</b>"
-    return (
-        f"<td>{html.escape(raw)}</td><td>{html.escape(corrected)}{verdict}"
-        f"<br><small>{html.escape(entry['note'])}</small></td>"
-    )
+    note = html.escape(entry["note"].removeprefix(TOO_SMALL))
+    verdict = f"<br><b>{TOO_SMALL.removesuffix(': ')}</b>: " if not entry["conclusive"] else "<br>"
+    return f"<td>{html.escape(raw)}</td><td>{html.escape(corrected)}{verdict}<small>{note}</small></td>"
 
 
 def _agreement_cell(entry: dict[str, Any]) -> str:
