@@ -128,8 +128,12 @@ class Browser:
             options.add_argument(argument)
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         self.url = url
-        self.driver.get(url)
-        self.wait_idle()
+        try:
+            self.driver.get(url)
+            self.wait_idle()
+        except BaseException:
+            self.driver.quit()  # the caller never gets this browser to close
+            raise
 
     def wait_idle(self, answers: int | None = None) -> None:
         """Until the page has its state from the server (and, if given, shows `answers` answers)."""
