@@ -8,7 +8,9 @@ serve the labelling page, and score the labels against the detector.
 AUDIT_DIR defaults to RUN_DIR/audit, where `sustaindiffusion report RUN_DIR` and `export-profile`
 find the score (or give them --audit AUDIT_DIR). A search in a cluster (`--search NAME`, through
 the artifacts claim) is not supported yet: copy its artifacts, spec.json and archive into a local
-directory first. The audit package is an extra: pip install 'sustaindiffusion[audit]'.
+directory first; nor is writing a cluster search's score into a ConfigMap for the report (give
+`report --search NAME --audit AUDIT_DIR` instead). The page and the statistics need the audit
+extra: pip install 'sustaindiffusion[audit]'.
 """
 
 from __future__ import annotations
