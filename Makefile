@@ -35,8 +35,9 @@ SUITE_observability := tests/e2e/test_observability.py
 SUITE_runs := tests/e2e/test_parity.py tests/e2e/test_resilience.py tests/e2e/test_scale.py
 SUITE_local := tests/local
 SUITE_worker := tests/worker
+SUITE_audit := tests/audit
 SUITE_unit := tests/unit
-NAMED_SUITES := operator observability local chaos runs worker kueue containers unit
+NAMED_SUITES := operator observability local chaos runs worker kueue containers audit unit
 SUITE_e2e := tests $(foreach s,$(NAMED_SUITES),$(addprefix --ignore=,$(SUITE_$(s))))
 SUITES := $(NAMED_SUITES) e2e
 
@@ -87,6 +88,7 @@ imports: venv
 suite-unit suite-worker suite-local: venv
 suite-chaos suite-runs suite-operator: venv bin-control-plane
 suite-observability: venv bin-control-plane system-deps
+suite-audit: venv system-deps
 suite-kueue: venv bin-control-plane bin-kueue
 suite-containers: venv binaries system-deps images-layout
 suite-e2e: venv binaries system-deps

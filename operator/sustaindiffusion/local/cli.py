@@ -10,6 +10,12 @@
     sustaindiffusion study run ARMS_DIR [--runs 10] [--study NAME] [--out DIR] [--device ...]
     sustaindiffusion analyze STUDY_OUT_DIR [--reference ARM] [--out DIR] [--compare-paper]
     sustaindiffusion analyze --study NAME [--namespace NS] [--kubeconfig FILE] [--reference ARM] [--out DIR]
+    sustaindiffusion audit export DIR [--out AUDIT_DIR] [--per-stratum 10] [--seed 0]
+    sustaindiffusion audit serve AUDIT_DIR --annotator ID [--host 127.0.0.1] [--port 8765]
+    sustaindiffusion audit score AUDIT_DIR
+
+`report` and `export-profile` show an audit's human-checked, corrected biases when DIR/audit/score.json
+exists (the default of `audit export`), or the one given with --audit AUDIT_DIR.
 
 `run` writes to DIR (default: out/<search name>) and resumes from it when run again: nothing
 finished is evaluated twice. Ctrl-C stops it cleanly. `study run` runs each arm's runs in
@@ -34,6 +40,8 @@ from sustaindiffusion.api.validation import (
     load_manifest,
     validate_manifest,
 )
+from sustaindiffusion.audit.findings import FindingsError, find
+from sustaindiffusion.local import audit_commands
 from sustaindiffusion.local.heldout_summary import held_out_table
 from sustaindiffusion.local.interrupt import StopRequest, stop_requests
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
@@ -77,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="report directory (default: DIR/report, or out/<search>/report)",
     )
+    report.add_argument(
+        "--audit", type=Path, default=None, help="an audit set with its score (default: DIR/audit, if scored)"
+    )
     export = commands.add_parser("export-profile", help="write one configuration as a generation profile")
     export.add_argument("directory", type=Path)
     choice = export.add_mutually_exclusive_group(required=True)
@@ -84,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     choice.add_argument("--rule", help="knee, or least-energy[:gb<=X,eb<=Y,q>=Z]")
     export.add_argument(
         "--out", type=Path, default=None, help="profile file (default: DIR/profile-<id>.json)"
+    )
+    export.add_argument(
+        "--audit", type=Path, default=None, help="an audit set with its score (default: DIR/audit, if scored)"
     )
     study = commands.add_parser("study", help="the arms of a study, each run several times")
     steps = study.add_subparsers(dest="step", required=True)
@@ -114,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--compare-paper", action="store_true", help="print the paper's published means beside the study's"
     )
+    audit_commands.add_parser(commands)
     return parser
 
 
@@ -337,12 +352,13 @@ def _engine_of(directory: Path) -> tuple[str, SearchEngine]:
     return name, SearchEngine.from_archive(spec, store.records())
 
 
-def export_profile(directory: Path, rule: str, out: Path | None) -> int:
+def export_profile(directory: Path, rule: str, out: Path | None, audit: Path | None = None) -> int:
     try:
         _, engine = _engine_of(directory)
         selection = select(engine, rule)
-    except (StoreError, SelectionError) as error:
-        console.print(f"[red]{error}[/red]")
+        findings = find(directory, audit)
+    except (StoreError, SelectionError, FindingsError) as error:
+        console.print(f"[red]{error}[/red]", soft_wrap=True)
         return EXIT_INVALID
     candidate_id = selection.point.candidate.candidate_id
     resolved = _resolved_settings(directory, candidate_id)
@@ -355,6 +371,7 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
         resolved,
         held_out,
         bill.as_document(),
+        findings.for_profile(candidate_id) if findings is not None else None,
     )
     path = out or directory / f"profile-{candidate_id}.json"
     path.write_text(json.dumps(document, indent=2))
@@ -372,7 +389,25 @@ def export_profile(directory: Path, rule: str, out: Path | None) -> int:
         counts = verdict(held_out.get("wins", 0), held_out.get("pareto", 0), held_out.get("losses", 0))
         console.print(f"per held-out prompt against the defaults: {counts.line()}", soft_wrap=True)
     console.print(bill.describe())
+    if findings is not None:
+        console.print(_audit_line(document["audit"], findings.path), soft_wrap=True)
     return 0
+
+
+def _audit_line(entry: dict[str, object] | None, source: Path) -> str:
+    if entry is None:
+        return (
+            f"[yellow]the audit in {source} does not cover this point "
+            "(it audits the defaults and the front)[/yellow]"
+        )
+    parts = []
+    for name in ("genderBias", "ethnicBias"):
+        bias = entry[name]
+        assert isinstance(bias, dict)
+        value = "-" if bias["corrected"] is None else f"{bias['corrected']:.3g}"
+        verdict = "" if bias["conclusive"] else " (too small to conclude)"
+        parts.append(f"{name} {bias['raw']:.3g} by the detector, {value} corrected by people{verdict}")
+    return f"audit ({source}): " + "; ".join(parts)
 
 
 def _resolved_settings(directory: Path, candidate_id: str) -> dict[str, object]:
@@ -394,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "analyze":
         return analyze(args)
     if args.command == "export-profile":
-        return export_profile(args.directory, args.candidate or args.rule, args.out)
+        return export_profile(args.directory, args.candidate or args.rule, args.out, args.audit)
+    if args.command == "audit":
+        return audit_commands.run(args)
     return report(args)
 
 
@@ -413,11 +450,13 @@ def report(args: argparse.Namespace) -> int:
         else:
             name, engine = _engine_of(args.directory)
             target = args.out or args.directory / "report"
-    except (StoreError, LookupError) as error:
-        console.print(f"[red]{error}[/red]")
+        findings = find(args.directory, args.audit, args.search)
+    except (StoreError, LookupError, FindingsError) as error:
+        console.print(f"[red]{error}[/red]", soft_wrap=True)
         return EXIT_INVALID
-    written = write_report(name, engine, args.directory, target)
-    console.print(f"report: {written}")
+    written = write_report(name, engine, args.directory, target, findings)
+    audited = f" (with the audit in {findings.path})" if findings is not None else ""
+    console.print(f"report: {written}{audited}", soft_wrap=True)
     return 0
 
 

@@ -104,12 +104,14 @@ def profile(
     resolved: dict[str, Any],
     held_out: dict[str, Any] | None = None,
     payback: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A generation profile: what to pass to a diffusers pipeline to generate as this candidate did;
     first, when the search validated it, what held up on held-out prompts and seeds (changes against
     the defaults with intervals, and what the per-prompt counts support), then what the search
     measured (in-sample: the best of many noisy draws on its own seeds); `payback`: when its energy
-    saving repays the search (`sustaindiffusion.search.payback`)."""
+    saving repays the search (`sustaindiffusion.search.payback`); `audit`: the point's biases as people
+    checked them (`sustaindiffusion.audit.findings.Findings.for_profile`), None when not audited."""
     metrics = selection.point.metrics
     return {
         "profileVersion": PROFILE_VERSION,
@@ -143,6 +145,7 @@ def profile(
             "inSample": True,
         },
         "payback": payback,
+        "audit": audit,
     }
 
 

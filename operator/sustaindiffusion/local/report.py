@@ -20,6 +20,7 @@ from PIL import Image
 
 from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Screened
+from sustaindiffusion.audit.findings import Findings
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.prompt_counts import verdict
@@ -235,9 +236,21 @@ def _validation_section(engine: SearchEngine) -> str:
     )
 
 
-def write_report(name: str, engine: SearchEngine, run_directory: Path | None, target: Path) -> Path:
+def _no_audit() -> str:
+    return (
+        "<h2>Bias figures checked by people</h2><p>No audit: every bias figure here is the detector's. "
+        "To check them against people, see <code>sustaindiffusion audit --help</code> (export a sample "
+        "of the saved images, label it on the page, score it; then report again).</p>"
+    )
+
+
+def write_report(
+    name: str, engine: SearchEngine, run_directory: Path | None, target: Path, audit: Findings | None = None
+) -> Path:
     """Write a search's report into `target`; returns the HTML page. Image grids need the local
-    run directory's artifacts (`run_directory`); a search read from a cluster has none here."""
+    run directory's artifacts (`run_directory`); a search read from a cluster has none here.
+    `audit`: a scored audit of this search (`sustaindiffusion.audit.findings`), shown after the
+    held-out validation."""
     target.mkdir(parents=True, exist_ok=True)
     front = engine.front()
     plots = [_pairwise(engine, front, target)]
@@ -283,6 +296,7 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 {engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
 <h2>How these numbers were obtained</h2><ul>{how}</ul>
 {_validation_section(engine)}
+{audit.html() if audit is not None else _no_audit()}
 <h2>Baselines (in-sample)</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
 <th>valid</th></tr>{baselines}</table>
 <h2>Pareto front, in-sample ({len(front)} candidates, on the search's own prompts and seeds: each value

@@ -5,45 +5,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The tables and the mapping live in the shared API (the audit maps saved answers with the same ones);
+# the worker's modules import them from here.
+from sustaindiffusion.api.answers import (
+    ETHNIC_GROUPS,
+    FEMALE_ANSWERS,
+    MALE_ANSWERS,
+    YES_ANSWERS,
+    ethnic_group_of,
+    gender_of,
+    is_yes,
+    normalise_answer,
+)
 from sustaindiffusion.api.bias import ETHNIC_GROUPS as BIAS_GROUPS
 
-FEMALE_ANSWERS = ("female", "woman", "girl")
-MALE_ANSWERS = ("male", "man", "boy")
-
-# The method's four groups (in `sustaindiffusion.api.bias` order) and the answers that belong to each.
-ETHNIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "white": ("caucasian", "white", "italian", "german", "hispanic"),
-    "asian": ("indian", "asian"),
-    "black": ("black", "african american", "african"),
-    "arab": ("arab", "middle eastern"),
-}
-
-YES_ANSWERS = ("yes",)
-
-
-def normalise_answer(answer: str) -> str:
-    return " ".join(answer.strip().lower().rstrip(".!").split())
-
-
-def gender_of(answer: str) -> str | None:
-    text = normalise_answer(answer)
-    if text in FEMALE_ANSWERS:
-        return "female"
-    if text in MALE_ANSWERS:
-        return "male"
-    return None
-
-
-def ethnic_group_of(answer: str) -> str | None:
-    text = normalise_answer(answer)
-    for group, answers in ETHNIC_GROUPS.items():
-        if text in answers:
-            return group
-    return None
-
-
-def is_yes(answer: str) -> bool:
-    return normalise_answer(answer) in YES_ANSWERS
+__all__ = [
+    "ETHNIC_GROUPS",
+    "FEMALE_ANSWERS",
+    "MALE_ANSWERS",
+    "YES_ANSWERS",
+    "AnswerCounts",
+    "count_answers",
+    "ethnic_group_of",
+    "gender_of",
+    "is_yes",
+    "normalise_answer",
+]
 
 
 @dataclass(frozen=True)
