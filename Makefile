@@ -33,11 +33,12 @@ SUITE_chaos := tests/e2e/chaos
 SUITE_operator := tests/e2e/test_operator.py
 SUITE_observability := tests/e2e/test_observability.py
 SUITE_runs := tests/e2e/test_parity.py tests/e2e/test_resilience.py tests/e2e/test_scale.py
-SUITE_local := tests/local
+SUITE_local := tests/local/test_local_cli.py tests/local/test_families_local.py
+SUITE_resume := tests/local/test_local_resume.py
 SUITE_worker := tests/worker
 SUITE_audit := tests/audit
 SUITE_unit := tests/unit
-NAMED_SUITES := operator observability local chaos runs worker kueue containers audit unit
+NAMED_SUITES := operator observability local resume chaos runs worker kueue containers audit unit
 SUITE_e2e := tests $(foreach s,$(NAMED_SUITES),$(addprefix --ignore=,$(SUITE_$(s))))
 SUITES := $(NAMED_SUITES) e2e
 
@@ -85,7 +86,7 @@ imports: venv
 	@$(TIMED) imports $(BIN)/lint-imports
 
 # What each suite needs before it starts.
-suite-unit suite-worker suite-local: venv
+suite-unit suite-worker suite-local suite-resume: venv
 suite-chaos suite-runs suite-operator: venv bin-control-plane
 suite-observability: venv bin-control-plane system-deps
 suite-audit: venv system-deps

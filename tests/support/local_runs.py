@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import yaml
+
 from tests.support.processes import wait_until
+from tests.support.tiny import ensure_tiny_models
 
 CLI = [sys.executable, "-m", "sustaindiffusion.local.cli"]
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 REACH_TIMEOUT_S = 600.0  # generous: the reported point comes after model loads on a busy 2-core machine
 # After the signal, the run stops its workers (SIGTERM, SIGKILL after 10 s) and exits; a run still
 # going after this long ignored the signal.
@@ -111,3 +115,21 @@ def run_and_interrupt(
     return Interrupted(
         process.returncode, stdout_path.read_text(), stderr_path.read_text(), seconds, workers_of(out)
     )
+
+
+def spec_file(directory: Path, generations: int = 2) -> Path:
+    """A small search whose model paths are relative to the spec file, as in examples/quickstart.yaml."""
+    (directory / "tiny-models").symlink_to(ensure_tiny_models())
+    manifest = yaml.safe_load(QUICKSTART.read_text())
+    manifest["spec"]["algorithm"] |= {"populationSize": 4, "generations": generations}
+    manifest["spec"]["execution"]["candidatesPerPod"] = 2
+    path = directory / "search.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def sustaindiffusion(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result

@@ -14,9 +14,9 @@ import socket
 import threading
 
 SLOT_ENV = "SUSTAINDIFFUSION_TEST_SLOT"
-SLOTS = 12
+SLOTS = 16  # make test's suites (one slot each, from 1) and 0 for a lone run, with room to grow
 FIRST_PORT = 20000  # below Linux's ephemeral range (32768-60999), which the kernel hands out itself
-PORTS_PER_SLOT = 1000
+PORTS_PER_SLOT = 750  # 16 blocks end at 32000, below the ephemeral range
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()

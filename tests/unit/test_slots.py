@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +40,14 @@ def test_an_invalid_slot_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(slots.SLOT_ENV, str(slots.SLOTS))
     with pytest.raises(ValueError, match="SUSTAINDIFFUSION_TEST_SLOT"):
         slots.ports()
+
+
+def test_every_suite_of_make_test_gets_a_slot_of_its_own() -> None:
+    """make numbers its suites from 1 (NAMED_SUITES, then the catch-all e2e): a suite added to the
+    Makefile must not run past the last slot (it would fail at its first port)."""
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    named = re.search(r"^NAMED_SUITES := (.+)$", makefile, re.MULTILINE)
+    assert named is not None
+    suites = [*named.group(1).split(), "e2e"]
+    assert len(suites) == len(set(suites))
+    assert len(suites) <= slots.SLOTS - 1  # slot 0 is a lone run's
