@@ -19,7 +19,7 @@ BIN_DIR = $$(bash hack/build-binaries.sh --print-dir 2>/dev/null | tail -n 1)
 TEST_JOBS ?= 6
 # One thread per torch process in the tests: up to six suites run torch at once on two cores, and
 # torch's own pool (a thread per core, each spinning while it waits for work) then fights the
-# other suites' pools. Measured (README, "Test"): the tiny SD1 family search took 22 s alone and
+# other suites' pools. For scale: the tiny SD1 family search took 22 s alone and
 # 245 s beside the other suites with the default pool.
 export OMP_NUM_THREADS ?= 1
 
