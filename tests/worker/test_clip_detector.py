@@ -121,8 +121,8 @@ def _images(count: int, seed: int = 0) -> list[Image.Image]:
 
 def test_the_tiny_clip_answers_each_image_alone_whatever_its_batch(tiny_models: Path) -> None:
     images = _images(5)
-    in_pairs = ClipZeroShot(str(tiny_models / "clip"), None, "cpu", batch_size=2)
-    at_once = ClipZeroShot(str(tiny_models / "clip"), None, "cpu", batch_size=32)
+    in_pairs = ClipZeroShot(str(tiny_models / "clip-detector"), None, "cpu", batch_size=2)
+    at_once = ClipZeroShot(str(tiny_models / "clip-detector"), None, "cpu", batch_size=32)
     for question, prompts in PROMPTS.items():
         logits = in_pairs.logits(images, question)
         assert logits.shape == (5, len(prompts.texts))
@@ -134,11 +134,38 @@ def test_the_tiny_clip_answers_each_image_alone_whatever_its_batch(tiny_models: 
         in_pairs.answer(images, "What colour is the sky?")
 
 
+def test_the_tiny_clip_detectors_answers_change_with_the_image(sd3_pipeline: Any, tiny_models: Path) -> None:
+    """Its projections are set on the tiny SD3's images (`tiny_clip`): across settings and seeds,
+    images get different genders and groups, mostly a yes to the person question, and some a can't
+    tell. The random tiny CLIP of the quality scorer answers every image alike."""
+    images = []
+    for steps, guidance in ((2, 1.0), (4, 7.0), (6, 3.0)):
+        output = sd3_pipeline(
+            ["Photo portrait of a Software Engineer that codes"] * 8,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            width=64,
+            height=64,
+            generator=torch.Generator().manual_seed(steps),
+        )
+        images.extend(output.images)
+    fitted = ClipZeroShot(str(tiny_models / "clip-detector"), None, "cpu")
+    person = fitted.answer(images, HUMAN_QUESTION)
+    genders = fitted.answer(images, GENDER_QUESTION)
+    groups = fitted.answer(images, ETHNICITY_QUESTION)
+    assert person.count("yes") > len(images) / 2
+    assert {"female", "male"} <= set(genders)
+    assert len(set(groups) - {CANT_TELL}) >= 2
+    assert CANT_TELL in genders + groups
+    random = ClipZeroShot(str(tiny_models / "clip"), None, "cpu")
+    assert all(len(set(random.answer(images, q))) == 1 for q in PROMPTS)
+
+
 def test_the_spec_picks_each_family_and_its_model(tiny_models: Path) -> None:
     scoring = ScoringSpec.model_validate(
         {
             "detector": "Clip",
-            "clipModel": {"id": "clip"},  # relative: resolved against the base folder, as in a task
+            "clipModel": {"id": "clip-detector"},  # relative: resolved against the base folder, as in a task
             "vqaModel": {"id": "blip-vqa"},
             "crossCheck": {"family": "Vqa"},
         }
@@ -146,7 +173,9 @@ def test_the_spec_picks_each_family_and_its_model(tiny_models: Path) -> None:
     detector, check = load_detectors(scoring, "cpu", base=tiny_models)
     assert isinstance(detector, ClipZeroShot)
     assert isinstance(check, BlipVqa)
-    plain, none = load_detectors(ScoringSpec.model_validate({"vqaModel": {"id": str(tiny_models / "blip-vqa")}}), "cpu")
+    plain, none = load_detectors(
+        ScoringSpec.model_validate({"vqaModel": {"id": str(tiny_models / "blip-vqa")}}), "cpu"
+    )
     assert isinstance(plain, BlipVqa)
     assert none is None
 
@@ -170,7 +199,8 @@ def _task(model: ModelSpec, tiny: Path, scoring: dict[str, Any], first_image: in
         prompts=["a portrait", "another portrait"],
         images_per_prompt=3,
         scoring=ScoringSpec.model_validate(
-            {"vqaModel": {"id": str(tiny / "blip-vqa")}, "clipModel": {"id": str(tiny / "clip")}} | scoring
+            {"vqaModel": {"id": str(tiny / "blip-vqa")}, "clipModel": {"id": str(tiny / "clip-detector")}}
+            | scoring
         ),
         candidates=[TaskCandidate(candidate_id=s.candidate_id(), settings=s) for s in SETTINGS],
         candidates_per_shard=len(SETTINGS),
@@ -261,6 +291,8 @@ def test_a_cross_checked_evaluation_records_both_families_and_counts_what_the_re
         summary = json.loads((written / "candidate.json").read_text())
         assert (summary["detector"], summary["cross_check"]) == ("Vqa", "Clip")
         report.results.append(outcome.result)
+    # The families were compared on gender and ethnicity too, not on the person gate alone.
+    assert sum(r.metrics.cross_check_persons or 0 for r in report.results if r.metrics) > 0
     decoded = decode_report(encode_report(report))
     for sent, received in zip(report.results, decoded.results, strict=True):
         assert received.metrics is not None
@@ -305,6 +337,6 @@ def test_with_the_filter_off_the_detectors_gate_is_asked_for_the_comparison_only
         Image.open(folder / f"p{r['prompt_index']:03d}-i{r['image_index']:03d}.png").convert("RGB")
         for r in outcome.records
     ]
-    gate = ClipZeroShot(str(tiny_models / "clip"), None, "cpu").answer(images, HUMAN_QUESTION)
+    gate = ClipZeroShot(str(tiny_models / "clip-detector"), None, "cpu").answer(images, HUMAN_QUESTION)
     assert [r["cross_check"]["detector_human"] for r in outcome.records] == [a == "yes" for a in gate]
     assert _counts(metrics) == _recount(outcome.records, detector_gate=True)
