@@ -37,7 +37,7 @@ def test_a_cross_checked_search_records_reports_and_conditions_the_agreement(tmp
         "crossCheck": {"family": "Clip", "maxDisagreement": 0},
     }
     out = tmp_path / "out"
-    sustaindiffusion("run", str(_manifest(tmp_path, scoring)), "--out", str(out))
+    ran = sustaindiffusion("run", str(_manifest(tmp_path, scoring)), "--out", str(out))
     results = [r.result for r in RunStore(out).records()]
     assert results
     assert all(r.ok for r in results)
@@ -67,6 +67,8 @@ def test_a_cross_checked_search_records_reports_and_conditions_the_agreement(tmp
     assert condition["status"] == ("True" if flagged else "False")
     for candidate in flagged[: CrossCheckView.NAMED]:
         assert candidate in condition["message"]
+    # The Warning event, as the local runner prints it, once: when the condition turned True.
+    assert (ran.stdout + ran.stderr).count(f"{DETECTORS_DISAGREE}:") == (1 if flagged else 0)
     report = tmp_path / "report"
     sustaindiffusion("report", str(out), "--out", str(report))
     page = (report / "index.html").read_text()
