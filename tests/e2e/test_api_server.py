@@ -191,6 +191,23 @@ def test_what_a_model_family_can_use_is_accepted(
     assert created["spec"] == local.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+@pytest.mark.parametrize(
+    "scoring",
+    [
+        {"crossCheck": {"family": "Clip"}},
+        {"detector": "Clip", "clipModel": {"id": "/models/clip"}, "crossCheck": {"family": "Vqa"}},
+        {"detector": "Clip"},
+    ],
+)
+def test_a_detector_and_its_cross_check_are_accepted_and_defaulted_as_locally(
+    custom: client.CustomObjectsApi, namespace: str, scoring: dict[str, Any]
+) -> None:
+    spec = {**BASE_SPEC, "scoring": scoring}
+    created = _create(custom, namespace, _body(spec))
+    local = SustainSearchSpec.model_validate(spec)
+    assert created["spec"] == local.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def test_server_defaults_equal_pydantic_defaults(custom: client.CustomObjectsApi, namespace: str) -> None:
     created = _create(custom, namespace, _body(BASE_SPEC))
     expected = SustainSearchSpec.model_validate(BASE_SPEC).model_dump(

@@ -268,6 +268,18 @@ INVALID_CASES = [
         "greater than or equal to 0",
     ),
     InvalidCase(
+        "cross-check by the detector's own family",
+        {"scoring": {"crossCheck": {"family": "Vqa"}}},
+        "spec.scoring.crossCheck.family",
+        "crossCheck.family must differ from the detector's family",
+    ),
+    InvalidCase(
+        "unknown detector family",
+        {"scoring": {"detector": "Owl"}},
+        "spec.scoring.detector",
+        "Unsupported value",
+    ),
+    InvalidCase(
         "unknown quality scorer",
         {"scoring": {"quality": {"scorer": "FID"}}},
         "spec.scoring.quality.scorer",

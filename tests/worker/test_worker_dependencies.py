@@ -15,7 +15,7 @@ def test_the_worker_imports_nothing_its_image_lacks() -> None:
     program = (
         f"import sys; {blocked}; "
         "import sustaindiffusion.worker.cli, sustaindiffusion.worker.evaluate, "
-        "sustaindiffusion.worker.scoring"
+        "sustaindiffusion.worker.scoring, sustaindiffusion.worker.detectors"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS
 from sustaindiffusion.api.objectives import OBJECTIVES, ObjectiveName
@@ -54,6 +54,32 @@ class Metrics(ApiModel):
         description="Scores the quality pools: one per image (CLIP score), one per confident box (detector); "
         "absent: one per image.",
     )
+    # The cross-check (spec.scoring.crossCheck): how often the second detector family agrees with
+    # the detector, as counts (parts of a candidate add up exactly); absent without a cross-check.
+    cross_check_person_agreed: Count | None = Field(
+        default=None, description="Images on whose person gate the cross-check agrees with the detector."
+    )
+    cross_check_persons: Count | None = Field(
+        default=None, description="Images both the detector and the cross-check call a person."
+    )
+    cross_check_gender_agreed: Count | None = Field(
+        default=None,
+        description="Of those, images whose gender both answer alike (can't tell and unmapped alike).",
+    )
+    cross_check_ethnicity_agreed: Count | None = Field(
+        default=None,
+        description="Of those, images whose ethnic group both answer alike (can't tell and unmapped alike).",
+    )
+
+    @model_validator(mode="after")
+    def _cross_check_counts(self) -> Self:
+        """What a worker reports is checked: the cross-check's counts come together and nest."""
+        if not _cross_check_consistent(self):
+            raise ValueError(
+                "cross-check counts must come together, with person-gate agreements and persons at most "
+                "the images, and gender and ethnicity agreements at most the persons"
+            )
+        return self
 
     def objective(self, name: ObjectiveName) -> float:
         return OBJECTIVES[name].value(self)
@@ -92,6 +118,25 @@ class Metrics(ApiModel):
         if not self.counted or not self.images:
             return None
         return min(self.gender_answers, self.ethnicity_answers) / self.images
+
+
+CROSS_CHECK_FIELDS = (
+    "cross_check_person_agreed",
+    "cross_check_persons",
+    "cross_check_gender_agreed",
+    "cross_check_ethnicity_agreed",
+)
+
+
+def _cross_check_consistent(metrics: Metrics) -> bool:
+    values: list[int | None] = [getattr(metrics, name) for name in CROSS_CHECK_FIELDS]
+    known = [value for value in values if value is not None]
+    if not known:
+        return True
+    if len(known) < len(values):
+        return False
+    agreed, persons, gender, ethnicity = known
+    return agreed <= metrics.images and persons <= metrics.images and max(gender, ethnicity) <= persons
 
 
 class Device(ApiModel):

@@ -432,7 +432,7 @@ class QualityScoring(ApiModel):
 
 
 class HumanFilter(ApiModel):
-    """Regenerate images that the VQA model says show no human."""
+    """Regenerate images that the detector (`scoring.detector`) says show no human."""
 
     enabled: bool = Field(default=True, description="Apply the human filter.")
     max_retries: int = Field(
@@ -443,15 +443,77 @@ class HumanFilter(ApiModel):
     )
 
 
+class DetectorFamily(StrEnum):
+    """A family of models that answers the person, gender and ethnicity questions."""
+
+    VQA = "Vqa"  # a visual-question-answering model (scoring.vqaModel) asked the questions
+    CLIP = "Clip"  # a CLIP model (scoring.clipModel) choosing between text prompts, zero-shot
+
+
+DEFAULT_CLIP_DETECTOR = "openai/clip-vit-base-patch32"
+
+
+class CrossCheck(ApiModel):
+    """A second detector family that scores every image beside the detector; per candidate, how
+    often the two agree is recorded (the person gate over all images, gender and ethnicity over the
+    images both call a person), and a candidate on which they disagree more than `maxDisagreement`
+    is a warning in the report and the DetectorsDisagree condition. Its answers never count for the
+    biases."""
+
+    family: DetectorFamily = Field(description="The family that checks the detector: not the detector's own.")
+    max_disagreement: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of disagreement (on the person gate, gender or ethnicity) that is "
+        "not a warning.",
+    )
+
+
+_DETECTOR_CEL = f"(has(self.detector) ? self.detector : '{DetectorFamily.VQA.value}')"
+
+
 class ScoringSpec(ApiModel):
     """Bias and quality scoring."""
 
     vqa_model: ModelRef = Field(
         default_factory=lambda: ModelRef(id="Salesforce/blip-vqa-base"),
-        description="Visual-question-answering model for the human filter and bias questions.",
+        description="Visual-question-answering model of the Vqa detector family.",
+    )
+    detector: DetectorFamily | None = Field(
+        default=None,
+        description="The detector family whose answers drive the human filter and count for the biases: "
+        "Vqa (scoring.vqaModel) or Clip (scoring.clipModel, zero-shot); absent: Vqa.",
+    )
+    clip_model: ModelRef | None = Field(
+        default=None,
+        description=f"CLIP model of the Clip detector family; absent: {DEFAULT_CLIP_DETECTOR}.",
+    )
+    cross_check: CrossCheck | None = Field(
+        default=None, description="A second detector family that checks the detector; absent: none."
     )
     quality: QualityScoring = Field(default_factory=QualityScoring, description="Quality scoring.")
     human_filter: HumanFilter = Field(default_factory=HumanFilter, description="Human filter.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"!has(self.crossCheck) || self.crossCheck.family != {_DETECTOR_CEL}",
+            message="crossCheck.family must differ from the detector's family (scoring.detector, "
+            "absent: Vqa): a family cannot check itself",
+            check=lambda s: s.cross_check is None or s.cross_check.family is not s.detector_family,
+            field_path=".crossCheck.family",
+        ),
+    )
+
+    @property
+    def detector_family(self) -> DetectorFamily:
+        return self.detector or DetectorFamily.VQA
+
+    def family_model(self, family: DetectorFamily) -> ModelRef:
+        """The model a detector family loads."""
+        if family is DetectorFamily.VQA:
+            return self.vqa_model
+        return self.clip_model or ModelRef(id=DEFAULT_CLIP_DETECTOR)
 
 
 # ----------------------------------------------------------------------------- algorithm

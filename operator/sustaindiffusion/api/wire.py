@@ -15,8 +15,10 @@ The device facts are the shard's (one pod, one device); every result read back c
 
 A succeeded row lists `Metrics`' fields in the order the model declares them, so a field added to
 `Metrics` (with a default) travels without touching this module; rows shorter than today's (an older
-worker) take the defaults, longer ones (a newer worker) keep what this code knows. Removing or
-reordering a field needs a new `WIRE_VERSION`.
+worker) take the defaults, longer ones (a newer worker) keep what this code knows. So a row ends at
+its last field that is not null (trailing fields whose default is null are left out: a result
+without a cross-check, say, spends no bytes on its counts). Removing or reordering a field needs a
+new `WIRE_VERSION`.
 
 Decoding is total: whatever the text (a hostile or broken worker, a log tail, arbitrary bytes), the
 result is a `ShardReport` or a `ReportError` with the reason, never another exception. Metrics must be
@@ -43,6 +45,9 @@ MESSAGE_READ_LIMIT = 64 * 1024  # no report is longer; anything longer is refuse
 CANDIDATE_ID = r"^[0-9a-f]{16}$"
 METRIC_FIELDS = tuple(Metrics.model_fields)
 PROMPT_FIELDS = tuple(PromptStats.model_fields)
+_ABSENT_BY_DEFAULT = tuple(
+    info.default is None and info.default_factory is None for info in Metrics.model_fields.values()
+)
 
 
 class ReportError(ValueError):
@@ -81,7 +86,10 @@ def _wire_value(value: object) -> object:
 def _encode_result(result: EvaluationResult, retryable: bool, reason_limit: int) -> list[object]:
     metrics = result.metrics
     if result.status is EvaluationStatus.SUCCEEDED and metrics is not None:
-        return [result.candidate_id, 1, *(_wire_value(getattr(metrics, name)) for name in METRIC_FIELDS)]
+        values = [_wire_value(getattr(metrics, name)) for name in METRIC_FIELDS]
+        while values and values[-1] is None and _ABSENT_BY_DEFAULT[len(values) - 1]:
+            values.pop()  # read back as the default it is: a field a result lacks costs no bytes
+        return [result.candidate_id, 1, *values]
     return [result.candidate_id, 0, (result.reason or "unknown failure")[:reason_limit], int(retryable)]
 
 

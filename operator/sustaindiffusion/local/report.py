@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sustaindiffusion.api.agreement import Agreement, disagreeing
 from sustaindiffusion.api.objectives import OBJECTIVES
-from sustaindiffusion.api.results import Screened
+from sustaindiffusion.api.results import Metrics, Screened
 from sustaindiffusion.audit.findings import Findings
 from sustaindiffusion.local.summary import facts, front_rows
 from sustaindiffusion.search.engine import SearchEngine
@@ -244,6 +245,64 @@ def _no_audit() -> str:
     )
 
 
+def _agreement_cell(metrics: Metrics, limit: float) -> str:
+    """The detectors' agreement on a result, flagged where it disagrees more than `limit`."""
+    agreement = Agreement.of(metrics)
+    if agreement is None:
+        return "<td>-</td>"
+    text = html.escape(agreement.describe())
+    if agreement.exceeds(limit):
+        return f'<td class="warn">&#9888; {text}</td>'
+    return f"<td>{text}</td>"
+
+
+def _cross_check_section(engine: SearchEngine) -> str:
+    """Every evaluated candidate's agreement between the detector and its cross-check, the ones
+    above spec.scoring.crossCheck.maxDisagreement first and under a warning."""
+    scoring = engine.spec.scoring
+    check = scoring.cross_check
+    if check is None:
+        return ""
+    detector = scoring.detector_family
+    limit = check.max_disagreement
+    told = [("search", r) for r in engine.told] + [("validation", r) for r in engine.validation_told]
+    rows = []
+    for stage, result in told:
+        agreement = Agreement.of(result.metrics) if result.metrics is not None else None
+        if result.metrics is None or agreement is None:
+            continue
+        baseline = engine.candidate(result.candidate_id).baseline or ""
+        disagreement = agreement.disagreement
+        rows.append(
+            (
+                -(disagreement or 0.0),
+                result.candidate_id,
+                f"<tr><td><code>{result.candidate_id}</code></td><td>{stage}</td>"
+                f"<td>{html.escape(baseline)}</td>{_agreement_cell(result.metrics, limit)}"
+                f"<td>{_share(disagreement)}</td></tr>",
+            )
+        )
+    flagged = disagreeing([r for _, r in told], limit)
+    warning = (
+        f'<p class="warn">&#9888; Warning: the {detector.value} detector and the {check.family.value} '
+        f"cross-check disagree on more than {limit:.0%} of the images of {len(flagged)} candidates "
+        f"({html.escape(', '.join(candidate for candidate, _ in flagged[:10]))}"
+        f"{' and more' if len(flagged) > 10 else ''}): their bias figures rest on answers the two "
+        "detector families do not share; look at their images before trusting them.</p>"
+        if flagged
+        else f"<p>No candidate's detectors disagree on more than {limit:.0%} of its images.</p>"
+    )
+    return (
+        f"<h2>Detector cross-check: {check.family.value} checks {detector.value}</h2>{warning}"
+        "<p>Agreement per candidate: on the person gate over all its images; on gender and ethnicity "
+        "over the images both families call a person (a can't-tell agrees only with a can't-tell). "
+        "Disagreement: the largest of the three shares of disagreement. Only the detector's answers "
+        "count for the biases.</p>"
+        "<table><tr><th>candidate</th><th>stage</th><th>baseline</th><th>agreement</th>"
+        f"<th>disagreement</th></tr>{''.join(row for *_, row in sorted(rows))}</table>"
+    )
+
+
 def write_report(
     name: str, engine: SearchEngine, run_directory: Path | None, target: Path, audit: Findings | None = None
 ) -> Path:
@@ -260,6 +319,12 @@ def write_report(
         plots.append(_hypervolume(engine, target))
     exports = _export_archive(engine, target)
     names = [o.name.value for o in engine.spec.objectives]
+    check = engine.spec.scoring.cross_check
+    agreement_header = "<th>detectors agree</th>" if check else ""
+
+    def agreement(metrics: Metrics) -> str:
+        return _agreement_cell(metrics, check.max_disagreement) if check else ""
+
     rows = []
     for row in front_rows(engine):
         point = row.point
@@ -275,13 +340,14 @@ def write_report(
             f"<td>{html.escape(', '.join(settings.positive_keywords))}</td>"
             f"<td>{html.escape(', '.join(settings.negative_keywords))}</td>"
             f"<td>{settings.prompt_weight}</td>{cells}<td>{point.metrics.quality:.4g}</td>"
-            f"<td>{_share(point.metrics.valid_share)}</td>"
+            f"<td>{_share(point.metrics.valid_share)}</td>{agreement(point.metrics)}"
             f"<td>{embed_png(grid) if grid else ''}</td></tr>"
         )
     baselines = "".join(
         f"<tr><td>{html.escape(c.baseline or '')}</td><td><code>{c.candidate_id}</code></td>"
         + "".join(f"<td>{r.metrics.objective(o.name):.4g}</td>" for o in engine.spec.objectives)
-        + f"<td>{r.metrics.quality:.4g}</td><td>{_share(r.metrics.valid_share)}</td></tr>"
+        + f"<td>{r.metrics.quality:.4g}</td><td>{_share(r.metrics.valid_share)}</td>"
+        + f"{agreement(r.metrics)}</tr>"
         for c, r in engine.baselines()
         if r is not None and r.metrics is not None
     )
@@ -290,7 +356,8 @@ def write_report(
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>SustainDiffusion report: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}
+.warn{{background:#fde0dc;color:#8a1c0c;font-weight:bold}}</style></head>
 <body><h1>SustainDiffusion report: {html.escape(name)}</h1>
 <p>{html.escape(engine.outcome().message)}; {engine.evaluations} evaluations,
 {engine.failures} failed, {engine.total_energy_joules:,.0f} J of CPU+GPU energy.</p>
@@ -298,13 +365,15 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 {_validation_section(engine)}
 {audit.html() if audit is not None else _no_audit()}
 <h2>Baselines (in-sample)</h2><table><tr><th>baseline</th><th>candidate</th>{header}<th>quality</th>
-<th>valid</th></tr>{baselines}</table>
+<th>valid</th>{agreement_header}</tr>{baselines}</table>
 <h2>Pareto front, in-sample ({len(front)} candidates, on the search's own prompts and seeds: each value
 the best of many noisy draws, so optimistic; biases with their 95% interval from the answer counts;
 in brackets: in-sample change against the defaults)</h2>
 <table><tr><th>candidate</th><th>steps</th><th>guidance</th><th>positive keywords</th>
-<th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th><th>images</th></tr>
+<th>negative keywords</th><th>weight</th>{header}<th>quality</th><th>valid</th>{agreement_header}
+<th>images</th></tr>
 {"".join(rows)}</table>
+{_cross_check_section(engine)}
 <h2>Plots (in-sample)</h2>{"".join(embed_png(p) for p in plots)}
 <p>Exports: {", ".join(exports)}; plots also as SVG.</p>
 </body></html>

@@ -1,14 +1,16 @@
 """What a search's numbers are, in words: shared by the terminal summary and the HTML report.
 
-The quality threshold and the valid-image share a candidate needs, how energy was measured (and
-whether any of it is an estimate or not attributable), the devices, and each front point's change
-against the model's defaults in %, with the 95% interval of each bias.
+The quality threshold and the valid-image share a candidate needs, the bias detector and what its
+cross-check found, how energy was measured (and whether any of it is an estimate or not
+attributable), the devices, and each front point's change against the model's defaults in %, with
+the 95% interval of each bias.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sustaindiffusion.search.decisions import CrossCheckView
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.reference import FrontPoint
 from sustaindiffusion.search.status import change_against, defaults_reference, front_intervals
@@ -48,6 +50,7 @@ def facts(engine: SearchEngine) -> list[str]:
             "both biases (judged human, answers that map to a group)"
         )
     told = [*engine.told, *engine.validation_told]
+    lines.append(detector_fact(engine))
     methods = sorted({(r.device.gpu_energy, r.device.cpu_energy) for r in told if r.device is not None})
     for gpu, cpu in methods:
         lines.append(f"energy measured as GPU: {gpu or 'unknown'}, CPU: {cpu or 'unknown'}")
@@ -86,6 +89,23 @@ def facts(engine: SearchEngine) -> list[str]:
         + ("; see the held-out validation" if engine.spec.validation else "")
     )
     return lines
+
+
+def detector_fact(engine: SearchEngine) -> str:
+    """Which detector family the biases rest on, and what its cross-check found."""
+    scoring = engine.spec.scoring
+    family = scoring.detector_family
+    line = f"bias detector: {family.value} ({scoring.family_model(family).id})"
+    check = scoring.cross_check
+    if check is None:
+        return line + "; no cross-check (spec.scoring.crossCheck)"
+    view = CrossCheckView.of(check, [*engine.told, *engine.validation_told])
+    assert view is not None
+    return (
+        f"{line}, cross-checked by {check.family.value} ({scoring.family_model(check.family).id}): "
+        f"{len(view.disagreeing)} of {view.checked} candidates disagree on more than "
+        f"{check.max_disagreement:.0%} of their images"
+    )
 
 
 def front_rows(engine: SearchEngine) -> list[FrontRow]:

@@ -10,10 +10,13 @@ triggered loop that decides the same thing twice posts nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from sustaindiffusion.api.agreement import Agreement, disagreeing
+from sustaindiffusion.api.results import EvaluationResult
+from sustaindiffusion.api.spec import CrossCheck
 from sustaindiffusion.api.status import Phase
 from sustaindiffusion.search.outcome import Outcome, OutcomeReason, OutcomeState
 from sustaindiffusion.search.records import ArchiveRecord
@@ -25,6 +28,7 @@ QUEUED = "Queued"
 WORKERS_PENDING = "WorkersPending"
 COMPLETE = "Complete"
 FAILED = "Failed"
+DETECTORS_DISAGREE = "DetectorsDisagree"  # only with a cross-check (spec.scoring.crossCheck)
 
 NORMAL, WARNING = "Normal", "Warning"
 SEARCH_FINISHED = "SearchFinished"  # the event of a search that succeeded
@@ -70,6 +74,34 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class CrossCheckView:
+    """The cross-check of a search's results so far: which family checks, at what limit, how many
+    results carry its counts, and those whose disagreement exceeds the limit (id, disagreement),
+    most disagreeing first."""
+
+    family: str
+    max_disagreement: float
+    checked: int
+    disagreeing: Sequence[tuple[str, float]] = ()
+
+    NAMED: ClassVar[int] = 10  # candidates the message names; the rest are counted
+
+    @classmethod
+    def of(cls, check: CrossCheck | None, results: Iterable[EvaluationResult]) -> CrossCheckView | None:
+        """None without a cross-check."""
+        if check is None:
+            return None
+        results = list(results)
+        found = disagreeing(results, check.max_disagreement)
+        return cls(
+            family=check.family.value,
+            max_disagreement=check.max_disagreement,
+            checked=sum(1 for r in results if r.metrics is not None and Agreement.of(r.metrics) is not None),
+            disagreeing=[(candidate, agreement.disagreement or 0.0) for candidate, agreement in found],
+        )
+
+
+@dataclass(frozen=True)
 class Observation:
     """What one step of the loop saw and did."""
 
@@ -88,6 +120,7 @@ class Observation:
     workers_pending: str | None = None  # why started workers cannot run (unschedulable, image pull)
     blocked: Blocked | None = None
     devices: Sequence[str] = ()  # the GPU models results were measured on so far
+    cross_check: CrossCheckView | None = None  # the detectors' agreement so far, with a cross-check
 
 
 @dataclass(frozen=True)
@@ -154,6 +187,7 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
     if pending and not _condition(previous, WORKERS_PENDING, "True"):
         events.append(Event(WARNING, "WorkersPending", pending))
     conditions.append(_devices(observation, previous, events))
+    conditions.extend(detectors_condition(observation.cross_check, previous, events))
     message = f"{progress}: {observation.running} candidates being evaluated"
     return Decision(Phase.RUNNING, conditions, message, events)
 
@@ -179,8 +213,37 @@ def _finished(outcome: Outcome, observation: Observation, previous: Mapping[str,
         ConditionUpdate(COMPLETE, succeeded, reason, outcome.message),
         ConditionUpdate(FAILED, not succeeded, reason, outcome.message),
         _devices(observation, previous, events),
+        *detectors_condition(observation.cross_check, previous, events),
     ]
     return Decision(phase, conditions, outcome.message, events)
+
+
+def detectors_condition(
+    view: CrossCheckView | None, previous: Mapping[str, Any], events: list[Event]
+) -> list[ConditionUpdate]:
+    """DetectorsDisagree, with a cross-check only: True while some candidate's detectors disagree
+    more than spec.scoring.crossCheck.maxDisagreement (the message names them, most disagreeing
+    first), with a Warning event when it turns True."""
+    if view is None:
+        return []
+    limit = f"{view.max_disagreement:.0%}"
+    if not view.disagreeing:
+        message = (
+            f"{view.checked} candidates cross-checked by the {view.family} family: none disagrees with the "
+            f"detector on more than {limit} of its images"
+        )
+        return [ConditionUpdate(DETECTORS_DISAGREE, False, "DetectorsAgree", message)]
+    named = ", ".join(f"{candidate} ({share:.0%})" for candidate, share in view.disagreeing[: view.NAMED])
+    more = len(view.disagreeing) - view.NAMED
+    message = (
+        f"the detector and its {view.family} cross-check disagree on more than {limit} of the images "
+        f"(person gate, gender or ethnicity) of {len(view.disagreeing)} of {view.checked} candidates: "
+        f"{named}{f' and {more} more' if more > 0 else ''}; their bias figures rest on answers the two "
+        "detector families do not share"
+    )
+    if not _condition(previous, DETECTORS_DISAGREE, "True"):
+        events.append(Event(WARNING, DETECTORS_DISAGREE, message))
+    return [ConditionUpdate(DETECTORS_DISAGREE, True, "DetectorsDisagree", message)]
 
 
 def _devices(observation: Observation, previous: Mapping[str, Any], events: list[Event]) -> ConditionUpdate:

@@ -40,6 +40,7 @@ from sustaindiffusion.search.decisions import (
     PROMPTS_UNAVAILABLE,
     REPLAY_MISMATCH,
     Blocked,
+    CrossCheckView,
     Event,
     Launch,
     Observation,
@@ -158,7 +159,12 @@ class GenerationLoop:
         generation = engine.generation
         if engine.outcome().finished:
             self._release(generation)  # a stopped search leaves no worker running
-            observation = Observation(generation, engine.outcome(), devices=engine.ledger.devices())
+            observation = Observation(
+                generation,
+                engine.outcome(),
+                devices=engine.ledger.devices(),
+                cross_check=self._cross_check(engine),
+            )
             return self._report(observation, previous, progressed=False)
         launched_rounds = self.executor.launched_tasks(generation)
         plan = engine.plan()
@@ -213,6 +219,7 @@ class GenerationLoop:
             queued_reason=latest.queued_reason,
             workers_pending=latest.workers_pending,
             devices=engine.ledger.devices(),
+            cross_check=self._cross_check(engine),
         )
         progressed = bool(told) or moved_on or launched is not None or follow_up is not None
         again = moved_on and next_launched is None and not engine.outcome().finished
@@ -227,6 +234,9 @@ class GenerationLoop:
         return self._report(observation, previous, progressed=False)
 
     # ----------------------------------------------------------------- internals
+
+    def _cross_check(self, engine: SearchEngine) -> CrossCheckView | None:
+        return CrossCheckView.of(self.spec.scoring.cross_check, [*engine.told, *engine.validation_told])
 
     def _task(self, plan: ImagePlan, round: int = 0) -> EvaluationTask:
         """The task of a round of the engine's current phase, on the prompts its plan names."""

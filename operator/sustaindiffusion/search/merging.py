@@ -1,8 +1,8 @@
 """One candidate's metrics over the images of two parts (a screening pass and its rest, or an
-estimate and the images more evidence added): counts, joules, images, regenerations and quality
-scores add; each objective is merged as its registry row says (`api.statistics`); the spread of
-quality is pooled over the scores (exactly: the population SD of both parts' scores), the standard
-error of energy across prompts by images.
+estimate and the images more evidence added): counts (the cross-check's agreements too), joules,
+images, regenerations and quality scores add; each objective is merged as its registry row says
+(`api.statistics`); the spread of quality is pooled over the scores (exactly: the population SD of
+both parts' scores), the standard error of energy across prompts by images.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 from sustaindiffusion.api.bias import ETHNIC_GROUPS
 from sustaindiffusion.api.objectives import OBJECTIVES
-from sustaindiffusion.api.results import Metrics
+from sustaindiffusion.api.results import CROSS_CHECK_FIELDS, Metrics
 
 _COUNT_FIELDS = ("human_images", "female_images", "male_images", *(f"{g}_images" for g in ETHNIC_GROUPS))
 
@@ -48,6 +48,8 @@ def merged(first: Metrics, rest: Metrics) -> Metrics:
         "images": n,
         "regenerated_images": _sum(first.regenerated_images, rest.regenerated_images),
         "quality_scores": _sum(first.quality_scores, rest.quality_scores),
+        # The cross-check's agreement counts add like the answer counts (known only if both parts have them).
+        **{name: _sum(getattr(first, name), getattr(rest, name)) for name in CROSS_CHECK_FIELDS},
     }
     if first.counted and rest.counted:
         update |= {

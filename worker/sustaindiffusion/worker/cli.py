@@ -125,6 +125,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     from diffusers.utils import logging as diffusers_logging  # noqa: PLC0415
     from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
+    from sustaindiffusion.worker.detectors import load_detectors  # noqa: PLC0415
     from sustaindiffusion.worker.energy import CpuEnergyMeter, EnergyMonitor, open_gpu_meter  # noqa: PLC0415
     from sustaindiffusion.worker.evaluate import Evaluator  # noqa: PLC0415
     from sustaindiffusion.worker.generation import (  # noqa: PLC0415
@@ -134,7 +135,7 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
         resolve_model_path,
     )
     from sustaindiffusion.worker.live_metrics import WorkerMetrics  # noqa: PLC0415
-    from sustaindiffusion.worker.scoring import BlipVqa, load_quality_scorer  # noqa: PLC0415
+    from sustaindiffusion.worker.scoring import load_quality_scorer  # noqa: PLC0415
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
@@ -151,9 +152,8 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     pipeline = load_pipeline(task.model, device, base)
     generator = ImageGenerator(pipeline, task.model, device)
     token = os.environ.get("HF_TOKEN") or None
-    vqa_model = task.scoring.vqa_model
     try:
-        vqa = BlipVqa(resolve_model_path(vqa_model.id, base), vqa_model.revision, device, token)
+        detector, cross_check = load_detectors(task.scoring, device, base, token)
         quality_spec = task.scoring.quality
         quality_model = quality_spec.model
         quality = load_quality_scorer(
@@ -174,7 +174,14 @@ def _evaluate(task: EvaluationTask, candidates: list, args: argparse.Namespace, 
     generator.warm_up()
     warmed = time.perf_counter()
     evaluator = Evaluator(
-        task, generator, vqa, quality, monitor, args.artifacts, on_images=metrics.images.inc
+        task,
+        generator,
+        detector,
+        quality,
+        monitor,
+        args.artifacts,
+        on_images=metrics.images.inc,
+        cross_check=cross_check,
     )
     for index, candidate in enumerate(candidates):
         metrics.current.set(index)

@@ -6,6 +6,10 @@ reproducible seeds, up to the retry cap (the regenerations count as generation e
 gender, ethnicity and quality scores are computed. Only images judged human, and answers that map
 to a group, count for the biases, and the counts travel with the result; quality is scored against
 the bare prompt for everyone. A validation task also gets each prompt's share (`PromptStats`).
+The detector (`vqa`) is the spec's detector family; with a cross-check (`spec.scoring.crossCheck`)
+the other family answers the same questions on every final image, outside the energy windows, and
+the result carries how often the two agree (`answer_groups.count_agreement`) while each image's
+record keeps the second family's answers.
 A candidate that fails gets its reason; the other candidates of the pod still run.
 """
 
@@ -25,7 +29,13 @@ from PIL import Image
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
 from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate, image_seed
-from sustaindiffusion.worker.answer_groups import count_answers
+from sustaindiffusion.worker.answer_groups import (
+    AgreementCounts,
+    count_agreement,
+    count_answers,
+    image_agreement,
+    is_yes,
+)
 from sustaindiffusion.worker.energy import EnergyMonitor, WindowEnergy
 from sustaindiffusion.worker.errors import CandidateError
 from sustaindiffusion.worker.generation import ImageGenerator
@@ -80,6 +90,7 @@ class Evaluator:
     energy: EnergyMonitor
     artifacts: Path | None = None
     on_images: Callable[[int], None] = lambda count: None  # live metrics hook
+    cross_check: VisualQuestionAnswering | None = None  # the second detector family (spec.scoring.crossCheck)
     generation_seconds: float = 0.0  # inside energy windows, over all candidates
     evaluation_seconds: float = 0.0  # generation and scoring, over all candidates
 
@@ -177,6 +188,7 @@ class Evaluator:
                 "quality_scores": sample.count,
             }
         counts = count_answers(human, gender_answers, ethnicity_answers)
+        agreement = self._cross_check(images, records, human, gender_answers, ethnicity_answers)
         count = len(images)
         metrics = Metrics(
             gender_bias=gender_bias(counts.female, counts.male),
@@ -196,6 +208,16 @@ class Evaluator:
             energy_stderr=_energy_stderr(prompt_energy, task.images_per_prompt),
             regenerated_images=regenerated,
             quality_scores=sum(sample.count for sample in quality),
+            **(
+                {
+                    "cross_check_person_agreed": agreement.person_agreed,
+                    "cross_check_persons": agreement.persons,
+                    "cross_check_gender_agreed": agreement.gender_agreed,
+                    "cross_check_ethnicity_agreed": agreement.ethnicity_agreed,
+                }
+                if agreement is not None
+                else {}
+            ),
         )
         result = EvaluationResult.succeeded(candidate.candidate_id, metrics)
         if task.per_prompt:
@@ -207,6 +229,43 @@ class Evaluator:
                 candidate, images, records, metrics, regenerated, count - counts.human, first_image
             )
         return CandidateOutcome(result, records=records)
+
+    def _cross_check(
+        self,
+        images: list[Image.Image],
+        records: list[dict[str, Any]],
+        human: list[bool],
+        genders: list[str],
+        ethnicities: list[str],
+    ) -> AgreementCounts | None:
+        """The cross-check family's answers on every image (into its record) and how often they agree
+        with the detector's; None without a cross-check. The detector's person gate is the human
+        filter's (its answer on the image kept), or, with the filter off, asked here."""
+        spec = self.task.scoring.cross_check
+        if self.cross_check is None or spec is None:
+            return None
+        gate = human
+        if not self.task.scoring.human_filter.enabled:
+            gate = human_mask(self.vqa.answer(images, HUMAN_QUESTION))
+        answers = [
+            self.cross_check.answer(images, q) for q in (HUMAN_QUESTION, GENDER_QUESTION, ETHNICITY_QUESTION)
+        ]
+        compared = []
+        for i, (record, human_answer, gender, ethnicity) in enumerate(zip(records, *answers, strict=True)):
+            agrees = image_agreement(
+                (gate[i], genders[i], ethnicities[i]), (is_yes(human_answer), gender, ethnicity)
+            )
+            compared.append(agrees)
+            record["cross_check"] = {
+                "family": spec.family.value,
+                "human_answer": human_answer,
+                "human": is_yes(human_answer),
+                "gender_answer": gender,
+                "ethnicity_answer": ethnicity,
+                "detector_human": gate[i],
+                "agrees": {"person": agrees.person, "gender": agrees.gender, "ethnicity": agrees.ethnicity},
+            }
+        return count_agreement(compared)
 
     def _per_prompt(
         self,
@@ -264,6 +323,8 @@ class Evaluator:
             "device": self.energy.device().model_dump(mode="json", by_alias=True, exclude_none=True),
             "regenerated_images": regenerated,
             "non_human_images": non_human,
+            "detector": self.task.scoring.detector_family.value,
+            "cross_check": cross.family.value if (cross := self.task.scoring.cross_check) else None,
             "written_at": time.time(),
         }
         # Later images of a candidate (a screening's rest, more evidence) sit beside its first ones.

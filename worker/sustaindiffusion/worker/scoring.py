@@ -83,7 +83,7 @@ class QualityScorer(Protocol):
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[QualitySample]: ...
 
 
-class _PretrainedScorer:
+class PretrainedScorer:
     """A processor and a model loaded once with from_pretrained, run over images in batches."""
 
     processor_class: str  # transformers class names, imported on load (a heavy import)
@@ -113,7 +113,7 @@ class _PretrainedScorer:
             yield start, [rgb(image) for image in images[start : start + self.batch_size]]
 
 
-class BlipVqa(_PretrainedScorer):
+class BlipVqa(PretrainedScorer):
     """A BLIP VQA model (Salesforce/blip-vqa-base by default)."""
 
     processor_class, model_class = "BlipProcessor", "BlipForQuestionAnswering"
@@ -132,7 +132,7 @@ class BlipVqa(_PretrainedScorer):
         return answers
 
 
-class ClipScore(_PretrainedScorer):
+class ClipScore(PretrainedScorer):
     """CLIP score of prompt-image agreement (openai/clip-vit-base-patch32 by default), in [0, 1]."""
 
     DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -151,8 +151,8 @@ class ClipScore(_PretrainedScorer):
             text_embeds = self.model.get_text_features(
                 input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
             )
-            image_embeds = _features(image_embeds)
-            text_embeds = _features(text_embeds)
+            image_embeds = clip_features(image_embeds)
+            text_embeds = clip_features(text_embeds)
             cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
             for c in cosine.tolist():
                 score = float(max(100.0 * c, 0.0) / 100.0)
@@ -160,7 +160,7 @@ class ClipScore(_PretrainedScorer):
         return scores
 
 
-class DetectorConfidence(_PretrainedScorer):
+class DetectorConfidence(PretrainedScorer):
     """The mean confidence of every box detected with confidence >= 0.25 (the research code's
     quality measure), as per-image samples that pool over a candidate's images."""
 
@@ -190,7 +190,7 @@ def load_quality_scorer(
     return ClipScore(model_id or ClipScore.DEFAULT_MODEL, revision, device, token)
 
 
-def _features(output: Any) -> torch.Tensor:
+def clip_features(output: Any) -> torch.Tensor:
     """transformers 5 may return a model output object where 4.x returned a tensor."""
     if isinstance(output, torch.Tensor):
         return output

@@ -5,10 +5,11 @@
 writes DIR/sd3 (StableDiffusion3Pipeline), DIR/sd1 (StableDiffusionPipeline), DIR/blip-vqa
 (BlipForQuestionAnswering + BlipProcessor whose answer head is fitted to answer each question with
 a word of its answer group that depends on the image: `tiny_vqa`), DIR/clip (CLIPModel +
-CLIPProcessor) and DIR/detector (YolosForObjectDetection + its image processor); with `--families`
-also DIR/sdxl (StableDiffusionXLPipeline), DIR/sd35 (StableDiffusion3Pipeline with SD3.5's
-query-key normalisation and a dual-attention layer), DIR/flux-dev and DIR/flux-schnell
-(FluxPipeline with and without the guidance embedding). Tokenizers are
+CLIPProcessor), DIR/clip-detector (a CLIPModel whose projections are set so that its zero-shot
+answers depend on the image: `tiny_clip`) and DIR/detector (YolosForObjectDetection + its image
+processor); with `--families` also DIR/sdxl (StableDiffusionXLPipeline), DIR/sd35
+(StableDiffusion3Pipeline with SD3.5's query-key normalisation and a dual-attention layer),
+DIR/flux-dev and DIR/flux-schnell (FluxPipeline with and without the guidance embedding). Tokenizers are
 trained here on a small corpus (the method's prompts and keywords, the VQA questions and answers);
 nothing comes from a model hub. Tests and the quickstart load these folders through the same
 `from_pretrained` code path as real models. The numbers such models produce are meaningless.
@@ -68,11 +69,12 @@ from transformers import (
 from sustaindiffusion.api.keywords import DEFAULT_NEGATIVE_POOL, DEFAULT_POSITIVE_POOL, METHOD_SEARCH_PROMPT
 from sustaindiffusion.worker.answer_groups import ETHNIC_GROUPS, FEMALE_ANSWERS, MALE_ANSWERS
 from sustaindiffusion.worker.scoring import ETHNICITY_QUESTION, GENDER_QUESTION, HUMAN_QUESTION
+from sustaindiffusion.worker.tiny_clip import build_clip_detector as build_fitted_clip
 from sustaindiffusion.worker.tiny_vqa import build_blip_vqa as build_fitted_vqa
 
 SEED = 1234
 CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
-TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip", "detector")
+TINY_MODEL_NAMES = ("sd3", "sd1", "blip-vqa", "clip", "clip-detector", "detector")
 # One tiny pipeline per further model family (`sustaindiffusion.worker.families`), built on demand.
 TINY_FAMILY_NAMES = ("sdxl", "sd35", "flux-dev", "flux-schnell")
 
@@ -501,6 +503,14 @@ def build_clip(directory: Path) -> None:
     processor.save_pretrained(directory)
 
 
+def build_clip_detector(directory: Path) -> None:
+    """A CLIP model whose zero-shot answers (`clip_detector`) depend on the image: its projections
+    are set on images of the tiny SD3 pipeline (`sustaindiffusion.worker.tiny_clip`)."""
+    images, noises = sd3_calibration_images(SEED)
+    text = _clip_text_config(len(clip_tokenizer()), 32, 16)
+    build_fitted_clip(directory, SEED, clip_tokenizer(), text, TINY_VISION, images, noises)
+
+
 def build_detector(directory: Path) -> None:
     torch.manual_seed(SEED)
     config = YolosConfig(
@@ -523,6 +533,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "sd1": build_sd1,
     "blip-vqa": build_blip_vqa,
     "clip": build_clip,
+    "clip-detector": build_clip_detector,
     "detector": build_detector,
     "sd3-small": lambda directory: build_sd3(directory, SMALL_SD3),  # for benchmarks, built on demand
     "sdxl": build_sdxl,
