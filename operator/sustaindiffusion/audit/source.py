@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sustaindiffusion.api.artifacts import ALL_GENERATIONS, candidate_directory, generation_of, image_name
 from sustaindiffusion.api.spec import SustainSearchSpec
 from sustaindiffusion.audit.scheme import detector_ethnicity, detector_gender
 
@@ -84,8 +85,8 @@ def _validation_generations(run_directory: Path) -> dict[int, set[str]]:
 
 def _searched_generations(run_directory: Path, candidate_id: str, held_out: dict[int, set[str]]) -> list[int]:
     found = []
-    for directory in sorted((run_directory / "artifacts").glob(f"generation-*/{candidate_id}")):
-        generation = int(directory.parent.name.removeprefix("generation-"))
+    for directory in sorted((run_directory / "artifacts").glob(f"{ALL_GENERATIONS}/{candidate_id}")):
+        generation = generation_of(directory)
         if candidate_id not in held_out.get(generation, set()):
             found.append(generation)
     return found
@@ -109,7 +110,7 @@ def images_of(run_directory: Path, spec: SustainSearchSpec, points: Sequence[Poi
     for point in points:
         images: dict[tuple[int, int], SavedImage] = {}
         for generation in _searched_generations(run_directory, point.candidate_id, held_out):
-            directory = run_directory / "artifacts" / f"generation-{generation:04d}" / point.candidate_id
+            directory = candidate_directory(run_directory / "artifacts", generation, point.candidate_id)
             for records in sorted(directory.glob("images*.jsonl")):
                 for number, line in enumerate(records.read_text().splitlines(), 1):
                     if not line.strip():
@@ -123,7 +124,7 @@ def images_of(run_directory: Path, spec: SustainSearchSpec, points: Sequence[Poi
                             image_index=int(record["image_index"]),
                             seed=int(record["seed"]),
                             path=directory
-                            / f"p{record['prompt_index']:03d}-i{record['image_index']:03d}.png",
+                            / image_name(int(record["prompt_index"]), int(record["image_index"])),
                             human=bool(record["human"]),
                             gender_answer=str(record["gender_answer"]),
                             ethnicity_answer=str(record["ethnicity_answer"]),

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sustaindiffusion.api.artifacts import ALL_GENERATIONS
 from sustaindiffusion.api.validation import (
     ManifestError,
     SustainSearchManifest,
@@ -412,7 +413,7 @@ def _audit_line(entry: dict[str, object] | None, source: Path) -> str:
 
 def _resolved_settings(directory: Path, candidate_id: str) -> dict[str, object]:
     """Steps and guidance as the worker used them (pipeline defaults filled in), from its artifacts."""
-    for summary in (directory / "artifacts").glob(f"generation-*/{candidate_id}/candidate.json"):
+    for summary in (directory / "artifacts").glob(f"{ALL_GENERATIONS}/{candidate_id}/candidate.json"):
         resolved: dict[str, object] = json.loads(summary.read_text()).get("resolved", {})
         return resolved
     return {}

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sustaindiffusion.api.agreement import Agreement, disagreeing
+from sustaindiffusion.api.artifacts import candidate_directory
 from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Metrics, Screened
 from sustaindiffusion.audit.findings import Findings
@@ -330,8 +331,15 @@ def write_report(
         point = row.point
         candidate_id = point.candidate.candidate_id
         # The search's own images: held-out validation writes the same candidate's under a later generation.
-        pattern = f"artifacts/generation-{point.candidate.generation:04d}/{candidate_id}/*.png"
-        images = sorted(run_directory.glob(pattern)) if run_directory is not None else []
+        images = (
+            sorted(
+                candidate_directory(
+                    run_directory / "artifacts", point.candidate.generation, candidate_id
+                ).glob("*.png")
+            )
+            if run_directory is not None
+            else []
+        )
         grid = _grid(images, target / f"grid-{candidate_id}.png")
         settings = point.candidate.settings
         cells = "".join(f"<td>{html.escape(row.cell(k, v))}</td>" for k, v in point.objectives.items())

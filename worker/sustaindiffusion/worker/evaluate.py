@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from sustaindiffusion.api.artifacts import candidate_directory, image_name
 from sustaindiffusion.api.bias import ETHNIC_GROUPS, ethnic_bias, gender_bias
 from sustaindiffusion.api.results import EvaluationResult, Metrics, PromptStats
 from sustaindiffusion.api.task import EvaluationTask, TaskCandidate, image_seed
@@ -309,7 +310,7 @@ class Evaluator:
         first_image: int,
     ) -> None:
         assert self.artifacts is not None
-        directory = self.artifacts / f"generation-{self.task.generation:04d}" / candidate.candidate_id
+        directory = candidate_directory(self.artifacts, self.task.generation, candidate.candidate_id)
         directory.mkdir(parents=True, exist_ok=True)
         resolved = self.generator.resolve(candidate.settings)
         summary = {
@@ -335,7 +336,7 @@ class Evaluator:
                 handle.write(json.dumps(record) + "\n")
         if self.task.save_images:
             for record, image in zip(records, images, strict=True):
-                image.save(directory / f"p{record['prompt_index']:03d}-i{record['image_index']:03d}.png")
+                image.save(directory / image_name(record["prompt_index"], record["image_index"]))
 
 
 def call_sizes(first_image: int, images: int, call_images: int | None) -> list[int] | None:
