@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,25 +29,17 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sustaindiffusion.audit.auditset import DetectorItem, load_detector, verify
 from sustaindiffusion.audit.labels import LabelStore
 from sustaindiffusion.audit.scheme import BY_FIELD, CANT_TELL
+from tests.support.local_runs import CLI, QUICKSTART, sustaindiffusion
 from tests.support.processes import ManagedProcess, http_ok, wait_while_running
 from tests.support.slots import free_port
 from tests.support.tiny import ensure_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "sustaindiffusion.local.cli"]
-QUICKSTART = REPO / "examples" / "quickstart.yaml"
 SCREENSHOT = REPO / "out" / "audit" / "labelling-page.png"
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
 PAGE_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 60.0
-
-
-def sustaindiffusion(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=900, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +216,10 @@ def test_label_in_a_browser_restart_midway_score_and_report(
             assert answers_on_disk() == given
         browser.press(key_of(field, value), given + 1)
         if given + 1 == kill_after:
-            # The label file holds every answer given: kill the server outright (no clean stop)
-            # and start it again on the same port; the page resumes at the same question.
+            # Triggered by what the server reports: press() returned once the page showed the
+            # answer count the server sent after saving, and the label file holds every answer
+            # given. Kill the server outright (no clean stop) and start it again on the same port;
+            # the page resumes at the same question.
             assert answers_on_disk() == kill_after
             server.signal_group(signal.SIGKILL)
             server.stop()
