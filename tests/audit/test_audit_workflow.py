@@ -59,9 +59,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_export_refuses_what_it_cannot_do_and_never_overwrites(run_dir: Path, tmp_path: Path) -> None:
-    cluster = sustaindiffusion("audit", "export", "--search", "quickstart", check=False)
-    assert cluster.returncode == 2
-    assert "not supported yet" in cluster.stderr
+    both = sustaindiffusion("audit", "export", str(run_dir), "--search", "quickstart", check=False)
+    assert both.returncode == 2
+    assert "not both" in both.stderr
     first = sustaindiffusion("audit", "export", str(run_dir), "--out", str(tmp_path / "a"), "--seed", "4")
     assert "next: sustaindiffusion audit serve" in first.stderr
     sustaindiffusion("audit", "export", str(run_dir), "--out", str(tmp_path / "b"), "--seed", "4")

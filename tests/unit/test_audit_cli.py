@@ -13,9 +13,19 @@ from tests.support.audit_sets import export, make_run
 FRONT = [(True, "female", "white")] * 3 + [(True, "male", "black")] * 3
 
 
-def test_a_cluster_search_is_refused_for_now(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["audit", "export", "--search", "quickstart"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+def test_export_takes_a_directory_or_a_cluster_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "export", str(tmp_path), "--search", "quickstart"]) == 2
+    assert "a local search's output directory or --search NAME, not both" in capsys.readouterr().err
+    assert main(["audit", "export"]) == 2
+    assert "not both" in capsys.readouterr().err
+    missing = tmp_path / "no-such-kubeconfig"
+    out = tmp_path / "audit"
+    command = ["audit", "export", "--search", "quickstart", "--kubeconfig", str(missing), "--out", str(out)]
+    assert main(command) == 2
+    assert "no cluster to read from" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
 
 
 def test_export_needs_a_search_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,11 +16,14 @@ file names tell the detector's answers.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,8 +49,14 @@ class Item(Strict):
 
 class RunIdentity(Strict):
     search: str
-    directory: str
+    directory: str  # a local run's directory, or where a cluster search's artifacts are
     spec_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    namespace: str | None = None  # set for a search in a cluster
+    uid: str | None = None  # the cluster search's uid: a search made again under its name is another
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.namespace is not None
 
 
 class Manifest(Strict):
@@ -108,11 +117,23 @@ def spec_digest(run_directory: Path) -> str:
     return sha256_of(run_directory / "spec.json")
 
 
+def spec_document_digest(spec: dict[str, Any]) -> str:
+    """A cluster search's spec (as the API returns it), in a canonical form."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write(
-    target: Path, sample: Sample, run: RunIdentity, seed: int, per_stratum: int, person_gate: bool
+    target: Path,
+    sample: Sample,
+    run: RunIdentity,
+    seed: int,
+    per_stratum: int,
+    person_gate: bool,
+    source_of: Callable[[Path], str] = str,
 ) -> Manifest:
     """Write `sample` as an audit set into `target`, which must not exist or be empty: an audit set
-    is never overwritten (its labels would no longer match its images)."""
+    is never overwritten (its labels would no longer match its images). `source_of` names where
+    each image came from (its path here, or on a cluster's claim when it was copied out)."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise AuditSetError(
             f"{target} already exists and is not empty: an audit set is never overwritten (labels may "
@@ -139,7 +160,7 @@ def write(
                 prompt_index=drawn.image.prompt_index,
                 image_index=drawn.image.image_index,
                 seed=drawn.image.seed,
-                source=str(drawn.image.path),
+                source=source_of(drawn.image.path),
                 stratum=drawn.image.stratum,
                 human=drawn.image.human,
                 gender=drawn.image.gender,

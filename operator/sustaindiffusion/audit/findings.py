@@ -2,8 +2,10 @@
 
 Where it is found: `--audit AUDIT_DIR` (its score.json), or else the conventional place,
 RUN_DIR/audit/score.json (`sustaindiffusion audit export RUN_DIR` writes the set to RUN_DIR/audit
-by default). A score whose run is not this one (another spec.json) is refused with a message, never
-shown beside the wrong figures. Reads JSON only: no web or statistics library is needed to report.
+by default); for a search in a cluster, the ConfigMap `audit score` wrote beside it
+(`from_cluster`). A score whose run is not this one (another spec.json, another uid) is refused
+with a message, never shown beside the wrong figures. Reads JSON only: no web or statistics
+library is needed to report.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class FindingsError(ValueError):
 
 @dataclass(frozen=True)
 class Findings:
-    path: Path
+    source: str  # where the score was read: a score.json, or a cluster's ConfigMap
     document: dict[str, Any]
 
     def point(self, candidate_id: str) -> dict[str, Any] | None:
@@ -40,7 +42,7 @@ class Findings:
             return None
         people = self.document["detectorVsPeople"].get("people", {})
         return {
-            "source": str(self.path),
+            "source": self.source,
             "images": point["images"],
             "audited": point["audited"],
             "labelled": point["labelled"],
@@ -52,7 +54,7 @@ class Findings:
         }
 
     def html(self) -> str:
-        return section(self.document, self.path)
+        return section(self.document, self.source)
 
 
 def find(
@@ -86,7 +88,24 @@ def find(
             )
     elif search is not None and run.get("search") != search:
         raise FindingsError(f"{path} audits the search {run.get('search')!r}, not {search!r}")
-    return Findings(path, document)
+    return Findings(str(path), document)
+
+
+def from_cluster(text: str, source: str, search: str, uid: str) -> Findings:
+    """The score a cluster search's audit ConfigMap (`source`) holds, once it is this search's:
+    a search made again under the same name is another search, and its figures are not these."""
+    try:
+        document = json.loads(text)
+        run = document["run"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise FindingsError(f"{source} is not an audit score ({type(error).__name__}: {error})") from None
+    if run.get("search") != search or run.get("uid") != uid:
+        raise FindingsError(
+            f"{source} audits the search {run.get('search')!r} with uid {run.get('uid')}, not this "
+            f"{search!r} (uid {uid}): audit this search again (sustaindiffusion audit export --search "
+            f"{search})"
+        )
+    return Findings(source, document)
 
 
 def number(value: float | None) -> str:
@@ -111,7 +130,7 @@ def _agreement_cell(entry: dict[str, Any]) -> str:
     return f"<td>{value} <small>({entry['items']} images)</small>{note}</td>"
 
 
-def section(document: dict[str, Any], path: Path) -> str:
+def section(document: dict[str, Any], source: str) -> str:
     rules = document["rules"]
     annotators = ", ".join(f"{html.escape(n)} ({c})" for n, c in document["annotators"].items())
     rows = "".join(
@@ -143,7 +162,7 @@ def section(document: dict[str, Any], path: Path) -> str:
     gate = document["personGate"]
     matrices = "".join(_matrix(q, document["confusion"][q]) for q in QUESTIONS)
     return f"""<h2>Bias figures checked by people (audit)</h2>
-<p>From <code>{html.escape(str(path))}</code>: {document["labelled"]} of {document["items"]} audited
+<p>From <code>{html.escape(source)}</code>: {document["labelled"]} of {document["items"]} audited
 images labelled (annotators: {annotators}); people's answer is the annotators' majority. Each point's
 images were sampled by the detector's answers; the corrected bias redistributes each detector answer
 over what people saw in the images that got it, with {rules["level"]:.0%} bootstrap intervals

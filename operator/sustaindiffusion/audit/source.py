@@ -12,7 +12,7 @@ so an audited point's images are exactly the ones its in-sample figures count.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +69,7 @@ class PointImages:
     images: tuple[SavedImage, ...]
 
 
-def _validation_generations(run_directory: Path) -> dict[int, set[str]]:
+def validation_generations(run_directory: Path) -> dict[int, set[str]]:
     """Per generation, the candidates that a held-out validation task (seedStream set) evaluated."""
     held_out: dict[int, set[str]] = {}
     for path in sorted((run_directory / "tasks").glob("g*.json")):
@@ -83,7 +83,9 @@ def _validation_generations(run_directory: Path) -> dict[int, set[str]]:
     return held_out
 
 
-def _searched_generations(run_directory: Path, candidate_id: str, held_out: dict[int, set[str]]) -> list[int]:
+def _searched_generations(
+    run_directory: Path, candidate_id: str, held_out: Mapping[int, Collection[str]]
+) -> list[int]:
     found = []
     for directory in sorted((run_directory / "artifacts").glob(f"{ALL_GENERATIONS}/{candidate_id}")):
         generation = generation_of(directory)
@@ -97,15 +99,26 @@ def saves_images(spec: SustainSearchSpec) -> bool:
     return artifacts is None or artifacts.save_images
 
 
-def images_of(run_directory: Path, spec: SustainSearchSpec, points: Sequence[Point]) -> list[PointImages]:
-    """Every saved image of each point from the search itself (validation's left out)."""
+def images_of(
+    run_directory: Path,
+    spec: SustainSearchSpec,
+    points: Sequence[Point],
+    held_out: Mapping[int, Collection[str]] | None = None,
+    saved: Callable[[Path], bool] = Path.is_file,
+) -> list[PointImages]:
+    """Every saved image of each point from the search itself (validation's left out).
+
+    `held_out`: per generation, the candidates held-out validation evaluated (default: read from
+    RUN_DIR/tasks); `saved`: whether an image file exists (default: on this disk; a claim in a
+    cluster lists its files instead, and only the sampled ones are copied)."""
     if not saves_images(spec):
         raise SourceError(
             "this search did not save its images (spec.execution.artifacts.saveImages: false), so "
             "there is nothing for people to look at: set saveImages: true (the default) and run the "
             "search again (a new --out directory, or a new name in the cluster)"
         )
-    held_out = _validation_generations(run_directory)
+    if held_out is None:
+        held_out = validation_generations(run_directory)
     found = []
     for point in points:
         images: dict[tuple[int, int], SavedImage] = {}
@@ -139,7 +152,7 @@ def images_of(run_directory: Path, spec: SustainSearchSpec, points: Sequence[Poi
                 f"no image records for {point.role} point {point.candidate_id} under "
                 f"{run_directory / 'artifacts'}: is this the search's output directory?"
             )
-        missing = [image.path for image in images.values() if not image.path.is_file()]
+        missing = [image.path for image in images.values() if not saved(image.path)]
         if missing:
             raise SourceError(
                 f"{len(missing)} of the {len(images)} images of {point.role} point {point.candidate_id} "

@@ -55,6 +55,14 @@ def archive_config_map_name(search: str, index: int) -> str:
     return _bounded(search, f"archive-{index:05d}")
 
 
+def audit_reader_pod_name(search: str) -> str:
+    return _bounded(search, "audit-reader")
+
+
+def audit_config_map_name(search: str) -> str:
+    return _bounded(search, "audit")
+
+
 def search_label(search: str) -> str:
     """The search's name as a label value (at most 63 characters)."""
     if len(search) <= MAX_NAME:

@@ -2,15 +2,17 @@
 serve the labelling page, and score the labels against the detector.
 
     sustaindiffusion audit export RUN_DIR [--out AUDIT_DIR] [--per-stratum 10] [--seed 0]
+    sustaindiffusion audit export --search NAME [--namespace NS] [--kubeconfig FILE] [--out AUDIT_DIR]
     sustaindiffusion audit serve AUDIT_DIR --annotator ID [--host 127.0.0.1] [--port 8765]
-    sustaindiffusion audit score AUDIT_DIR [--draws 2000]
+    sustaindiffusion audit score AUDIT_DIR [--draws 2000] [--kubeconfig FILE] [--no-publish]
 
 AUDIT_DIR defaults to RUN_DIR/audit, where `sustaindiffusion report RUN_DIR` and `export-profile`
-find the score (or give them --audit AUDIT_DIR). A search in a cluster (`--search NAME`, through
-the artifacts claim) is not supported yet: copy its artifacts, spec.json and archive into a local
-directory first; nor is writing a cluster search's score into a ConfigMap for the report (give
-`report --search NAME --audit AUDIT_DIR` instead). The page and the statistics need the audit
-extra: pip install 'sustaindiffusion[audit]'.
+find the score (or give them --audit AUDIT_DIR). A search in a cluster (`--search NAME`) is read
+through its artifacts claim: a short-lived pod in its namespace mounts the claim read-only and the
+sample is copied out through exec (rights needed: create, get and delete pods, create pods/exec),
+into out/NAME/audit by default. Scoring such a set also writes the score into the ConfigMap
+NAME-audit beside the search (owned by it), where `sustaindiffusion report --search NAME` finds it.
+The page and the statistics need the audit extra: pip install 'sustaindiffusion[audit]'.
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from sustaindiffusion.api.artifacts import ALL_GENERATIONS
 from sustaindiffusion.api.bias import ETHNIC_GROUPS
 from sustaindiffusion.api.results import Metrics
+from sustaindiffusion.api.task import Part
 from sustaindiffusion.audit import auditset
 from sustaindiffusion.audit.findings import DEFAULT_AUDIT_DIR, QUESTIONS, interval, number
 from sustaindiffusion.audit.labels import LabelError, check_annotator
-from sustaindiffusion.audit.sample import DEFAULT_PER_STRATUM, draw
-from sustaindiffusion.audit.source import NO_PERSON, Point, SourceError, images_of
+from sustaindiffusion.audit.sample import DEFAULT_PER_STRATUM, Sample, draw
+from sustaindiffusion.audit.source import NO_PERSON, Point, PointImages, SourceError, images_of, saves_images
 from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.reference import DEFAULTS_ID
@@ -51,9 +57,20 @@ def add_parser(commands: Any) -> None:
     steps = audit.add_subparsers(dest="step", required=True)
     export = steps.add_parser("export", help="a stratified sample of a finished search's saved images")
     export.add_argument("directory", type=Path, nargs="?", help="a local search's output directory")
-    export.add_argument("--search", help="a SustainSearch in a cluster: not supported yet (refused)")
+    export.add_argument("--search", help="a SustainSearch in a cluster, read through its artifacts claim")
+    export.add_argument("--namespace", default="default", help="the search's namespace (with --search)")
+    export.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: the usual)")
     export.add_argument(
-        "--out", type=Path, default=None, help=f"audit set (default: DIR/{DEFAULT_AUDIT_DIR})"
+        "--reader-image",
+        default=None,
+        help="image of the pod that reads the claim; it needs python3 (default: the search's worker "
+        "image, spec.execution.image)",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"audit set (default: DIR/{DEFAULT_AUDIT_DIR}, or out/NAME/{DEFAULT_AUDIT_DIR} with --search)",
     )
     export.add_argument(
         "--per-stratum",
@@ -71,6 +88,12 @@ def add_parser(commands: Any) -> None:
     score = steps.add_parser("score", help="agreement and corrected biases, into AUDIT_DIR/score.json")
     score.add_argument("directory", type=Path, help="an audit set with labels")
     score.add_argument("--draws", type=int, default=2000, help="bootstrap draws (default 2000)")
+    score.add_argument("--kubeconfig", type=Path, default=None, help="for a cluster search's set: kubeconfig")
+    score.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="for a cluster search's set: keep the score in AUDIT_DIR only, no ConfigMap",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             return export(args)
         if args.step == "serve":
             return serve(args.directory, args.annotator, args.host, args.port)
-        return score(args.directory, args.draws)
+        return score(args.directory, args.draws, args.kubeconfig, not args.no_publish)
     except ImportError as error:
         console.print(
             f"[red]audit: {error.name} is missing: install the audit extra, "
@@ -117,46 +140,129 @@ def _counted_as_reported(strata: dict[str, int], metrics: Metrics) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Exported:
+    name: str
+    target: Path
+    points: dict[Point, Metrics]
+    found: list[PointImages]
+    sample: Sample
+
+
 def export(args: argparse.Namespace) -> int:
-    if args.search is not None:
+    if (args.directory is None) == (args.search is None):
         console.print(
-            "[red]audit export --search: auditing a search in a cluster is not supported yet; copy its "
-            "output (the artifacts claim's files, with the search's spec.json and archive.jsonl) into "
-            "a local directory and give that directory[/red]"
+            "[red]audit export: give a local search's output directory or --search NAME, not both[/red]"
         )
-        return EXIT_INVALID
-    if args.directory is None:
-        console.print("[red]audit export: give a local search's output directory[/red]")
         return EXIT_INVALID
     if args.per_stratum < 1:
         console.print("[red]audit export: --per-stratum must be at least 1[/red]")
         return EXIT_INVALID
-    directory: Path = args.directory
-    target: Path = args.out or directory / DEFAULT_AUDIT_DIR
-    try:
-        store = RunStore(directory)
-        name, spec = store.load_spec()
-        engine = SearchEngine.from_archive(spec, store.records())
-        points = _points(engine)
-        if not points:
-            console.print(f"[red]audit export: {directory} has neither evaluated defaults nor a front[/red]")
-            return EXIT_INVALID
-        found = images_of(directory, spec, list(points))
-        sample = draw(found, args.per_stratum, args.seed)
-        run_identity = auditset.RunIdentity(
-            search=name, directory=str(directory.resolve()), spec_sha256=auditset.spec_digest(directory)
+    default = Path("out") / args.search if args.search is not None else args.directory
+    target: Path = args.out or default / DEFAULT_AUDIT_DIR
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        console.print(
+            f"[red]audit export: {target} already exists and is not empty: an audit set is never "
+            "overwritten (labels may be in it); choose another --out[/red]",
+            soft_wrap=True,
         )
-        gate = spec.scoring.human_filter.enabled
-        auditset.write(target, sample, run_identity, args.seed, args.per_stratum, gate)
-    except (StoreError, SourceError, auditset.AuditSetError) as error:
+        return EXIT_INVALID
+    try:
+        exported = _export_local(args, target) if args.search is None else _export_cluster(args, target)
+    except (StoreError, SourceError, auditset.AuditSetError, LookupError) as error:
         console.print(f"[red]audit export: {error}[/red]", soft_wrap=True)
         return EXIT_INVALID
+    if exported is None:
+        return EXIT_INVALID
+    _show_export(exported, args.per_stratum)
+    return 0
+
+
+def _export_local(args: argparse.Namespace, target: Path) -> Exported | None:
+    directory: Path = args.directory
+    store = RunStore(directory)
+    name, spec = store.load_spec()
+    points = _points(SearchEngine.from_archive(spec, store.records()))
+    if not points:
+        console.print(f"[red]audit export: {directory} has neither evaluated defaults nor a front[/red]")
+        return None
+    found = images_of(directory, spec, list(points))
+    sample = draw(found, args.per_stratum, args.seed)
+    run_identity = auditset.RunIdentity(
+        search=name, directory=str(directory.resolve()), spec_sha256=auditset.spec_digest(directory)
+    )
+    gate = spec.scoring.human_filter.enabled
+    auditset.write(target, sample, run_identity, args.seed, args.per_stratum, gate)
+    return Exported(name, target, points, found, sample)
+
+
+def _export_cluster(args: argparse.Namespace, target: Path) -> Exported | None:
+    # The Kubernetes client only for a cluster search: a local audit needs none.
+    from kubernetes import client  # noqa: PLC0415
+
+    from sustaindiffusion.kube.claim_reader import ClaimReadError, claim_reader  # noqa: PLC0415
+    from sustaindiffusion.local.cluster import read_search  # noqa: PLC0415
+
+    search = read_search(args.search, args.namespace, args.kubeconfig)
+    spec, where = search.spec, f"{search.ref.namespace}/{search.ref.name}"
+    artifacts = spec.execution.artifacts
+    if artifacts is None or not saves_images(spec):
+        raise SourceError(
+            f"the SustainSearch {where} did not keep its images (spec.execution.artifacts "
+            f"{'is absent' if artifacts is None else 'has saveImages: false'}), so there is nothing for "
+            "people to look at: give the search an artifacts claim (spec.execution.artifacts: {claimName: "
+            "..., saveImages: true}) and run it again under a new name"
+        )
+    points = _points(search.engine())
+    if not points:
+        console.print(f"[red]audit export: {where} has neither evaluated defaults nor a front yet[/red]")
+        return None
+    held_out: dict[int, set[str]] = {}
+    for record in search.records:
+        if record.part is Part.VALIDATION:
+            held_out.setdefault(record.generation, set()).add(record.result.candidate_id)
+    image = args.reader_image or spec.execution.image
+    with tempfile.TemporaryDirectory(prefix="sustaindiffusion-audit-") as staging:
+        local_root = Path(staging) / "artifacts"
+        try:
+            with claim_reader(client.CoreV1Api(search.api), search.ref, spec, image) as reader:
+                listed = reader.list([f"{ALL_GENERATIONS}/{point.candidate_id}/*" for point in points])
+                reader.fetch([p for p in listed if Path(p).suffix == ".jsonl"], local_root)
+                present = {local_root / p for p in listed}
+                found = images_of(Path(staging), spec, list(points), held_out, saved=present.__contains__)
+                sample = draw(found, args.per_stratum, args.seed)
+                sampled = [str(item.image.path.relative_to(local_root)) for item in sample.items]
+                reader.fetch(sampled, local_root)
+        except ClaimReadError as error:
+            raise LookupError(str(error)) from None
+        root = f"{artifacts.path}/{search.ref.name}"
+        run_identity = auditset.RunIdentity(
+            search=search.ref.name,
+            directory=f"claim {artifacts.claim_name}:{root}",
+            spec_sha256=auditset.spec_document_digest(search.spec_document),
+            namespace=search.ref.namespace,
+            uid=search.ref.uid,
+        )
+        auditset.write(
+            target,
+            sample,
+            run_identity,
+            args.seed,
+            args.per_stratum,
+            spec.scoring.human_filter.enabled,
+            source_of=lambda path: f"claim {artifacts.claim_name}:{root}/{path.relative_to(local_root)}",
+        )
+    return Exported(search.ref.name, target, points, found, sample)
+
+
+def _show_export(exported: Exported, per_stratum: int) -> None:
+    sample = exported.sample
     table = Table(
-        title=f"audit set of {name}: {len(sample.items)} images, up to {args.per_stratum} per stratum"
+        title=f"audit set of {exported.name}: {len(sample.items)} images, up to {per_stratum} per stratum"
     )
     for column in ("candidate", "role", "images", "detector answers (strata)", "sampled"):
         table.add_column(column)
-    for point in found:
+    for point in exported.found:
         candidate = point.point.candidate_id
         sampled = sum(1 for item in sample.items if item.image.candidate_id == candidate)
         table.add_row(
@@ -166,16 +272,16 @@ def export(args: argparse.Namespace) -> int:
             str(len(sample.strata[candidate])),
             str(sampled),
         )
-        if not _counted_as_reported(sample.strata[candidate], points[point.point]):
+        if not _counted_as_reported(sample.strata[candidate], exported.points[point.point]):
             console.print(
                 f"[yellow]{candidate}: its saved image records do not count as its result does (records "
                 "missing?); the audit covers the saved records[/yellow]"
             )
     Console(width=max(console.width, 120)).print(table)
     console.print(
-        f"wrote {target}; next: sustaindiffusion audit serve {target} --annotator ID", soft_wrap=True
+        f"wrote {exported.target}; next: sustaindiffusion audit serve {exported.target} --annotator ID",
+        soft_wrap=True,
     )
-    return 0
 
 
 def _loopback(host: str) -> bool:
@@ -224,7 +330,7 @@ def serve(directory: Path, annotator: str, host: str, port: int) -> int:
     return 0
 
 
-def score(directory: Path, draws: int) -> int:
+def score(directory: Path, draws: int, kubeconfig: Path | None = None, publish: bool = True) -> int:
     from sustaindiffusion.audit.score import ScoreError, write  # noqa: PLC0415 - statsmodels: the audit extra
     from sustaindiffusion.audit.score import score as compute  # noqa: PLC0415
 
@@ -238,9 +344,30 @@ def score(directory: Path, draws: int) -> int:
         return EXIT_INVALID
     path = write(directory, document)
     show(document)
-    console.print(
-        f"wrote {path}; `sustaindiffusion report RUN_DIR --audit {directory}` shows it", soft_wrap=True
-    )
+    run = auditset.load_manifest(directory).run
+    if not run.in_cluster:
+        console.print(
+            f"wrote {path}; `sustaindiffusion report RUN_DIR --audit {directory}` shows it", soft_wrap=True
+        )
+        return 0
+    report = f"sustaindiffusion report --search {run.search} --namespace {run.namespace}"
+    if not publish:
+        console.print(f"wrote {path} (not published: --no-publish); `{report} --audit {directory}` shows it")
+        return 0
+    from sustaindiffusion.local.cluster import publish_audit  # noqa: PLC0415 - the Kubernetes client
+
+    assert run.namespace is not None
+    assert run.uid is not None
+    try:
+        config_map = publish_audit(run.search, run.namespace, run.uid, document, kubeconfig)
+    except (LookupError, ValueError) as error:
+        console.print(
+            f"[red]audit score: wrote {path}, but not into the cluster: {error}; score again to retry, "
+            f"or show it with `{report} --audit {directory}`[/red]",
+            soft_wrap=True,
+        )
+        return 1
+    console.print(f"wrote {path} and the ConfigMap {config_map}; `{report}` shows it", soft_wrap=True)
     return 0
 
 

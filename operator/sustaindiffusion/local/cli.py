@@ -41,7 +41,7 @@ from sustaindiffusion.api.validation import (
     load_manifest,
     validate_manifest,
 )
-from sustaindiffusion.audit.findings import FindingsError, find
+from sustaindiffusion.audit.findings import FindingsError, find, from_cluster
 from sustaindiffusion.local import audit_commands
 from sustaindiffusion.local.heldout_summary import held_out_table
 from sustaindiffusion.local.interrupt import StopRequest, stop_requests
@@ -391,11 +391,11 @@ def export_profile(directory: Path, rule: str, out: Path | None, audit: Path | N
         console.print(f"per held-out prompt against the defaults: {counts.line()}", soft_wrap=True)
     console.print(bill.describe())
     if findings is not None:
-        console.print(_audit_line(document["audit"], findings.path), soft_wrap=True)
+        console.print(_audit_line(document["audit"], findings.source), soft_wrap=True)
     return 0
 
 
-def _audit_line(entry: dict[str, object] | None, source: Path) -> str:
+def _audit_line(entry: dict[str, object] | None, source: str) -> str:
     if entry is None:
         return (
             f"[yellow]the audit in {source} does not cover this point "
@@ -444,19 +444,30 @@ def report(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         if args.search:
-            from sustaindiffusion.local.cluster import engine_from_cluster  # noqa: PLC0415
+            from sustaindiffusion.local.cluster import audit_in_cluster, read_search  # noqa: PLC0415
 
-            name, engine = args.search, engine_from_cluster(args.search, args.namespace, args.kubeconfig)
+            search = read_search(args.search, args.namespace, args.kubeconfig)
+            name, engine = args.search, search.engine()
             target = args.out or Path("out") / name / "report"
+            findings = find(None, args.audit, args.search)
+            if args.audit is None:
+                # The score `audit score` wrote beside the search, if it was audited.
+                stored = audit_in_cluster(search)
+                findings = from_cluster(*stored, args.search, search.ref.uid) if stored else None
+            elif findings is not None and findings.document["run"].get("uid") not in (None, search.ref.uid):
+                raise FindingsError(
+                    f"{findings.source} audits an earlier search named {args.search} (another uid), not "
+                    "this one"
+                )
         else:
             name, engine = _engine_of(args.directory)
             target = args.out or args.directory / "report"
-        findings = find(args.directory, args.audit, args.search)
+            findings = find(args.directory, args.audit, args.search)
     except (StoreError, LookupError, FindingsError) as error:
         console.print(f"[red]{error}[/red]", soft_wrap=True)
         return EXIT_INVALID
     written = write_report(name, engine, args.directory, target, findings)
-    audited = f" (with the audit in {findings.path})" if findings is not None else ""
+    audited = f" (with the audit in {findings.source})" if findings is not None else ""
     console.print(f"report: {written}{audited}", soft_wrap=True)
     return 0
 

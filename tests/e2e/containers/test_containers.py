@@ -1,20 +1,28 @@
 """The images users install, run by a real kubelet: the Helm-installed operator runs from the
 operator image (in-cluster config, its service-account token, real probes), and its search's worker
 pods run from the worker image with the tiny models mounted read-only from a PersistentVolume, the
-pods' security contexts applied by the container runtime."""
+pods' security contexts applied by the container runtime. The workers save their images on an
+artifacts claim, and `sustaindiffusion audit export --search` copies a sample out of it through a
+reader pod (exec on the real kubelet); its score goes into the ConfigMap the cluster report reads."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT
+from sustaindiffusion.audit.auditset import load_detector, verify
+from sustaindiffusion.audit.labels import LabelStore
+from sustaindiffusion.kube.audit_objects import COMPONENT_AUDIT_READER, SCORE_KEY
+from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, audit_config_map_name
+from sustaindiffusion.local.cli import main
 from tests.e2e.conftest import fresh_namespace
 from tests.support.chart import CHART, helm
 from tests.support.controlplane import ControlPlane
@@ -31,6 +39,7 @@ class SearchFailedError(AssertionError):
 
 
 MODELS_CLAIM = "tiny-models"
+ARTIFACTS_CLAIM = "artifacts"
 
 
 class RuntimeSpecs:
@@ -121,6 +130,45 @@ def _models_volume(core: client.CoreV1Api, namespace: str) -> None:
     )
 
 
+def _artifacts_volume(core: client.CoreV1Api, namespace: str, directory: Path) -> None:
+    """A writable hostPath PersistentVolume for the workers' artifacts, bound to a claim."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o777)  # the workers write as their image's user, not this test's
+    volume = f"artifacts-{namespace}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(directory), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": ARTIFACTS_CLAIM},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": ARTIFACTS_CLAIM},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    wait_until(
+        lambda: (
+            core.read_namespaced_persistent_volume_claim(ARTIFACTS_CLAIM, namespace).status.phase == "Bound"
+        ),
+        60,
+        what="the artifacts claim to be bound",
+    )
+
+
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
@@ -152,11 +200,15 @@ def test_operator_and_workers_run_as_containers_from_their_images(
     node: ContainerNode,
     crd_installed: None,
     built_images: dict[str, BuiltImage],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     with fresh_namespace(api_client) as namespace:
         _models_volume(core, namespace)
+        claim_directory = tmp_path / "claim"
+        _artifacts_volume(core, namespace, claim_directory)
         # The chart's own image names; the images were imported into the node, nothing is pulled.
         helm(
             control_plane,
@@ -208,6 +260,7 @@ def test_operator_and_workers_run_as_containers_from_their_images(
                     "candidatesPerPod": 4,
                     "imagePullPolicy": "Never",
                     "resources": {"requests": {"cpu": "100m"}},
+                    "artifacts": {"claimName": ARTIFACTS_CLAIM},
                 },
             }
             custom.create_namespaced_custom_object(
@@ -299,8 +352,70 @@ def test_operator_and_workers_run_as_containers_from_their_images(
         held = node.image_digests()
         for name, image in built_images.items():
             assert held[IMAGE_NAMES[name]] == image.manifest_digest(), name
+        _audit_through_the_claim(
+            control_plane, core, namespace, claim_directory / "in-containers", tmp_path, capsys
+        )
         helm(control_plane, "uninstall", "sd", "--namespace", namespace)
         core.delete_persistent_volume(f"tiny-models-{namespace}")
+        core.delete_persistent_volume(f"artifacts-{namespace}")
+
+
+def _audit_through_the_claim(
+    control_plane: ControlPlane,
+    core: client.CoreV1Api,
+    namespace: str,
+    claimed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Export the finished search's audit sample from its claim, label it, score it into the
+    ConfigMap, and report the search with it: the three commands of the README, on a cluster."""
+    kubeconfig = ["--kubeconfig", str(control_plane.kubeconfig)]
+    cluster = ["--namespace", namespace, *kubeconfig]
+    audit = tmp_path / "audit"
+    capsys.readouterr()
+    assert main(["audit", "export", "--search", "in-containers", *cluster, "--out", str(audit)]) == 0, (
+        capsys.readouterr().err
+    )
+    manifest = verify(audit)
+    detector = load_detector(audit, manifest)
+    # Every image came out of the claim byte for byte (the claim is a directory on this machine).
+    for item in manifest.items:
+        source = detector.items[item.id].source
+        assert source.startswith(f"claim {ARTIFACTS_CLAIM}:/artifacts/in-containers/"), source
+        on_claim = claimed / source.split("/artifacts/in-containers/", 1)[1]
+        assert hashlib.sha256(on_claim.read_bytes()).hexdigest() == item.sha256
+    assert manifest.run.namespace == namespace
+    # The reader pod is gone once the export returns.
+    readers = core.list_namespaced_pod(
+        namespace, label_selector=f"{LABEL_COMPONENT}={COMPONENT_AUDIT_READER}"
+    )
+    assert all(pod.metadata.deletion_timestamp for pod in readers.items)
+
+    # A person who agrees with the detector on every image.
+    digest = (audit / "manifest.sha256").read_text().strip()
+    labels = LabelStore(audit, "ci", manifest, digest)
+    for item in manifest.items:
+        answers = detector.items[item.id]
+        labels.answer(item.id, "person", "yes" if answers.human else "no")
+        if answers.human:
+            labels.answer(item.id, "gender", answers.gender)
+            labels.answer(item.id, "ethnicity", answers.ethnicity)
+    assert (
+        main(["audit", "score", str(audit), "--draws", "200", "--kubeconfig", str(control_plane.kubeconfig)])
+        == 0
+    )
+    config_map = audit_config_map_name("in-containers")
+    assert f"the ConfigMap {namespace}/{config_map}" in capsys.readouterr().err.replace("\n", "")
+    published = json.loads(core.read_namespaced_config_map(config_map, namespace).data[SCORE_KEY])
+    assert published == json.loads((audit / "score.json").read_text())
+
+    report = tmp_path / "report"
+    assert main(["report", "--search", "in-containers", *cluster, "--out", str(report)]) == 0
+    assert f"with the audit in ConfigMap {namespace}/{config_map}" in capsys.readouterr().err.replace(
+        "\n", ""
+    )
+    assert "Bias figures checked by people (audit)" in (report / "index.html").read_text()
 
 
 def _pod_report(core: client.CoreV1Api, namespace: str) -> str:
