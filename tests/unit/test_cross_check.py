@@ -273,6 +273,14 @@ def test_the_loop_sets_the_condition_from_the_archived_results_and_warns_once() 
     for candidate in flagged[: CrossCheckView.NAMED]:  # all at 50%: named in id order
         assert f"{candidate} (50%)" in condition["message"]
     assert len(warnings) == 1  # posted when the condition turned True, not at every step
+    # Each front point carries its own disagreement (the worst question's), as the archive counts it.
+    told = {r.candidate_id: r.result.metrics for r in archive.records if r.result.metrics is not None}
+    assert status["front"]
+    for entry in status["front"]:
+        agreement = Agreement.of(told[entry["candidateId"]])
+        assert agreement is not None
+        assert agreement.disagreement is not None
+        assert entry["crossCheckDisagreement"] == pytest.approx(agreement.disagreement, abs=1e-4)
 
 
 # ----------------------------------------------------------------------------- the report

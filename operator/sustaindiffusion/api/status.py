@@ -77,6 +77,13 @@ class FrontEntry(ApiModel):
         "energy and quality have none.",
     )
     valid_share: float | None = Field(default=None, description="Share of images counting for the biases.")
+    cross_check_disagreement: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="With spec.scoring.crossCheck: the largest share of images on which the two detector "
+        "families disagree (person, gender or ethnicity); absent without a cross-check.",
+    )
     device: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="GPU model.")
     constraint_satisfied: bool = Field(description="Whether every constraint holds.")
 

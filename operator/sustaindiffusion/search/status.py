@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sustaindiffusion.api.agreement import Agreement
 from sustaindiffusion.api.objectives import OBJECTIVES
 from sustaindiffusion.api.results import Metrics
 from sustaindiffusion.api.status import (
@@ -132,6 +133,7 @@ def build_status(
                 images=point.metrics.images or None,
                 intervals=front_intervals(point) or None,
                 valid_share=point.metrics.valid_share,
+                cross_check_disagreement=_disagreement(point.metrics),
                 device=point.device,
                 constraint_satisfied=True,
             )
@@ -189,6 +191,11 @@ def front_intervals(point: FrontPoint) -> dict[str, Interval]:
         for name, (low, high) in intervals.items()
         if name in point.objectives
     }
+
+
+def _disagreement(metrics: Metrics) -> float | None:
+    agreement = Agreement.of(metrics)
+    return round(agreement.disagreement, 4) if agreement and agreement.disagreement is not None else None
 
 
 def defaults_reference(engine: SearchEngine) -> dict[str, float] | None:
