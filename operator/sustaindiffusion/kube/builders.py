@@ -14,7 +14,7 @@ from sustaindiffusion.api.contract import (
     TERMINATION_MESSAGE_PATH,
     worker_command,
 )
-from sustaindiffusion.api.resource import API_VERSION, KIND
+from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND
 from sustaindiffusion.api.spec import DEFAULT_WORKER_IMAGE, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube.names import (
@@ -24,6 +24,7 @@ from sustaindiffusion.kube.names import (
     KUEUE_MIN_PARALLELISM_ANNOTATION,
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
+    LABEL_SEARCH_UID,
     archive_config_map_name,
     job_name,
     labels,
@@ -35,6 +36,13 @@ ARCHIVE_KEY = "records.jsonl"
 TASK_MOUNT = "/etc/sustaindiffusion/task"
 CACHE_MOUNT = "/var/cache/sustaindiffusion"  # an emptyDir: the root filesystem is read-only
 WORKER_CONTAINER = "worker"
+# Where a Job may run in another cluster (MultiKueue copies the Job, and nothing it refers to), the
+# task travels in the pod template: an annotation, mounted as TASK_KEY through the downward API.
+TASK_ANNOTATION = f"{GROUP}/task"
+# ...and its pods carry a finalizer until the operator has read their termination messages:
+# MultiKueue deletes the worker cluster's Job (and so its pods) once it has mirrored its status.
+RESULTS_FINALIZER = f"{GROUP}/results"
+MAX_INLINE_TASK_BYTES = 200 * 1024  # all of an object's annotations together: 256 KiB
 WORKER_UID = 1000
 METRICS_PORT = 9400
 
@@ -82,9 +90,17 @@ def worker_image(spec: SustainSearchSpec, install_default: str | None) -> str:
 
 
 def worker_job(
-    search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, default_image: str | None = None
+    search: SearchRef,
+    spec: SustainSearchSpec,
+    task: EvaluationTask,
+    default_image: str | None = None,
+    portable: bool = False,
 ) -> Manifest:
-    """The Indexed Job of one round of a generation: one completion per shard of the task."""
+    """The Indexed Job of one round of a generation: one completion per shard of the task.
+
+    `portable`: for an operator whose Jobs MultiKueue may run in worker clusters, the Job refers to
+    nothing else in this cluster (the task is in the pod template, not a ConfigMap) and its pods
+    keep their results until the operator releases them (`RESULTS_FINALIZER`)."""
     execution = spec.execution
     generation, shards = task.generation, task.shard_count
     job_labels = labels(search.name, COMPONENT_WORKER, generation, task.round)
@@ -93,6 +109,8 @@ def worker_job(
     if execution.workload_priority_class:
         job_labels[KUEUE_PRIORITY_LABEL] = execution.workload_priority_class
     pod_labels = labels(search.name, COMPONENT_WORKER, generation, task.round)
+    if portable:
+        pod_labels[LABEL_SEARCH_UID] = search.uid
     metadata: Manifest = {
         "name": job_name(search.name, generation, task.round),
         "namespace": search.namespace,
@@ -131,14 +149,42 @@ def worker_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": _pod_spec(search, spec, task, worker_image(spec, default_image)),
+                "metadata": _pod_metadata(pod_labels, task, portable),
+                "spec": _pod_spec(search, spec, task, worker_image(spec, default_image), portable),
             },
         },
     }
 
 
-def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, image: str) -> Manifest:
+def _pod_metadata(pod_labels: dict[str, str], task: EvaluationTask, portable: bool) -> Manifest:
+    if not portable:
+        return {"labels": pod_labels}
+    text = task.model_dump_json(by_alias=True)
+    if len(text.encode()) > MAX_INLINE_TASK_BYTES:
+        raise ValueError(
+            f"the task of generation {task.generation} is {len(text.encode())} bytes: more than a pod "
+            f"annotation holds ({MAX_INLINE_TASK_BYTES}) for a Job that may run in another cluster; "
+            "use fewer prompts or candidates per pod"
+        )
+    return {"labels": pod_labels, "annotations": {TASK_ANNOTATION: text}, "finalizers": [RESULTS_FINALIZER]}
+
+
+def _task_volume(search: SearchRef, task: EvaluationTask, portable: bool) -> Manifest:
+    if portable:
+        path = f"metadata.annotations['{TASK_ANNOTATION}']"
+        return {
+            "name": "task",
+            "downwardAPI": {"items": [{"path": TASK_KEY, "fieldRef": {"fieldPath": path}}]},
+        }
+    return {
+        "name": "task",
+        "configMap": {"name": task_config_map_name(search.name, task.generation, task.round)},
+    }
+
+
+def _pod_spec(
+    search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, image: str, portable: bool = False
+) -> Manifest:
     execution = spec.execution
     artifacts = execution.artifacts
     command = worker_command(
@@ -153,10 +199,7 @@ def _pod_spec(search: SearchRef, spec: SustainSearchSpec, task: EvaluationTask, 
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]
     volumes: list[Manifest] = [
-        {
-            "name": "task",
-            "configMap": {"name": task_config_map_name(search.name, task.generation, task.round)},
-        },
+        _task_volume(search, task, portable),
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
     ]

@@ -27,9 +27,13 @@ STUCK_WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "CreateContainerCon
 Body = dict[str, Any]
 
 
-def classify_round(job: Body | None, pods: Sequence[Body], task: EvaluationTask) -> Collected:
+def classify_round(
+    job: Body | None, pods: Sequence[Body], task: EvaluationTask, selected: bool = False
+) -> Collected:
     """The round's settled shards, and why the rest waits. `pods` may hold any pods: only those
-    owned by `job` count."""
+    owned by `job` count, unless `selected`: the round's pods in another cluster, where MultiKueue's
+    copy of `job` owns them (picked by the search's uid and the round's labels; `job`'s status is
+    the copy's, mirrored)."""
     collected = Collected()
     if job is None:
         return collected
@@ -41,7 +45,7 @@ def classify_round(job: Body | None, pods: Sequence[Body], task: EvaluationTask)
     job_uid = (job.get("metadata") or {}).get("uid")
     by_index: dict[int, list[Body]] = {}
     for pod in pods:
-        if _owned_by(pod, job_uid) and 0 <= (index := pod_index(pod)) < task.shard_count:
+        if (selected or _owned_by(pod, job_uid)) and 0 <= (index := pod_index(pod)) < task.shard_count:
             by_index.setdefault(index, []).append(pod)
     for index in range(task.shard_count):
         ordered = sorted(
@@ -85,13 +89,17 @@ def pod_signal(pod: Body) -> Signal:
 
 def job_signal(job: Body) -> Signal:
     """What `classify_round` reads of a worker Job and its pods do not show first: suspension, and
-    which indexes the Job gave up. (A completed index shows first as its pod's success.)"""
+    which indexes the Job gave up. (A completed index shows first as its pod's success, unless the
+    Job is managed elsewhere, by MultiKueue: its pods are in another cluster, unwatched, and its
+    mirrored status shows it first.)"""
     status = job.get("status") or {}
-    return (bool((job.get("spec") or {}).get("suspend")), status.get("failedIndexes") or "")
+    spec = job.get("spec") or {}
+    completed = status.get("completedIndexes") or "" if spec.get("managedBy") else ""
+    return (bool(spec.get("suspend")), status.get("failedIndexes") or "", completed)
 
 
 NEW_POD: Signal = (None, None)
-NEW_JOB: Signal = (False, "")
+NEW_JOB: Signal = (False, "", "")
 
 
 def _owned_by(pod: Body, uid: str | None) -> bool:

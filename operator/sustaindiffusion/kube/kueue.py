@@ -44,6 +44,16 @@ def queued_reason(workloads: Sequence[Body], queue_name: str | None) -> tuple[st
     return None
 
 
+def placed_cluster(workloads: Sequence[Body]) -> str | None:
+    """The worker cluster MultiKueue placed the Job's newest Workload in (`status.clusterName`);
+    None when it runs here, or is not placed (yet, or again after its cluster was lost)."""
+    if not workloads:
+        return None
+    workload = max(workloads, key=lambda w: str((w.get("metadata") or {}).get("creationTimestamp", "")))
+    name = (workload.get("status") or {}).get("clusterName")
+    return str(name) if name else None
+
+
 def _reason(condition: Body, default: str) -> str:
     reason = "".join(ch for ch in str(condition.get("reason") or default) if ch.isalnum())
     return f"Kueue{reason}"

@@ -12,6 +12,8 @@ import hashlib
 from sustaindiffusion.api.resource import GROUP
 
 LABEL_SEARCH = f"{GROUP}/search"
+# On portable worker pods (MultiKueue): which search made them, across clusters and reuses of a name.
+LABEL_SEARCH_UID = f"{GROUP}/search-uid"
 LABEL_GENERATION = f"{GROUP}/generation"
 LABEL_ROUND = f"{GROUP}/round"
 LABEL_COMPONENT = f"{GROUP}/component"

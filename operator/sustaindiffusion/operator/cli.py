@@ -4,12 +4,14 @@
                               [--health-port 8081] [--workers 16] [--resync-seconds 60]
                               [--stuck-after-seconds 300] [--no-leader-election]
                               [--lease-namespace NS] [--lease-name NAME] [--identity ID]
+                              [--worker-clusters DIR]
 
 It watches SustainSearch resources (and the worker Jobs and pods it creates), steps them with a
 bounded pool of workers while it holds the Lease (one writer among replicas), serves Prometheus
 metrics on /metrics and a liveness probe on /healthz (500 while a search step is stuck).
 Kubernetes credentials come from the pod's service account, or from the kubeconfig ($KUBECONFIG)
-outside a cluster.
+outside a cluster. With MultiKueue, `--worker-clusters DIR` names a kubeconfig per worker cluster,
+with which it reads the worker pods MultiKueue placed there (docs/multicluster.md).
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import kopf
 
 import sustaindiffusion.operator.handlers  # noqa: F401 - registers the handlers
 from sustaindiffusion.kube.api import READ_TIMEOUT_S
+from sustaindiffusion.kube.clusters import WorkerClusters, WorkerClustersError
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.handlers import RUNTIME, RuntimeSettings
 from sustaindiffusion.operator.health import serve_health
 from sustaindiffusion.operator.metrics import serve_metrics
 from sustaindiffusion.operator.supervisor import RESYNC_SECONDS, STUCK_AFTER_SECONDS, WORKERS
+
+WORKER_CLUSTERS_ENV = "SUSTAINDIFFUSION_WORKER_CLUSTERS"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--identity", default="", help="holder identity (default: $POD_NAME, or host and pid)"
     )
+    parser.add_argument(
+        "--worker-clusters",
+        type=Path,
+        default=os.environ.get(WORKER_CLUSTERS_ENV) or None,
+        help="a directory of kubeconfigs, one per MultiKueue worker cluster (file name: the "
+        "MultiKueueCluster's), to read worker pods there; default $" + WORKER_CLUSTERS_ENV,
+    )
     parser.add_argument("--verbose", action="store_true")
     return parser
 
@@ -102,12 +115,21 @@ def main(argv: list[str] | None = None) -> int:
             renew_deadline=max(2, duration * 2 // 3),
             retry_period=max(1, duration // 7),
         )
+    workers = None
+    if args.worker_clusters is not None:
+        try:
+            workers = WorkerClusters.from_directory(Path(args.worker_clusters))
+        except WorkerClustersError as error:
+            print(f"sustaindiffusion-operator: --worker-clusters: {error}", file=sys.stderr)
+            return 2
+        logging.getLogger(__name__).info("worker clusters: %s", ", ".join(sorted(workers.clients)))
     RUNTIME.settings = RuntimeSettings(
         workers=args.workers,
         resync=args.resync_seconds,
         stuck_after=args.stuck_after_seconds,
         lease=lease,
         api_timeout=args.api_timeout_seconds,
+        worker_clusters=workers,
     )
     if args.metrics_port:
         serve_metrics(args.metrics_port, RUNTIME.metrics, args.metrics_address, RUNTIME.work_metrics)

@@ -28,6 +28,7 @@ from sustaindiffusion.api.status import SustainSearchStatus
 from sustaindiffusion.kube.api import ApiFailure, blocked_by
 from sustaindiffusion.kube.archive import ConfigMapArchive
 from sustaindiffusion.kube.builders import SearchRef
+from sustaindiffusion.kube.clusters import WorkerClusters
 from sustaindiffusion.kube.executor import KubernetesExecutor, config_map_prompts
 from sustaindiffusion.operator.metrics import SearchMetrics, SearchSnapshot
 from sustaindiffusion.search.decisions import Event, invalid_spec, needs_reconciling
@@ -54,9 +55,16 @@ class DriverStep:
 
 class SearchDriver:
     def __init__(
-        self, api: client.ApiClient, namespace: str, name: str, metrics: SearchMetrics, events: EventSink
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        metrics: SearchMetrics,
+        events: EventSink,
+        workers: WorkerClusters | None = None,
     ) -> None:
         self.api, self.custom = api, client.CustomObjectsApi(api)
+        self.workers = workers
         self.namespace, self.name = namespace, name
         self.metrics, self.events = metrics, events
         self._loop: GenerationLoop | None = None
@@ -132,7 +140,7 @@ class SearchDriver:
                 self.name,
                 spec,
                 ConfigMapArchive(client.CoreV1Api(self.api), search),
-                KubernetesExecutor(self.api, search, spec, os.environ.get(WORKER_IMAGE_ENV)),
+                KubernetesExecutor(self.api, search, spec, os.environ.get(WORKER_IMAGE_ENV), self.workers),
                 prompts=lambda: config_map_prompts(self.api, self.namespace, spec.prompts),
                 save_images=bool(spec.execution.artifacts and spec.execution.artifacts.save_images),
                 observed_generation=generation,

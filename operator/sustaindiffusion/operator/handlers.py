@@ -11,6 +11,7 @@ from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube.api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, TimeoutApiClient
+from sustaindiffusion.kube.clusters import WorkerClusters
 from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_GENERATION, LABEL_SEARCH
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
@@ -39,6 +40,7 @@ class RuntimeSettings:
     stuck_after: float = STUCK_AFTER_SECONDS
     lease: leadership.LeaseSettings | None = field(default_factory=leadership.LeaseSettings)  # None: none
     api_timeout: float = READ_TIMEOUT_S
+    worker_clusters: WorkerClusters | None = None  # MultiKueue's worker clusters, as the operator reads them
 
 
 class Runtime:
@@ -66,7 +68,7 @@ class Runtime:
         events = EventPoster(api)
         settings = self.settings
         supervisor = Supervisor(
-            lambda ns, name: SearchDriver(api, ns, name, self.metrics, events.post),
+            lambda ns, name: SearchDriver(api, ns, name, self.metrics, events.post, settings.worker_clusters),
             workers=settings.workers,
             resync=settings.resync,
             stuck_after=settings.stuck_after,

@@ -118,6 +118,7 @@ class Observation:
     queued: str | None = None  # why the generation's workers are held back by a queue
     queued_reason: str = "JobSuspended"
     workers_pending: str | None = None  # why started workers cannot run (unschedulable, image pull)
+    workers_pending_reason: str = "PodPending"  # the condition's and the event's reason
     blocked: Blocked | None = None
     devices: Sequence[str] = ()  # the GPU models results were measured on so far
     cross_check: CrossCheckView | None = None  # the detectors' agreement so far, with a cross-check
@@ -178,14 +179,15 @@ def decide(observation: Observation, previous: Mapping[str, Any]) -> Decision:
         else ConditionUpdate(QUEUED, False, "Admitted")
     )
     conditions.append(
-        ConditionUpdate(WORKERS_PENDING, True, "PodPending", pending)
+        ConditionUpdate(WORKERS_PENDING, True, observation.workers_pending_reason, pending)
         if pending
         else ConditionUpdate(WORKERS_PENDING, False, "None")
     )
     if queued and not _condition(previous, QUEUED, "True"):
         events.append(Event(NORMAL, "Queued", f"generation {observation.generation} is queued: {queued}"))
-    if pending and not _condition(previous, WORKERS_PENDING, "True"):
-        events.append(Event(WARNING, "WorkersPending", pending))
+    if pending and not _condition(previous, WORKERS_PENDING, "True", observation.workers_pending_reason):
+        reason = observation.workers_pending_reason
+        events.append(Event(WARNING, "WorkersPending" if reason == "PodPending" else reason, pending))
     conditions.append(_devices(observation, previous, events))
     conditions.extend(detectors_condition(observation.cross_check, previous, events))
     message = f"{progress}: {observation.running} candidates being evaluated"

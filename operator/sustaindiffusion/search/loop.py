@@ -80,6 +80,7 @@ class Collected:
     queued: str | None = None  # held back by a queue (a suspended Job)
     queued_reason: str = "JobSuspended"  # the queue's own reason where it gives one (Kueue's)
     workers_pending: str | None = None  # workers started but cannot run (unschedulable, image pull)
+    workers_pending_reason: str = "PodPending"  # or WorkerClusterUnreachable (MultiKueue)
 
 
 class Executor(Protocol):
@@ -218,6 +219,7 @@ class GenerationLoop:
             queued=latest.queued,
             queued_reason=latest.queued_reason,
             workers_pending=latest.workers_pending,
+            workers_pending_reason=latest.workers_pending_reason,
             devices=engine.ledger.devices(),
             cross_check=self._cross_check(engine),
         )
