@@ -53,7 +53,12 @@ app.kubernetes.io/component: operator
   verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods"]
+  {{- if .Values.multicluster.workerClustersSecret }}
+  # patch: to release the results finalizer of portable worker pods (MultiKueue)
+  verbs: ["get", "list", "watch", "patch"]
+  {{- else }}
   verbs: ["get", "list", "watch"]
+  {{- end }}
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete", "deletecollection"]
