@@ -38,7 +38,8 @@ Fault injection, for tests of failure handling: a function in `faults` that retu
 report an OOM-killed container; `(exit code, reason, message)` also leaves that termination message
 (at most 4096 bytes, as Kubernetes keeps), so a pod can "succeed" with any report at all. A
 function in `programs` may substitute the program a pod runs (a stand-in worker for tests that
-measure or compare the operator, not the worker).
+measure or compare the operator, not the worker). A function in `holds` that returns True for a pod
+leaves it Pending, never started (an image that never arrives), until it is deleted.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ class TestKubelet:
         # Program substitution, as an image would bring another program: a function that returns
         # a new argv for a pod (or None to leave it) runs that instead of the pod's command.
         self.programs: list[Callable[[Pod, list[str]], list[str] | None]] = []
+        self.holds: list[Callable[[Pod], bool]] = []
         self._next_ip = 0
         host = urllib.parse.urlparse(api.configuration.host)
         # What a kubelet gives every pod, from the `kubernetes` Service (here: the API server itself).
@@ -404,6 +406,8 @@ class TestKubelet:
             )
 
     def _launch(self, pod: Pod) -> None:
+        if any(hold(pod) for hold in list(self.holds)):
+            return  # stays Pending; each later event of the pod asks again
         meta = pod["metadata"]
         directory = self.root / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         running = _RunningPod(meta["uid"], meta["namespace"], meta["name"], directory)

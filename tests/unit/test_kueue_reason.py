@@ -52,3 +52,25 @@ def test_the_newest_workload_counts_and_an_admitted_one_says_nothing() -> None:
     fresh = queued_reason([workload()], "team-a")
     assert fresh is not None
     assert fresh[0] == "KueuePending"
+
+
+TIMED_OUT = "Exceeded the PodsReady timeout team-a/job-s-g0001-1a2b3"
+
+
+def test_a_workload_evicted_for_pods_not_ready_says_so_while_evicted_and_during_its_backoff() -> None:
+    reserved = {"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "ok"}
+    evicting = {"type": "Evicted", "status": "True", "reason": "PodsReadyTimeout", "message": TIMED_OUT}
+    # Being evicted: the Job is suspended before the quota is released.
+    assert queued_reason([workload(reserved, evicting)], None) == (
+        "KueuePodsReadyTimeout",
+        f"Kueue (LocalQueue team-a): {TIMED_OUT}",
+    )
+    # Released, the Workload waits out its requeuing backoff: Requeued False with the eviction's reason.
+    backoff = {"type": "Requeued", "status": "False", "reason": "PodsReadyTimeout", "message": TIMED_OUT}
+    released = PENDING | {"message": TIMED_OUT}
+    assert queued_reason([workload(released, backoff)], None) == (
+        "KueuePodsReadyTimeout",
+        f"Kueue (LocalQueue team-a): {TIMED_OUT}",
+    )
+    # Admitted again: nothing to say.
+    assert queued_reason([workload(reserved, backoff)], None) is None

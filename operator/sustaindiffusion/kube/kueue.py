@@ -3,8 +3,10 @@
 Kueue makes one Workload per Job (labelled with the Job's uid) and writes its decisions there as
 conditions: `QuotaReserved` False with why it cannot fit (e.g. "couldn't assign flavors to pod set
 main: insufficient quota for nvidia.com/gpu in flavor gpu, 1 more needed"), `Evicted` True when it
-took the quota back (reason Preempted, with who preempted it). The operator shows that reason and
-message instead of "the Job is suspended".
+took the quota back (reason Preempted, with who preempted it; PodsReadyTimeout under
+waitForPodsReady), and while the evicted Workload waits out its requeuing backoff, `Requeued` False
+with the eviction's reason. The operator shows that reason and message instead of "the Job is
+suspended".
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def queued_reason(workloads: Sequence[Body], queue_name: str | None) -> tuple[st
     where = f"Kueue (LocalQueue {queue})" if queue else "Kueue"
     evicted = _condition(workload, "Evicted")
     reserved = _condition(workload, "QuotaReserved")
-    if evicted and evicted.get("status") == "True" and not (reserved and reserved.get("status") == "True"):
+    requeued = _condition(workload, "Requeued")
+    # Evicted True: being evicted, the quota not released yet, or released.
+    if evicted and evicted.get("status") == "True":
         return _reason(evicted, "Evicted"), f"{where}: {evicted.get('message') or 'evicted'}"
+    # Requeued False: evicted, and waiting out the backoff before Kueue considers it again.
+    if requeued and requeued.get("status") == "False" and not (reserved and reserved.get("status") == "True"):
+        return _reason(requeued, "Requeued"), f"{where}: {requeued.get('message') or 'requeued'}"
     if reserved and reserved.get("status") == "False":
         return _reason(reserved, "Pending"), f"{where}: {reserved.get('message') or 'waiting for quota'}"
     if reserved is None:
