@@ -23,7 +23,9 @@ and webhook manifests of the same module version. How it is wired on loopback (t
 from __future__ import annotations
 
 import base64
+import copy
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,35 @@ WEBHOOK_PATH_PARTS = ("-batch-v1-job", "-kueue-x-k8s-io-")
 CONVERTED_CRDS = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 
 
-class Kueue:
-    """Start with `start()`, always finish with `stop()`."""
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in: nested mappings merge key by key, anything else replaces."""
+    result = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
-    def __init__(self, control_plane: ControlPlane, bin_dir: Path, workdir: Path) -> None:
+
+class Kueue:
+    """Start with `start()`, always finish with `stop()`.
+
+    `configuration_overrides` is merged into Kueue's Configuration (e.g. `multiKueue`,
+    `waitForPodsReady`); `feature_gates` are added to the command line's `--feature-gates` (Kueue
+    refuses its Configuration's `featureGates` beside that flag)."""
+
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        bin_dir: Path,
+        workdir: Path,
+        configuration_overrides: Mapping[str, Any] | None = None,
+        feature_gates: Mapping[str, bool] | None = None,
+    ) -> None:
         self.control_plane, self.workdir = control_plane, workdir
+        self.configuration_overrides = dict(configuration_overrides or {})
+        self.feature_gates = {"VisibilityOnDemand": False, **(feature_gates or {})}
         # Beside the control-plane binaries, as hack/build-binaries.sh links them.
         self.binary, self.manifests = bin_dir / "kueue", bin_dir / "kueue-manifests"
         self.process: ManagedProcess | None = None
@@ -88,9 +114,10 @@ class Kueue:
                 "Kueue's metrics certificate needs util-linux unshare (root) for its fixed path"
             )
         mount = f'mkdir -p {METRICS_CERT_PATH} && mount --bind "{cert_dir}" {METRICS_CERT_PATH}'
+        gates = ",".join(f"{name}={str(on).lower()}" for name, on in self.feature_gates.items())
         argv = [
             unshare, "--mount", "--propagation", "private", "sh", "-c", mount + ' && exec "$@"', "sh",
-            str(self.binary), f"--config={config}", "--feature-gates=VisibilityOnDemand=false",
+            str(self.binary), f"--config={config}", f"--feature-gates={gates}",
             f"--kubeconfig={self.control_plane.kubeconfig}", "--zap-log-level=2",
         ]  # fmt: skip
         self.process = ManagedProcess("kueue", argv, self.workdir / "kueue.log")
@@ -111,6 +138,9 @@ class Kueue:
     # ------------------------------------------------------------------ manifests
 
     def _configuration(self, cert_dir: Path, health_port: int) -> dict[str, Any]:
+        return merged(self._base_configuration(cert_dir, health_port), self.configuration_overrides)
+
+    def _base_configuration(self, cert_dir: Path, health_port: int) -> dict[str, Any]:
         return {
             "apiVersion": "config.kueue.x-k8s.io/v1beta2",
             "kind": "Configuration",
