@@ -18,7 +18,12 @@
 
     with started_multikueue("sd-multikueue-", worker_lost_timeout_s=20) as env:
         env.prepare_namespace("team-a")
-        env.manager.apply(job)  # a batch/v1 Job with the label kueue.x-k8s.io/queue-name
+        env.manager.batch.create_namespaced_job("team-a", job)  # labelled kueue.x-k8s.io/queue-name: team
+        workload = env.manager.workload_of_job("team-a", job_name)  # status.clusterName: the worker
+        pods = env.workers[workload["status"]["clusterName"]].pods_of_job("team-a", job_name)
+
+Each `Cluster` has `api`, `core`, `batch`, `custom` clients, `control_plane`, `kueue` and, for a
+worker, `kubelet` (its `programs` substitute what pods run) and `node_name`.
 
 The clusters start concurrently (threads: the time is mostly waiting for API servers and Kueue);
 `started_multikueue` prints how long each took. Teardown stops every process and checks that
