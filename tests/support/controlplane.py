@@ -9,6 +9,7 @@ every process group and checks that nothing is left running.
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -228,6 +229,29 @@ class ControlPlane:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
+
+    def stop_api_server(self) -> None:
+        """Kill the API server alone (SIGKILL, no graceful shutdown): the cluster disappears for its
+        clients while etcd, the controllers and whatever runs on its nodes go on.
+        `restart_api_server()` brings it back on the same port with the same etcd."""
+        process = self._process("kube-apiserver")
+        process.signal_group(signal.SIGKILL)
+        process.stop(grace_seconds=0)
+        if not group_is_empty(process.pid):
+            raise RuntimeError("kube-apiserver still running after stop")
+
+    def restart_api_server(self) -> None:
+        """Start the API server that `stop_api_server()` stopped, with its arguments, and wait until
+        it is ready."""
+        old = self._process("kube-apiserver")
+        if old.alive():
+            raise RuntimeError("kube-apiserver is running")
+        process = ManagedProcess(old.name, old.argv, old.log_path)
+        self.processes[self.processes.index(old)] = process
+        self._wait_http(process, f"{self.server}/readyz", self._admin_ssl_context())
+
+    def _process(self, name: str) -> ManagedProcess:
+        return next(p for p in self.processes if p.name == name)
 
     def kubectl(
         self, *args: str, check: bool = True, input_text: str | None = None

@@ -44,10 +44,9 @@ def admin_client(plane: ControlPlane) -> Iterator[client.ApiClient]:
         api.close()
 
 
-@contextlib.contextmanager
-def started_kubelet(api_client: client.ApiClient, prefix: str) -> Iterator[TestKubelet]:
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    # Pods run console scripts of this environment (sustaindiffusion-worker): put its bin first.
+def kubelet_pod_env() -> dict[str, str]:
+    """What a test kubelet's pods inherit: pods run console scripts of this environment
+    (sustaindiffusion-worker), so its bin comes first on PATH."""
     env = {
         k: os.environ[k]
         for k in ("HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -55,16 +54,29 @@ def started_kubelet(api_client: client.ApiClient, prefix: str) -> Iterator[TestK
     }
     env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     env["HF_HUB_OFFLINE"] = "1"
-    kubelet = TestKubelet(api_client, root, base_env=env)
+    return env
+
+
+def stop_kubelet(kubelet: TestKubelet) -> None:
+    """Stop it and fail if a pod's process group outlived it."""
+    kubelet.stop()
+    leftovers = [pgid for pgid in kubelet.process_groups() if not group_is_empty(pgid)]
+    assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
+
+
+@contextlib.contextmanager
+def started_kubelet(api_client: client.ApiClient, prefix: str) -> Iterator[TestKubelet]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    kubelet = TestKubelet(api_client, root, base_env=kubelet_pod_env())
     kubelet.start()
     try:
         yield kubelet
     finally:
-        kubelet.stop()
-        leftovers = [pgid for pgid in kubelet.process_groups() if not group_is_empty(pgid)]
-        if not os.environ.get(KEEP_ENV):
-            shutil.rmtree(root, ignore_errors=True)
-        assert not leftovers, f"test-kubelet pod processes left running: {leftovers}"
+        try:
+            stop_kubelet(kubelet)
+        finally:
+            if not os.environ.get(KEEP_ENV):
+                shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

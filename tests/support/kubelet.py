@@ -190,6 +190,7 @@ class TestKubelet:
         capacity: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
+        first_pod_ip: int = 0,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
@@ -216,7 +217,9 @@ class TestKubelet:
         # a new argv for a pod (or None to leave it) runs that instead of the pod's command.
         self.programs: list[Callable[[Pod, list[str]], list[str] | None]] = []
         self.holds: list[Callable[[Pod], bool]] = []
-        self._next_ip = 0
+        # Where this node's pod addresses start (slots.pod_ip): test kubelets of one test run, in
+        # clusters of their own, start apart so that no two pods share an address.
+        self._next_ip = first_pod_ip
         host = urllib.parse.urlparse(api.configuration.host)
         # What a kubelet gives every pod, from the `kubernetes` Service (here: the API server itself).
         self.service_env = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,8 +105,9 @@ class Kueue:
         ca_bundle = base64.b64encode(certs.ca_cert.read_bytes()).decode()
         self.webhook_port, health_port = free_port(), free_port()
         self.control_plane.kubectl("create", "namespace", KUEUE_NAMESPACE)
-        self._apply(self._crds(ca_bundle))
-        self._wait_established()
+        crds = self._crds(ca_bundle)
+        self._apply(crds)
+        self._wait_established(crds)
         config = self.workdir / "kueue-config.yaml"
         config.write_text(yaml.safe_dump(self._configuration(cert_dir, health_port)))
         unshare = shutil.which("unshare")
@@ -192,8 +194,29 @@ class Kueue:
 
     # ------------------------------------------------------------------ readiness
 
-    def _wait_established(self) -> None:
+    def _wait_established(self, crds: list[dict[str, Any]]) -> None:
+        """Until the CRDs are Established and discovery lists every served version of them: Kueue
+        reads discovery once at start and exits ("no matches for kind") on a kind it lacks, which
+        can lag behind Established when the machine is busy."""
         self.control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        served: dict[str, set[str]] = {}
+        for crd in crds:
+            for version in crd["spec"]["versions"]:
+                if version.get("served"):
+                    group_version = f"{crd['spec']['group']}/{version['name']}"
+                    served.setdefault(group_version, set()).add(crd["spec"]["names"]["plural"])
+
+        def discovered() -> bool:
+            for group_version, plurals in served.items():
+                result = self.control_plane.kubectl("get", "--raw", f"/apis/{group_version}", check=False)
+                if result.returncode != 0:
+                    return False
+                listed = {resource["name"] for resource in json.loads(result.stdout).get("resources") or []}
+                if not plurals <= listed:
+                    return False
+            return True
+
+        wait_until(discovered, 60, interval=0.5, what="discovery to list Kueue's kinds")
 
     def _wait_ready(self, health_port: int) -> None:
         assert self.process is not None
