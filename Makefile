@@ -29,6 +29,7 @@ export OMP_NUM_THREADS ?= 1
 # built start at once; the others as soon as what they need is there. Longest first.
 SUITE_containers := tests/e2e/containers
 SUITE_kueue := tests/e2e/kueue
+SUITE_multikueue := tests/e2e/multikueue
 SUITE_chaos := tests/e2e/chaos
 SUITE_operator := tests/e2e/test_operator.py
 SUITE_observability := tests/e2e/test_observability.py
@@ -38,12 +39,12 @@ SUITE_resume := tests/local/test_local_resume.py
 SUITE_worker := tests/worker
 SUITE_audit := tests/audit
 SUITE_unit := tests/unit
-NAMED_SUITES := operator observability local resume chaos runs worker kueue containers audit unit
+NAMED_SUITES := operator observability local resume chaos runs worker kueue multikueue containers audit unit
 SUITE_e2e := tests $(foreach s,$(NAMED_SUITES),$(addprefix --ignore=,$(SUITE_$(s))))
 SUITES := $(NAMED_SUITES) e2e
 
 .PHONY: test checks venv binaries system-deps lint typecheck imports pytest chaos crds constraints \
-	quickstart images images-layout containers clean timings \
+	quickstart images images-layout containers multikueue clean timings \
 	bin-control-plane bin-helm bin-kueue bin-kubelet $(addprefix suite-,$(SUITES))
 
 test:
@@ -91,6 +92,7 @@ suite-chaos suite-runs suite-operator: venv bin-control-plane
 suite-observability: venv bin-control-plane system-deps
 suite-audit: venv system-deps
 suite-kueue: venv bin-control-plane bin-kueue
+suite-multikueue: venv bin-control-plane bin-helm bin-kueue
 suite-containers: venv binaries system-deps images-layout
 suite-e2e: venv binaries system-deps
 
@@ -110,6 +112,13 @@ pytest: venv binaries system-deps images-layout
 chaos: venv bin-control-plane system-deps
 	SUSTAINDIFFUSION_CHAOS=full SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" \
 	  $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
+	@bash hack/check-no-leftovers.sh
+
+# The MultiKueue suite in full (a longer search, and Kueue's own behaviour with a plain Job: a lost
+# worker, pods never ready); `make test` runs it bounded: one search, one generation, one cluster lost.
+multikueue: venv bin-control-plane bin-helm bin-kueue
+	SUSTAINDIFFUSION_MULTIKUEUE=full SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" \
+	  $(BIN)/pytest -m multikueue -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
 
 # The container suite alone, its measurements printed: the images run by a real kubelet.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from tests.e2e.multikueue.conftest import PODS_READY_TIMEOUT_S, WORKER_LOST_TIMEOUT_S
+from tests.e2e.multikueue.conftest import PODS_READY_TIMEOUT_S, WORKER_LOST_TIMEOUT_S, full_only
 from tests.support.multikueue import (
     ADMISSION_CHECK,
     LOCAL_QUEUE,
@@ -325,6 +325,7 @@ def test_a_job_created_in_the_manager_runs_in_a_worker_and_its_completion_is_mir
     )
 
 
+@full_only
 def test_a_workload_on_a_lost_worker_is_dispatched_to_the_other_after_the_worker_lost_timeout(
     multikueue: MultiKueueEnvironment, namespace: str, tmp_path: Path
 ) -> None:
@@ -436,6 +437,7 @@ def test_a_workload_on_a_lost_worker_is_dispatched_to_the_other_after_the_worker
     )
 
 
+@full_only
 def test_a_workload_whose_pods_are_not_ready_in_a_worker_is_evicted_there_and_dispatched_again(
     multikueue: MultiKueueEnvironment, namespace: str
 ) -> None:
