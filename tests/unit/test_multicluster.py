@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError
 
 from sustaindiffusion.api.task import EvaluationTask
@@ -121,6 +122,7 @@ class StandInCore:
 
     def __init__(self, pods: list[dict[str, Any]] | None = None, lost: bool = False) -> None:
         self.pods, self.lost = pods or [], lost
+        self.conflicts = 0  # patches to refuse with 409 first
         self.selectors: list[str] = []
         self.patches: list[tuple[str, dict[str, Any], str]] = []
 
@@ -134,6 +136,16 @@ class StandInCore:
 
     def patch_namespaced_pod(self, name: str, namespace: str, body: dict[str, Any], **kwargs: Any) -> None:
         self.patches.append((name, body, kwargs["_content_type"]))
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ApiException(status=409, reason="Conflict")
+
+    def read_namespaced_pod(self, name: str, namespace: str, **_: Any) -> Response:
+        (pod,) = [p for p in self.pods if p["metadata"]["name"] == name]
+        changed = json.loads(json.dumps(pod))  # meanwhile, the Job controller dropped its finalizer
+        changed["metadata"]["resourceVersion"] = "8"
+        changed["metadata"]["finalizers"] = [builders.RESULTS_FINALIZER]
+        return Response(changed)
 
 
 class StandInCustom:
@@ -236,3 +248,18 @@ def test_worker_cluster_credentials_come_one_kubeconfig_per_file(tmp_path: Path)
     assert clusters.core("worker-a") is not None
     assert clusters.core("worker-c") is None
     clusters.close()
+
+
+def test_a_release_that_meets_a_concurrent_change_reads_the_pod_again_and_retries() -> None:
+    worker_a = StandInCore(
+        [remote_pod(0, 1, "r", [builders.RESULTS_FINALIZER, "batch.kubernetes.io/job-tracking"])]
+    )
+    worker_a.conflicts = 1
+    executor({"worker-a": worker_a}, []).release_results(1)
+    first, second = worker_a.patches
+    assert first[1]["metadata"] == {
+        "finalizers": ["batch.kubernetes.io/job-tracking"],
+        "resourceVersion": "7",
+    }
+    # Not the stale list: that would put back the finalizer the Job controller had just removed.
+    assert second[1]["metadata"] == {"finalizers": [], "resourceVersion": "8"}

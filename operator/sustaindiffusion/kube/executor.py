@@ -184,7 +184,7 @@ class KubernetesExecutor:
                         and labelled.isdigit()
                         and int(labelled) <= generation
                     ):
-                        _release_pod(core, metadata, [f for f in held if f != builders.RESULTS_FINALIZER])
+                        _release_pod(core, metadata)
             except (ApiException, HTTPError, OSError) as error:
                 log.warning(
                     "cannot release the results of %s's pods in %s: %s", self.search.name, where, _why(error)
@@ -264,20 +264,48 @@ def _why(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error)[:200]}"
 
 
-def _release_pod(core: client.CoreV1Api, metadata: Body, finalizers: list[str]) -> None:
+RELEASE_ATTEMPTS = 5
+
+
+def _release_pod(core: client.CoreV1Api, metadata: Body) -> None:
     """Drop the results finalizer: a merge patch replaces the list (a strategic merge would merge
-    it back); the resourceVersion makes a concurrent change fail, not vanish."""
-    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata["resourceVersion"]}}
-    try:
-        core.patch_namespaced_pod(
-            metadata["name"],
-            metadata["namespace"],
-            patch,
-            _content_type="application/merge-patch+json",
-            _request_timeout=REMOTE_TIMEOUT_S,
-        )
-    except ApiException as error:
-        if error.status not in (404, 409):  # gone, or changed: the next release sees it again
+    it back), and the resourceVersion makes it fail rather than undo a concurrent change (the Job
+    controller drops its own finalizer from the same list); on such a conflict, read the pod again
+    and retry: a release may be the search's last."""
+    for _ in range(RELEASE_ATTEMPTS):
+        held = metadata.get("finalizers") or []
+        if builders.RESULTS_FINALIZER not in held:
+            return
+        patch = {
+            "metadata": {
+                "finalizers": [f for f in held if f != builders.RESULTS_FINALIZER],
+                "resourceVersion": metadata["resourceVersion"],
+            }
+        }
+        try:
+            core.patch_namespaced_pod(
+                metadata["name"],
+                metadata["namespace"],
+                patch,
+                _content_type="application/merge-patch+json",
+                _request_timeout=REMOTE_TIMEOUT_S,
+            )
+            return
+        except ApiException as error:
+            if error.status == 404:
+                return
+            if error.status != 409:
+                raise
+        try:
+            metadata = read_json(
+                core.read_namespaced_pod,
+                metadata["name"],
+                metadata["namespace"],
+                _request_timeout=REMOTE_TIMEOUT_S,
+            )["metadata"]
+        except ApiException as error:
+            if error.status == 404:
+                return
             raise
 
 
