@@ -14,7 +14,7 @@ from typing import Any
 
 from sustaindiffusion.api.resource import API_VERSION, KIND
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.kube.builders import WORKER_UID, SearchRef
+from sustaindiffusion.kube.builders import SearchRef, worker_container_security, worker_pod_security
 from sustaindiffusion.kube.names import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -95,13 +95,7 @@ def reader_pod(search: SearchRef, spec: SustainSearchSpec, image: str) -> Manife
         "command": ["python3", "-c", f"import time; time.sleep({READER_LIFETIME_SECONDS})"],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": "artifacts", "mountPath": artifacts.path, "readOnly": True}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "readOnlyRootFilesystem": True,
-        },
+        "securityContext": worker_container_security(),
     }
     pod_spec: Manifest = {
         "restartPolicy": "Never",
@@ -109,7 +103,7 @@ def reader_pod(search: SearchRef, spec: SustainSearchSpec, image: str) -> Manife
         "enableServiceLinks": False,
         "activeDeadlineSeconds": READER_LIFETIME_SECONDS,
         "terminationGracePeriodSeconds": 0,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": worker_pod_security(),
         "containers": [container],
         "volumes": [
             {

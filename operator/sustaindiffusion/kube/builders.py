@@ -82,6 +82,22 @@ def task_config_map(search: SearchRef, task: EvaluationTask) -> Manifest:
     }
 
 
+def worker_container_security() -> Manifest:
+    """The `restricted` Pod Security Standard and a read-only root: what every container made for a
+    search runs with (its workers, and the audit's claim reader)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "readOnlyRootFilesystem": True,
+    }
+
+
+def worker_pod_security() -> Manifest:
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def worker_image(spec: SustainSearchSpec, install_default: str | None) -> str:
     """The spec's image, or the install's worker image (Helm value worker.image) where the spec
     kept the CRD's default: platform teams set their registry once."""
@@ -261,20 +277,14 @@ def _pod_spec(
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "readOnlyRootFilesystem": True,
-        },
+        "securityContext": worker_container_security(),
     }
     pod: Manifest = {
         "restartPolicy": "Never",  # required by backoffLimitPerIndex and podFailurePolicy
         "automountServiceAccountToken": False,  # results leave through the termination message only
         "enableServiceLinks": False,
         "activeDeadlineSeconds": execution.pod_deadline_seconds,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": worker_pod_security(),
         "containers": [container],
         "volumes": volumes,
     }

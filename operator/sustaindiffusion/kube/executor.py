@@ -206,21 +206,8 @@ class KubernetesExecutor:
 
     def _kueue_reason(self, job: Body) -> tuple[str, str] | None:
         """Kueue's own reason for holding the Job back, from its Workload (None: Kueue is not
-        installed, or has not made the Workload yet)."""
-        try:
-            listing = read_json(
-                self.custom.list_namespaced_custom_object,
-                kueue.GROUP,
-                kueue.VERSION,
-                self.search.namespace,
-                kueue.PLURAL,
-                label_selector=f"{kueue.JOB_UID_LABEL}={job['metadata']['uid']}",
-            )
-        except ApiException as error:
-            if error.status in (403, 404):
-                return None  # no Kueue CRDs, or no permission to read them: the generic message stays
-            raise
-        return kueue.queued_reason(listing.get("items") or [], self.spec.execution.queue_name)
+        installed, or has not made the Workload yet: the generic message stays)."""
+        return kueue.queued_reason(self._workloads(job), self.spec.execution.queue_name)
 
     # ----------------------------------------------------------------- helpers
 

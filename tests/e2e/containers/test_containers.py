@@ -94,66 +94,29 @@ def _mounts(spec: dict[str, Any]) -> dict[str, list[str]]:
     return {mount["destination"]: mount.get("options") or [] for mount in spec.get("mounts") or []}
 
 
-def _models_volume(core: client.CoreV1Api, namespace: str) -> None:
-    """A hostPath PersistentVolume of the tiny models, bound to a claim in `namespace`."""
-    models = ensure_tiny_models()
-    volume = f"tiny-models-{namespace}"
+def _host_path_claim(core: client.CoreV1Api, namespace: str, claim: str, directory: Path, mode: str) -> None:
+    """A hostPath PersistentVolume of `directory` (named after the claim and namespace), bound to
+    the claim `claim` in `namespace` with access mode `mode`."""
+    volume = f"{claim}-{namespace}"
     core.create_persistent_volume(
         {
             "metadata": {"name": volume},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(models), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": MODELS_CLAIM},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    wait_until(
-        lambda: core.read_namespaced_persistent_volume_claim(MODELS_CLAIM, namespace).status.phase == "Bound",
-        60,
-        what="the tiny-models claim to be bound",
-    )
-
-
-def _artifacts_volume(core: client.CoreV1Api, namespace: str, directory: Path) -> None:
-    """A writable hostPath PersistentVolume for the workers' artifacts, bound to a claim."""
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o777)  # the workers write as their image's user, not this test's
-    volume = f"artifacts-{namespace}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": [mode],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
                 "hostPath": {"path": str(directory), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": ARTIFACTS_CLAIM},
+                "claimRef": {"namespace": namespace, "name": claim},
             },
         }
     )
     core.create_namespaced_persistent_volume_claim(
         namespace,
         {
-            "metadata": {"name": ARTIFACTS_CLAIM},
+            "metadata": {"name": claim},
             "spec": {
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": [mode],
                 "storageClassName": "",
                 "volumeName": volume,
                 "resources": {"requests": {"storage": "1Gi"}},
@@ -161,12 +124,22 @@ def _artifacts_volume(core: client.CoreV1Api, namespace: str, directory: Path) -
         },
     )
     wait_until(
-        lambda: (
-            core.read_namespaced_persistent_volume_claim(ARTIFACTS_CLAIM, namespace).status.phase == "Bound"
-        ),
+        lambda: core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound",
         60,
-        what="the artifacts claim to be bound",
+        what=f"the {claim} claim to be bound",
     )
+
+
+def _models_volume(core: client.CoreV1Api, namespace: str) -> None:
+    """The tiny models, read-only for every worker."""
+    _host_path_claim(core, namespace, MODELS_CLAIM, ensure_tiny_models(), "ReadOnlyMany")
+
+
+def _artifacts_volume(core: client.CoreV1Api, namespace: str, directory: Path) -> None:
+    """A writable directory for the workers' artifacts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o777)  # the workers write as their image's user, not this test's
+    _host_path_claim(core, namespace, ARTIFACTS_CLAIM, directory, "ReadWriteOnce")
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
