@@ -161,34 +161,7 @@ class KubernetesExecutor:
         """Release the results finalizer of the search's portable pods of `generation` and before,
         here and in each worker cluster that answers (an unreachable one is tried at the next
         release). Their reports are archived by now."""
-        clusters: list[tuple[str, client.CoreV1Api]] = [("this cluster", self.core)]
-        clusters += list(self.workers or [])
-        selector = f"{names.LABEL_SEARCH_UID}={self.search.uid}"
-        for where, core in clusters:
-            try:
-                pods = (
-                    read_json(
-                        core.list_namespaced_pod,
-                        self.search.namespace,
-                        label_selector=selector,
-                        _request_timeout=REMOTE_TIMEOUT_S,
-                    ).get("items")
-                    or []
-                )
-                for pod in pods:
-                    metadata = pod["metadata"]
-                    held = metadata.get("finalizers") or []
-                    labelled = (metadata.get("labels") or {}).get(names.LABEL_GENERATION, "")
-                    if (
-                        builders.RESULTS_FINALIZER in held
-                        and labelled.isdigit()
-                        and int(labelled) <= generation
-                    ):
-                        _release_pod(core, metadata)
-            except (ApiException, HTTPError, OSError) as error:
-                log.warning(
-                    "cannot release the results of %s's pods in %s: %s", self.search.name, where, _why(error)
-                )
+        release_results(self.core, self.workers, self.search, generation)
 
     def release(self, generation: int) -> None:
         """Remove the generation's Jobs (their pods go with them) and tasks; all is archived by now."""
@@ -252,6 +225,35 @@ def _why(error: Exception) -> str:
 
 
 RELEASE_ATTEMPTS = 5
+EVERY_GENERATION = 1 << 30
+
+
+def release_results(
+    core: client.CoreV1Api,
+    workers: WorkerClusters | None,
+    search: builders.SearchRef,
+    generation: int = EVERY_GENERATION,
+) -> None:
+    """Release the results finalizer of `search`'s portable pods of `generation` and before, in
+    this cluster (`core`) and each worker cluster that answers; the default, every generation, is
+    for a search that was deleted: nothing will read its pods again."""
+    clusters: list[tuple[str, client.CoreV1Api]] = [("this cluster", core), *(workers or [])]
+    selector = f"{names.LABEL_SEARCH_UID}={search.uid}"
+    for where, cluster in clusters:
+        try:
+            listing = read_json(
+                cluster.list_namespaced_pod,
+                search.namespace,
+                label_selector=selector,
+                _request_timeout=REMOTE_TIMEOUT_S,
+            )
+            for pod in listing.get("items") or []:
+                metadata = pod["metadata"]
+                labelled = (metadata.get("labels") or {}).get(names.LABEL_GENERATION, "")
+                if labelled.isdigit() and int(labelled) <= generation:
+                    _release_pod(cluster, metadata)
+        except (ApiException, HTTPError, OSError) as error:
+            log.warning("cannot release the results of %s's pods in %s: %s", search.name, where, _why(error))
 
 
 def _release_pod(core: client.CoreV1Api, metadata: Body) -> None:

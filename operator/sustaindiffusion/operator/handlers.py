@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,9 @@ from kubernetes import client, config
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube.api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, TimeoutApiClient
+from sustaindiffusion.kube.builders import SearchRef
 from sustaindiffusion.kube.clusters import WorkerClusters
+from sustaindiffusion.kube.executor import release_results
 from sustaindiffusion.kube.names import COMPONENT_WORKER, LABEL_COMPONENT, LABEL_GENERATION, LABEL_SEARCH
 from sustaindiffusion.operator import leadership
 from sustaindiffusion.operator.driver import SearchDriver
@@ -52,6 +55,7 @@ class Runtime:
         self.work_metrics = WorkMetrics()
         self.worker_signals = WorkerSignals()
         self.supervisor: Supervisor | None = None
+        self.api: client.ApiClient | None = None
         self.leading = False
 
     def start(self) -> Supervisor:
@@ -65,6 +69,7 @@ class Runtime:
         # default is 10) discards connections under load, and each new one costs a TLS handshake.
         configuration.connection_pool_maxsize = self.settings.workers + SPARE_CONNECTIONS
         api = TimeoutApiClient(configuration, timeout)
+        self.api = api
         events = EventPoster(api)
         settings = self.settings
         supervisor = Supervisor(
@@ -126,6 +131,12 @@ async def search_event(*, event: kopf.RawEvent, namespace: str | None, name: str
     if event.get("type") == "DELETED":
         supervisor.stop(namespace, name)
         RUNTIME.metrics.forget(namespace, name)
+        uid = ((event.get("object") or {}).get("metadata") or {}).get("uid")
+        if RUNTIME.settings.worker_clusters is not None and RUNTIME.api is not None and uid:
+            # Its worker pods in every cluster hold their results for nobody now: let them go.
+            search = SearchRef(name, namespace, str(uid))
+            core = client.CoreV1Api(RUNTIME.api)
+            await asyncio.to_thread(release_results, core, RUNTIME.settings.worker_clusters, search)
     else:
         version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
         supervisor.ensure(namespace, name, str(version) if version else None)
