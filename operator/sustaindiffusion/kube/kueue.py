@@ -3,8 +3,14 @@
 Kueue makes one Workload per Job (labelled with the Job's uid) and writes its decisions there as
 conditions: `QuotaReserved` False with why it cannot fit (e.g. "couldn't assign flavors to pod set
 main: insufficient quota for nvidia.com/gpu in flavor gpu, 1 more needed"), `Evicted` True when it
-took the quota back (reason Preempted, with who preempted it). The operator shows that reason and
+takes the quota back (reason Preempted, with who preempted it). The operator shows that reason and
 message instead of "the Job is suspended".
+
+An eviction is shown from its start: Kueue suspends the Job at once but keeps `QuotaReserved` True
+until the Job has no active pod, and the operator's step on the suspension may read the Workload in
+between (it did in most runs on Kubernetes v1.37, README "Supported Kubernetes versions"). Nothing
+else wakes that search before the Job is admitted again, so the eviction is its reason throughout.
+Kueue sets `Evicted` False when it reserves quota for the Workload again.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ def queued_reason(workloads: Sequence[Body], queue_name: str | None) -> tuple[st
     where = f"Kueue (LocalQueue {queue})" if queue else "Kueue"
     evicted = _condition(workload, "Evicted")
     reserved = _condition(workload, "QuotaReserved")
-    if evicted and evicted.get("status") == "True" and not (reserved and reserved.get("status") == "True"):
+    if evicted and evicted.get("status") == "True":
         return _reason(evicted, "Evicted"), f"{where}: {evicted.get('message') or 'evicted'}"
     if reserved and reserved.get("status") == "False":
         return _reason(reserved, "Pending"), f"{where}: {reserved.get('message') or 'waiting for quota'}"
