@@ -35,6 +35,15 @@ def _minor(version: str) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
+def _make(*args: str) -> subprocess.CompletedProcess[str]:
+    """`make` in the repository, not as part of a running make (whose flags it would take)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def _build(tmp_path: Path, *args: str, version: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != OVERRIDE_ENV}
     env["SUSTAINDIFFUSION_BIN_CACHE"] = str(tmp_path / "bin")  # never the real cache
@@ -83,10 +92,8 @@ def test_the_override_keys_the_binaries_by_the_version_asked_for(tmp_path: Path)
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_test_k8s_builds_the_version_and_runs_every_control_plane_suite() -> None:
     version = _versions()["KUBERNETES_SUPPORTED"].split()[-1]
-    dry = subprocess.run(
-        ["make", "-n", "test-k8s", f"K8S={version}"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    dry = _make("-n", "test-k8s", f"K8S={version}")
+    assert dry.returncode == 0, dry.stderr
     commands = dry.stdout
     assert f"export SUSTAINDIFFUSION_KUBERNETES_VERSION={version};" in commands
     assert "for component in control-plane helm kueue kubelet; do" in commands
@@ -100,8 +107,6 @@ def test_make_test_k8s_builds_the_version_and_runs_every_control_plane_suite() -
 def test_make_test_k8s_refuses_a_missing_or_unsupported_version() -> None:
     supported = _versions()["KUBERNETES_SUPPORTED"]
     for args in ([], ["K8S=v1.34.0"]):
-        refused = subprocess.run(
-            ["make", "test-k8s", *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
-        )
+        refused = _make("test-k8s", *args)
         assert refused.returncode == 2
         assert f"supported: {supported}" in refused.stderr
