@@ -45,7 +45,7 @@ SUITES := $(NAMED_SUITES) e2e
 
 .PHONY: test checks venv binaries system-deps lint typecheck imports pytest chaos crds constraints \
 	quickstart images images-layout containers multikueue clean timings \
-	bin-control-plane bin-helm bin-kueue bin-kubelet $(addprefix suite-,$(SUITES))
+	bin-control-plane bin-helm bin-kueue bin-kubelet $(addprefix suite-,$(SUITES)) test-k8s k8s-supported
 
 test:
 	@rm -f $(SUSTAINDIFFUSION_TIMINGS); mkdir -p out/ci; date +%s > out/ci/started
@@ -125,6 +125,34 @@ multikueue: venv bin-control-plane bin-helm bin-kueue
 containers: venv binaries system-deps images-layout
 	SUSTAINDIFFUSION_K8S_BIN_DIR="$(BIN_DIR)" $(BIN)/pytest -m containers -s $(PYTEST_ARGS)
 	@bash hack/check-no-leftovers.sh
+
+# The end-to-end suites on another supported Kubernetes version (hack/versions.env's
+# KUBERNETES_SUPPORTED): `make test-k8s K8S=v1.37.2`. That version's control plane and kubelet are
+# built into the same cache as `make test`'s (etcd, Kueue and helm as pinned), then every suite
+# that runs a control plane runs against them, one after another in one slot
+# ($SUSTAINDIFFUSION_TEST_SLOT, default 0). Its timing table is out/k8s/<version>/timings.tsv, each
+# suite's log out/ci/logs/<version>-<suite>.log. `make test` is unchanged by it.
+K8S_SUITES := operator observability chaos runs kueue multikueue containers e2e
+K8S_OUT = $(CURDIR)/out/k8s/$(K8S)
+test-k8s k8s-supported: export SUSTAINDIFFUSION_TIMINGS = $(K8S_OUT)/timings.tsv
+test-k8s: k8s-supported venv system-deps images-layout
+	@export SUSTAINDIFFUSION_KUBERNETES_VERSION=$(K8S); \
+	  for component in control-plane helm kueue kubelet; do \
+	    $(TIMED) $(K8S)-go-$$component bash hack/build-binaries.sh $$component >/dev/null || exit 1; done; \
+	  status=0; bin_dir=$$(bash hack/build-binaries.sh --print-dir 2>/dev/null | tail -n 1); \
+	  $(foreach s,$(K8S_SUITES),SUSTAINDIFFUSION_K8S_BIN_DIR="$$bin_dir" \
+	    $(TIMED) $(K8S)-$(s) $(BIN)/pytest -p no:cacheprovider --durations=5 $(SUITE_$(s)) $(PYTEST_ARGS) \
+	    || status=1;) \
+	  python3 hack/timings.py $(SUSTAINDIFFUSION_TIMINGS) --started "$$(cat $(K8S_OUT)/started)"; \
+	  bash hack/check-no-leftovers.sh || status=1; exit $$status
+
+# K8S names a supported version (the build script says which are), before anything is built; the
+# run's timing table starts here.
+k8s-supported:
+	@[ -n "$(K8S)" ] || { echo "usage: make test-k8s K8S=<version>" \
+	  "(supported: $$(. hack/versions.env && echo $$KUBERNETES_SUPPORTED))" >&2; exit 2; }
+	@SUSTAINDIFFUSION_KUBERNETES_VERSION=$(K8S) bash hack/build-binaries.sh --print-dir >/dev/null
+	@mkdir -p $(K8S_OUT); rm -f $(SUSTAINDIFFUSION_TIMINGS); date +%s > $(K8S_OUT)/started
 
 # The timing table of the last `make test`.
 timings:

@@ -11,6 +11,10 @@
 # builds nothing, only prints it). With
 # $SUSTAINDIFFUSION_TIMINGS set, appends "phase<TAB>seconds" for each build to that file.
 #
+# The Kubernetes version is versions.env's KUBERNETES_VERSION (what `make test` runs on), or
+# $SUSTAINDIFFUSION_KUBERNETES_VERSION when set: one of KUBERNETES_SUPPORTED, built into the same
+# cache beside the others (`make test-k8s K8S=v1.37.2`). etcd, Kueue and helm stay as pinned.
+#
 # Why a wrapper module: `go install pkg@version` refuses modules whose go.mod has replace
 # directives (k8s.io/kubernetes replaces its staging modules with local paths; etcd's server
 # module replaces its siblings). A throw-away module that requires k8s.io/kubernetes and maps
@@ -20,6 +24,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+if [ -n "${SUSTAINDIFFUSION_KUBERNETES_VERSION:-}" ]; then
+  case " $KUBERNETES_SUPPORTED " in
+    *" $SUSTAINDIFFUSION_KUBERNETES_VERSION "*) KUBERNETES_VERSION=$SUSTAINDIFFUSION_KUBERNETES_VERSION ;;
+    *)
+      echo "build-binaries: Kubernetes $SUSTAINDIFFUSION_KUBERNETES_VERSION is not supported" \
+        "(supported: $KUBERNETES_SUPPORTED; hack/versions.env)" >&2
+      exit 2
+      ;;
+  esac
+fi
 
 cache_root=${SUSTAINDIFFUSION_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sustaindiffusion/bin}
 k8s_dir="$cache_root/kubernetes-$KUBERNETES_VERSION"
@@ -52,8 +66,17 @@ for c in "${components[@]+"${components[@]}"}"; do
   esac
 done
 
+# lock DIR: one build into DIR at a time (two would compile the same packages twice); another
+# waits. Per directory, so that a build of another Kubernetes version (`make test-k8s`) does not
+# hold up a `make test` whose binaries are cached. Taking the next lock releases the last.
+lock() {
+  exec 9>"$1/.lock"
+  flock -n 9 || { log "waiting for another build into $1"; flock 9; }
+}
+
 # build_kubernetes NAME...: the missing ones of these k8s.io/kubernetes commands, in one `go build`.
 build_kubernetes() {
+  lock "$k8s_dir"
   local missing=()
   for b in "$@"; do [ -x "$k8s_dir/$b" ] || missing+=("$b"); done
   [ ${#missing[@]} -eq 0 ] && { log "kubernetes $KUBERNETES_VERSION: $* cached"; return; }
@@ -102,6 +125,7 @@ build_kubernetes() {
 }
 
 build_etcd() {
+  lock "$etcd_dir"
   [ -x "$etcd_dir/etcd" ] && { log "etcd $ETCD_VERSION: cached"; return; }
   log "etcd $ETCD_VERSION: building"
   local work; work=$(mktemp -d)
@@ -116,6 +140,7 @@ build_etcd() {
 }
 
 build_helm() {
+  lock "$helm_dir"
   [ -x "$helm_dir/helm" ] && { log "helm $HELM_VERSION: cached"; return; }
   log "helm $HELM_VERSION: building"
   local t0=$SECONDS
@@ -127,6 +152,7 @@ build_helm() {
 # Kueue's go.mod has no replace directives, so `go install` builds it as released. Its CRDs and
 # webhook manifests come from the same module version (the tests point them at a loopback URL).
 build_kueue() {
+  lock "$kueue_dir"
   [ -x "$kueue_dir/kueue" ] && [ -f "$kueue_dir/manifests/webhooks.yaml" ] && { log "kueue $KUEUE_VERSION: cached"; return; }
   log "kueue $KUEUE_VERSION: building"
   local t0=$SECONDS
@@ -140,12 +166,6 @@ build_kueue() {
   rm -rf "$kueue_dir/manifests" && mv "$kueue_dir/manifests.tmp" "$kueue_dir/manifests"
   timed kueue $((SECONDS - t0))
 }
-
-# Two builds of one cache at a time would compile the same packages twice: one at a time.
-if [ ${#components[@]} -gt 0 ]; then
-  exec 9>"$cache_root/.lock"
-  flock -n 9 || { log "waiting for another build-binaries.sh to finish"; flock 9; }
-fi
 
 for c in "${components[@]+"${components[@]}"}"; do
   case $c in

@@ -43,6 +43,24 @@ def test_an_evicted_workload_says_who_preempted_it() -> None:
     assert message.startswith("Kueue (LocalQueue team-a): ")
 
 
+def test_an_eviction_shows_before_kueue_has_released_the_quota() -> None:
+    # Kueue suspends the Job at once and releases the quota once its pods have stopped: a step on
+    # the suspension can read the Workload in between, and no other event comes before readmission.
+    evicted = {
+        "type": "Evicted",
+        "status": "True",
+        "reason": "Preempted",
+        "message": "Preempted to accommodate",
+    }
+    still_reserved = {"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "ok"}
+    reason, message = queued_reason([workload(still_reserved, evicted)], "team-a") or ("", "")
+    assert reason == "KueuePreempted"
+    assert message == "Kueue (LocalQueue team-a): Preempted to accommodate"
+    # Admitted again: Kueue set Evicted False, and nothing holds the Job back.
+    readmitted = evicted | {"status": "False", "reason": "QuotaReserved"}
+    assert queued_reason([workload(still_reserved, readmitted)], "team-a") is None
+
+
 def test_the_newest_workload_counts_and_an_admitted_one_says_nothing() -> None:
     admitted = {"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "ok"}
     old = workload(PENDING, created="2026-12-01T00:00:00Z")

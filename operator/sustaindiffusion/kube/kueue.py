@@ -3,10 +3,16 @@
 Kueue makes one Workload per Job (labelled with the Job's uid) and writes its decisions there as
 conditions: `QuotaReserved` False with why it cannot fit (e.g. "couldn't assign flavors to pod set
 main: insufficient quota for nvidia.com/gpu in flavor gpu, 1 more needed"), `Evicted` True when it
-took the quota back (reason Preempted, with who preempted it; PodsReadyTimeout under
+takes the quota back (reason Preempted, with who preempted it; PodsReadyTimeout under
 waitForPodsReady), and while the evicted Workload waits out its requeuing backoff, `Requeued` False
 with the eviction's reason. The operator shows that reason and message instead of "the Job is
 suspended".
+
+An eviction is shown from its start: Kueue suspends the Job at once but keeps `QuotaReserved` True
+until the Job has no active pod, and the operator's step on the suspension may read the Workload in
+between (it did in most runs on Kubernetes v1.37, README "Supported Kubernetes versions"). Nothing
+else wakes that search before the Job is admitted again, so the eviction is its reason throughout.
+Kueue sets `Evicted` False when it reserves quota for the Workload again.
 """
 
 from __future__ import annotations

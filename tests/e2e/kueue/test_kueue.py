@@ -347,7 +347,7 @@ def test_a_preempted_generation_is_run_again_not_failed_and_the_front_is_the_und
     assert any(
         reason in ("KueuePreempted", "KueueEvicted", "KueuePending")
         for reason, _ in history.queued.get("background", [])
-    )
+    ), f"the background search's Queued conditions seen: {history.states.get('background')}"
     assert urgent["status"]["evaluations"]["failed"] == 0
     # The preempted shards ran again: no candidate failed, and the search ended where an
     # undisturbed run of the same spec ended.
