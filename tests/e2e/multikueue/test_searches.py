@@ -217,6 +217,36 @@ def crd(multikueue: MultiKueueEnvironment) -> None:
     )
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.usefixtures("crd")
+def test_a_search_deleted_mid_generation_leaves_no_pod_held_in_any_cluster(
+    multikueue: MultiKueueEnvironment, namespace: str, tmp_path: Path
+) -> None:
+    manager = multikueue.manager
+    credentials = worker_credentials(multikueue, namespace, tmp_path / "worker-clusters")
+    with (
+        Placements(multikueue, namespace, tmp_path) as placements,
+        operator_on_manager(multikueue, namespace, credentials),
+    ):
+        create_search(manager.api, namespace, "deleted", spec())
+        wait_until(lambda: placements.started, 300, what="a worker pod to start in a worker cluster")
+        worker = multikueue.workers[placements.started[0]]
+
+        def held() -> list[str]:
+            return [
+                str(pod.metadata.name)
+                for pod in worker.core.list_namespaced_pod(namespace).items
+                if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or [])
+            ]
+
+        assert held(), "the running worker pod should hold its results"
+        manager.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "deleted")
+        # Nothing will read those results now: the operator lets them go; MultiKueue removes the
+        # worker's copy of the Job, and its pods go with it instead of waiting on the finalizer.
+        wait_until(lambda: not worker.core.list_namespaced_pod(namespace).items, 120, what="the pods to go")
+
+
+# After the test above: this one stops a worker, and the next namespace waits on its return.
 @pytest.mark.timeout(900)
 @pytest.mark.usefixtures("crd")
 def test_a_search_runs_in_worker_clusters_and_survives_losing_one(
@@ -301,32 +331,3 @@ def test_a_search_runs_in_worker_clusters_and_survives_losing_one(
         }
     finally:
         release_everything(multikueue, namespace)
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.usefixtures("crd")
-def test_a_search_deleted_mid_generation_leaves_no_pod_held_in_any_cluster(
-    multikueue: MultiKueueEnvironment, namespace: str, tmp_path: Path
-) -> None:
-    manager = multikueue.manager
-    credentials = worker_credentials(multikueue, namespace, tmp_path / "worker-clusters")
-    with (
-        Placements(multikueue, namespace, tmp_path) as placements,
-        operator_on_manager(multikueue, namespace, credentials),
-    ):
-        create_search(manager.api, namespace, "deleted", spec())
-        wait_until(lambda: placements.started, 300, what="a worker pod to start in a worker cluster")
-        worker = multikueue.workers[placements.started[0]]
-
-        def held() -> list[str]:
-            return [
-                str(pod.metadata.name)
-                for pod in worker.core.list_namespaced_pod(namespace).items
-                if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or [])
-            ]
-
-        assert held(), "the running worker pod should hold its results"
-        manager.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "deleted")
-        # Nothing will read those results now: the operator lets them go; MultiKueue removes the
-        # worker's copy of the Job, and its pods go with it instead of waiting on the finalizer.
-        wait_until(lambda: not worker.core.list_namespaced_pod(namespace).items, 120, what="the pods to go")
