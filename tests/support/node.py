@@ -294,11 +294,44 @@ class ContainerNode:
     def import_image(self, image: BuiltImage, name: str) -> float:
         """Import a built image as `name` unless containerd already holds that very image; only the
         blobs containerd lacks are sent (a project change: one small layer). Returns the seconds
-        the import took (0 when it was already there)."""
+        the import took (0 when it was already there).
+
+        The containerd root is a cache kept between runs. A run killed while it unpacked, or two
+        containerds on it at once, can leave a layer's snapshot without its parent ("parent snapshot
+        ... does not exist"): then the namespace's images and snapshots are removed (the blobs
+        stay, so nothing is sent again) and the import is tried once more, unpacking afresh."""
+        started = time.monotonic()
+        try:
+            return self._import(image, name, started)
+        except RuntimeError as error:
+            if "parent snapshot" not in str(error):
+                raise
+            print(f"containerd's snapshots are inconsistent ({str(error)[-300:]}); unpacking afresh")
+            self._drop_images_and_snapshots()
+            return self._import(image, name, started)
+
+    def _drop_images_and_snapshots(self) -> None:
+        base = ["ctr", "--address", str(self.socket), "--namespace", CRI_NAMESPACE]
+        for line in self.ctr("images", "list", "--quiet").stdout.split():
+            _run([*base, "images", "rm", line], check=False)
+        # Children before parents: each pass removes what nothing depends on, until none is left
+        # or a pass removes nothing (a snapshot in use stays).
+        previous: list[str] = []
+        while True:
+            listed = [line.split() for line in self.ctr("snapshots", "list").stdout.splitlines()[1:]]
+            keys = {fields[0] for fields in listed if fields}
+            parents = {fields[1] for fields in listed if len(fields) > 2}
+            leaves = sorted(keys - parents)
+            if not leaves or leaves == previous:
+                return
+            for key in leaves:
+                _run([*base, "snapshots", "rm", key], check=False)
+            previous = leaves
+
+    def _import(self, image: BuiltImage, name: str, started: float) -> float:
         wanted = image.manifest_digest()
         if self.image_digests().get(name) == wanted:
             return 0.0
-        started = time.monotonic()
         listed = self.ctr("content", "list").stdout.splitlines()[1:]
         held = {line.split()[0] for line in listed if line.strip()}
         archive = subprocess.Popen(
