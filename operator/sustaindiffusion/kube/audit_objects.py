@@ -14,7 +14,12 @@ from typing import Any
 
 from sustaindiffusion.api.resource import API_VERSION, KIND
 from sustaindiffusion.api.spec import SustainSearchSpec
-from sustaindiffusion.kube.builders import SearchRef, worker_container_security, worker_pod_security
+from sustaindiffusion.kube.builders import (
+    SearchRef,
+    worker_container_security,
+    worker_placement,
+    worker_pod_security,
+)
 from sustaindiffusion.kube.names import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -112,16 +117,7 @@ def reader_pod(search: SearchRef, spec: SustainSearchSpec, image: str) -> Manife
             }
         ],
     }
-    placement = {
-        "nodeSelector": execution.node_selector,
-        "tolerations": [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in execution.tolerations
-        ]
-        if execution.tolerations
-        else None,
-        "affinity": execution.affinity,
-    }
-    pod_spec.update({key: value for key, value in placement.items() if value})
+    pod_spec.update({key: value for key, value in worker_placement(execution).items() if value})
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -15,7 +15,7 @@ from sustaindiffusion.api.contract import (
     worker_command,
 )
 from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND
-from sustaindiffusion.api.spec import DEFAULT_WORKER_IMAGE, SustainSearchSpec
+from sustaindiffusion.api.spec import DEFAULT_WORKER_IMAGE, ExecutionSpec, SustainSearchSpec
 from sustaindiffusion.api.task import EvaluationTask
 from sustaindiffusion.kube.names import (
     COMPONENT_ARCHIVE,
@@ -91,6 +91,18 @@ def worker_container_security() -> Manifest:
         "runAsNonRoot": True,
         "runAsUser": WORKER_UID,
         "readOnlyRootFilesystem": True,
+    }
+
+
+def worker_placement(execution: ExecutionSpec) -> Manifest:
+    """Where the search's pods may run: its node selector, tolerations and affinity (None: unset)."""
+    tolerations = [
+        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in execution.tolerations or []
+    ]
+    return {
+        "nodeSelector": execution.node_selector,
+        "tolerations": tolerations or None,
+        "affinity": execution.affinity,
     }
 
 
@@ -289,13 +301,7 @@ def _pod_spec(
         "volumes": volumes,
     }
     optional = {
-        "nodeSelector": execution.node_selector,
-        "tolerations": [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in execution.tolerations
-        ]
-        if execution.tolerations
-        else None,
-        "affinity": execution.affinity,
+        **worker_placement(execution),
         "priorityClassName": execution.priority_class_name,
         "schedulerName": execution.scheduler_name,
     }

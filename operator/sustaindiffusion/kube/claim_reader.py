@@ -67,10 +67,11 @@ def _running(pod: dict[str, Any]) -> bool:
 class ClaimReader:
     """A running reader pod, and the files it can give."""
 
-    def __init__(self, core: client.CoreV1Api, search: SearchRef, spec: SustainSearchSpec) -> None:
-        self.core, self.search = core, search
+    def __init__(
+        self, core: client.CoreV1Api, search: SearchRef, spec: SustainSearchSpec, pod_name: str
+    ) -> None:
+        self.core, self.search, self.pod_name = core, search, pod_name
         self.root = artifacts_root(search, spec)
-        self.pod_name = ""
 
     def _run(self, mode: str, arguments: Sequence[str], sink: Any) -> None:
         """Run the reader script in the pod; its stdout goes to `sink` (bytes)."""
@@ -181,8 +182,7 @@ def claim_reader(
                 f"cannot create the reader pod {search.namespace}/{name}: {error.status} {error.reason}"
             ) from None
         # One left by an earlier, interrupted export: it reads the same claim the same way.
-    reader = ClaimReader(core, search, spec)
-    reader.pod_name = name
+    reader = ClaimReader(core, search, spec, name)
     try:
         _wait_running(core, search.namespace, name, start_timeout)
         yield reader
