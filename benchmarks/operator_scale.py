@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sustaindiffusion.api.crd import CRD_PATH  # noqa: E402
-from sustaindiffusion.api.resource import GROUP, PLURAL  # noqa: E402
 from tests.support.controlplane import ControlPlane, locate_binaries  # noqa: E402
 from tests.support.kubelet import TestKubelet  # noqa: E402
 from tests.support.processes import wait_until  # noqa: E402
@@ -67,8 +66,7 @@ def main() -> None:
             base_env=env,
         )
         kubelet.start()
-        plane.kubectl("apply", "--server-side", "-f", str(CRD_PATH))
-        plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}")
+        plane.install_crds(CRD_PATH)
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         wait_until(

@@ -124,8 +124,7 @@ def main() -> None:
             api, workdir / "kubelet", capacity={"cpu": "64", "memory": "256Gi", "pods": "110"}, base_env=env
         )
         kubelet.start()
-        plane.kubectl("apply", "--server-side", "-f", str(CRD_PATH))
-        plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}")
+        plane.install_crds(CRD_PATH)
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         wait_until(

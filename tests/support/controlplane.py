@@ -8,6 +8,7 @@ every process group and checks that nothing is left running.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -22,6 +23,7 @@ from tests.support.processes import (
     ManagedProcess,
     group_is_empty,
     http_ok,
+    wait_until,
     wait_while_running,
 )
 from tests.support.slots import free_port
@@ -94,6 +96,13 @@ def locate_binaries() -> Binaries:
         return Binaries.from_dir(Path(configured))
     result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
     return Binaries.from_dir(Path(result.stdout.strip().splitlines()[-1]))
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl exited non-zero; the message ends with what it printed on stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nkubectl stderr: {(self.stderr or '').strip() or '(empty)'}"
 
 
 class ControlPlane:
@@ -256,15 +265,54 @@ class ControlPlane:
     def kubectl(
         self, *args: str, check: bool = True, input_text: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run the kubectl built with the control plane against it."""
-        return subprocess.run(
+        """Run the kubectl built with the control plane against it. A failure raises `KubectlError`,
+        whose message carries kubectl's stderr (a bare CalledProcessError's would not)."""
+        result = subprocess.run(
             [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            check=check,
+            check=False,
             capture_output=True,
             text=True,
             input=input_text,
             timeout=120,
         )
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
+        return result
+
+    def install_crds(self, path: Path) -> None:
+        """Apply the CRDs in `path` (server-side) and wait until each is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        names = [
+            document["metadata"]["name"]
+            for document in yaml.safe_load_all(path.read_text())
+            if document and document.get("kind") == "CustomResourceDefinition"
+        ]
+        self.wait_crds_established(*names)
+
+    def wait_crds_established(self, *names: str, timeout: float = 60) -> None:
+        """Until the named CRDs (every CRD when none is named) exist and are Established. Polled
+        rather than `kubectl wait --for=condition=Established`, which fails at once on a CRD whose
+        status the API server has not filled in yet ("accessor error: <nil>")."""
+        pending: list[str] = []
+
+        def established() -> bool:
+            listed = json.loads(self.kubectl("get", "crd", "-o", "json").stdout)["items"]
+            ready = {
+                crd["metadata"]["name"]
+                for crd in listed
+                if any(
+                    condition.get("type") == "Established" and condition.get("status") == "True"
+                    for condition in (crd.get("status") or {}).get("conditions") or []
+                )
+            }
+            wanted = set(names) or {crd["metadata"]["name"] for crd in listed}
+            pending[:] = sorted(wanted - ready)
+            return not pending
+
+        try:
+            wait_until(established, timeout, interval=0.2, what="the CRDs to be Established")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; not Established: {', '.join(pending) or 'none listed'}") from None
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, argv, self.workdir / f"{name}.log")

@@ -198,7 +198,7 @@ class Kueue:
         """Until the CRDs are Established and discovery lists every served version of them: Kueue
         reads discovery once at start and exits ("no matches for kind") on a kind it lacks, which
         can lag behind Established when the machine is busy."""
-        self.control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        self.control_plane.wait_crds_established(*(crd["metadata"]["name"] for crd in crds))
         served: dict[str, set[str]] = {}
         for crd in crds:
             for version in crd["spec"]["versions"]:

@@ -55,7 +55,4 @@ def node(control_plane: ControlPlane, built_images: dict[str, BuiltImage]) -> It
 
 @pytest.fixture(scope="package")
 def crd_installed(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/sustainsearches.sustaindiffusion.io"
-    )
+    control_plane.install_crds(CRD_PATH)

@@ -46,7 +46,4 @@ def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
 
 @pytest.fixture(scope="package")
 def crd_installed(control_plane: ControlPlane, kueue: Kueue) -> None:
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/sustainsearches.sustaindiffusion.io"
-    )
+    control_plane.install_crds(CRD_PATH)

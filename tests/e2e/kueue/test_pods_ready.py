@@ -71,10 +71,7 @@ def test_kubelet(api_client: client.ApiClient) -> Iterator[TestKubelet]:
 
 @pytest.fixture(scope="module")
 def crd_installed(control_plane: ControlPlane, kueue: Kueue) -> None:
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/sustainsearches.sustaindiffusion.io"
-    )
+    control_plane.install_crds(CRD_PATH)
     apply(
         control_plane,
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "gpu"}},

@@ -211,10 +211,7 @@ def results(records: list[ArchiveRecord]) -> dict[str, tuple[Any, ...]]:
 @pytest.fixture
 def crd(multikueue: MultiKueueEnvironment) -> None:
     plane = multikueue.manager.control_plane
-    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/sustainsearches.sustaindiffusion.io"
-    )
+    plane.install_crds(CRD_PATH)
 
 
 @pytest.mark.timeout(600)
@@ -308,10 +305,7 @@ def test_a_search_runs_in_worker_clusters_and_survives_losing_one(
 
         # The same spec in one cluster (the remaining worker, with its own Kueue), no MultiKueue.
         single = multikueue.workers[other]
-        single.control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-        single.control_plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/sustainsearches.sustaindiffusion.io"
-        )
+        single.control_plane.install_crds(CRD_PATH)
         with Placements(multikueue, namespace, tmp_path) as placements:
             placements.open(other)
             workdir = Path(tempfile.mkdtemp(prefix="sd-mk-single-"))
