@@ -30,7 +30,7 @@ from sustaindiffusion.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERS
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.processes import ManagedProcess, wait_until
-from tests.support.searches import operator_command
+from tests.support.searches import SearchFailedError, operator_command, search_succeeded
 from tests.support.slots import free_port
 from tests.support.tiny import ensure_tiny_models
 
@@ -139,10 +139,6 @@ def query_range(port: int, expression: str, start: float, end: float) -> list[An
     return list(payload["data"]["result"])
 
 
-class SearchFailedError(AssertionError):
-    """The search the dashboard is checked against failed: no point in waiting for it."""
-
-
 @pytest.fixture
 def observed_search(
     control_plane: ControlPlane,
@@ -217,16 +213,15 @@ def observed_search(
             {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "observed"}, "spec": spec},
         )
 
-        def finished() -> bool:
-            body: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "observed")
-            phase = (body.get("status") or {}).get("phase")
-            if phase == "Failed":
-                raise SearchFailedError(f"the observed search failed: {body.get('status')}")
-            return phase == "Succeeded"
-
         # A bound on a hang, not a measure: with 16 images per prompt this search took 167 s in a warm
         # `make test` and over 300 s on a fresh 2-core machine, beside the Go and image builds.
-        wait_until(finished, 900, interval=1.0, what="the observed search", fatal=(SearchFailedError,))
+        wait_until(
+            lambda: search_succeeded(api_client, namespace, "observed"),
+            900,
+            interval=1.0,
+            what="the observed search",
+            fatal=(SearchFailedError,),
+        )
         time.sleep(2)  # Prometheus scrapes every 0.5 s: a few more scrapes of the operator's final numbers
         yield prometheus_port, start, time.time()
     finally:

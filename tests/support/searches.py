@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import re
 import signal
@@ -158,6 +159,19 @@ def get_search(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
         GROUP, VERSION, namespace, PLURAL, name
     )
     return dict(result)
+
+
+class SearchFailedError(AssertionError):
+    """The search waited for failed: its status says why, and waiting longer changes nothing (a
+    wait's `fatal` error)."""
+
+
+def search_succeeded(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Whether the search has succeeded; raises SearchFailedError, with its status, once it failed."""
+    status = get_search(api, namespace, name).get("status") or {}
+    if status.get("phase") == "Failed":
+        raise SearchFailedError(f"search {name} failed: {json.dumps(status, indent=1)[:3000]}")
+    return status.get("phase") == "Succeeded"
 
 
 def wait_phase(

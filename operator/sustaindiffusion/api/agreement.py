@@ -41,13 +41,17 @@ class Agreement:
         person, persons, gender, ethnicity = (int(count or 0) for count in counts)
         return cls(metrics.images, person, persons, gender, ethnicity)
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per question, the images the detectors agreed on and the images compared."""
+        return {
+            "person": (self.person_agreed, self.images),
+            "gender": (self.gender_agreed, self.persons),
+            "ethnicity": (self.ethnicity_agreed, self.persons),
+        }
+
     def shares(self) -> dict[str, float | None]:
         """The share of agreement on each question (None where no image was compared)."""
-        return {
-            "person": self.person_agreed / self.images if self.images else None,
-            "gender": self.gender_agreed / self.persons if self.persons else None,
-            "ethnicity": self.ethnicity_agreed / self.persons if self.persons else None,
-        }
+        return {name: agreed / of if of else None for name, (agreed, of) in self.counts().items()}
 
     @property
     def disagreement(self) -> float | None:
@@ -61,18 +65,10 @@ class Agreement:
 
     def describe(self) -> str:
         """e.g. 'person 95% (19/20), gender 80% (12/15), ethnicity 60% (9/15)'."""
-        parts = []
-        for (name, share), (agreed, of) in zip(
-            self.shares().items(),
-            (
-                (self.person_agreed, self.images),
-                (self.gender_agreed, self.persons),
-                (self.ethnicity_agreed, self.persons),
-            ),
-            strict=True,
-        ):
-            parts.append(f"{name} {share:.0%} ({agreed}/{of})" if share is not None else f"{name} -")
-        return ", ".join(parts)
+        return ", ".join(
+            f"{name} {agreed / of:.0%} ({agreed}/{of})" if of else f"{name} -"
+            for name, (agreed, of) in self.counts().items()
+        )
 
 
 def disagreeing(results: Iterable[EvaluationResult], limit: float) -> list[tuple[str, Agreement]]:

@@ -29,13 +29,10 @@ from tests.support.controlplane import ControlPlane
 from tests.support.images import IMAGE_NAMES, BuiltImage
 from tests.support.node import ContainerNode
 from tests.support.processes import wait_until
+from tests.support.searches import SearchFailedError, search_succeeded
 from tests.support.tiny import ensure_tiny_models
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-
-class SearchFailedError(AssertionError):
-    """The search in containers failed: its status says why, and waiting longer changes nothing."""
 
 
 MODELS_CLAIM = "tiny-models"
@@ -273,15 +270,7 @@ def test_operator_and_workers_run_as_containers_from_their_images(
                                 ),
                                 "worker_timings": _logged_timings(log),
                             }
-                body: Any = custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, "in-containers"
-                )
-                phase = (body.get("status") or {}).get("phase")
-                if phase == "Failed":
-                    raise SearchFailedError(
-                        f"the search failed: {json.dumps(body.get('status'), indent=1)[:3000]}"
-                    )
-                return phase == "Succeeded"
+                return search_succeeded(api_client, namespace, "in-containers")
 
             try:
                 # A failed search ends the wait at once (it waited out the 600 s before).
