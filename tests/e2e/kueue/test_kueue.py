@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import yaml
 from kubernetes import client
 
 from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube import names
+from tests.e2e.kueue.queues import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    LOCAL_QUEUE,
+    apply,
+    cluster_queue,
+    kueue_spec,
+    workloads,
+)
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
 from tests.support.kueue import Kueue
@@ -27,19 +35,10 @@ from tests.support.searches import (
     OperatorProcess,
     archive_records,
     create_search,
-    get_search,
     pod_key,
-    standin_spec,
     wait_phase,
 )
 from tests.support.standin_worker import PROGRAM
-
-KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
-LOCAL_QUEUE = "team"
-
-
-def apply(control_plane: ControlPlane, *documents: dict[str, Any]) -> None:
-    control_plane.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(documents))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,42 +61,6 @@ def priorities(control_plane: ControlPlane, kueue: Kueue) -> None:
             for name, value in (("background", 10), ("urgent", 1000))
         ),
     )
-
-
-def cluster_queue(control_plane: ControlPlane, namespace: str, gpus: int) -> dict[str, Any]:
-    """A ClusterQueue for `namespace` only, with `gpus` of nvidia.com/gpu quota; preemption of lower
-    priorities within it; and the namespace's LocalQueue `team` pointing at it. Returns the manifests."""
-    queue = {
-        "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
-        "kind": "ClusterQueue",
-        "metadata": {"name": f"gpus-{namespace}"},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "preemption": {"withinClusterQueue": "LowerPriority"},
-            "resourceGroups": [
-                {
-                    "coveredResources": ["cpu", "nvidia.com/gpu"],
-                    "flavors": [
-                        {
-                            "name": "gpu",
-                            "resources": [
-                                {"name": "cpu", "nominalQuota": "16"},
-                                {"name": "nvidia.com/gpu", "nominalQuota": gpus},
-                            ],
-                        }
-                    ],
-                }
-            ],
-        },
-    }
-    local = {
-        "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
-        "kind": "LocalQueue",
-        "metadata": {"name": LOCAL_QUEUE, "namespace": namespace},
-        "spec": {"clusterQueue": f"gpus-{namespace}"},
-    }
-    apply(control_plane, queue, local)
-    return {"clusterQueue": queue, "localQueue": local}
 
 
 class Gate:
@@ -151,25 +114,6 @@ def standin(
     yield install
     for program in installed:
         test_kubelet.programs.remove(program)
-
-
-def kueue_spec(**execution: Any) -> dict[str, Any]:
-    return standin_spec(execution={"queueName": LOCAL_QUEUE, **execution})
-
-
-def conditions(api: client.ApiClient, namespace: str, name: str) -> dict[str, dict[str, Any]]:
-    status = get_search(api, namespace, name).get("status") or {}
-    return {c["type"]: c for c in status.get("conditions") or []}
-
-
-def workloads(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    listing = cast(
-        dict[str, Any],
-        client.CustomObjectsApi(api).list_namespaced_custom_object(
-            KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads"
-        ),
-    )
-    return list(listing.get("items") or [])
 
 
 class History:

@@ -19,7 +19,7 @@ from kubernetes import client
 from sustaindiffusion.api.crd import CRD_PATH
 from sustaindiffusion.kube import names
 from sustaindiffusion.search.records import ArchiveRecord
-from tests.e2e.kueue.test_kueue import apply, cluster_queue, conditions, kueue_spec
+from tests.e2e.kueue.queues import apply, cluster_queue, conditions, kueue_spec
 from tests.support.controlplane import ControlPlane
 from tests.support.environment import admin_client, started_control_plane, started_kubelet
 from tests.support.kubelet import TestKubelet
