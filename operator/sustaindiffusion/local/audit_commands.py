@@ -37,6 +37,7 @@ from sustaindiffusion.audit.findings import DEFAULT_AUDIT_DIR, QUESTIONS, interv
 from sustaindiffusion.audit.labels import LabelError, check_annotator
 from sustaindiffusion.audit.sample import DEFAULT_PER_STRATUM, Sample, draw
 from sustaindiffusion.audit.source import NO_PERSON, Point, PointImages, SourceError, images_of, saves_images
+from sustaindiffusion.local.cluster_options import add_cluster_options
 from sustaindiffusion.local.store import RunStore, StoreError
 from sustaindiffusion.search.engine import SearchEngine
 from sustaindiffusion.search.reference import DEFAULTS_ID
@@ -58,8 +59,7 @@ def add_parser(commands: Any) -> None:
     export = steps.add_parser("export", help="a stratified sample of a finished search's saved images")
     export.add_argument("directory", type=Path, nargs="?", help="a local search's output directory")
     export.add_argument("--search", help="a SustainSearch in a cluster, read through its artifacts claim")
-    export.add_argument("--namespace", default="default", help="the search's namespace (with --search)")
-    export.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: the usual)")
+    add_cluster_options(export, "the search's namespace (with --search)")
     export.add_argument(
         "--reader-image",
         default=None,

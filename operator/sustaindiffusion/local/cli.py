@@ -43,6 +43,7 @@ from sustaindiffusion.api.validation import (
 )
 from sustaindiffusion.audit.findings import FindingsError, find, from_cluster
 from sustaindiffusion.local import audit_commands
+from sustaindiffusion.local.cluster_options import add_cluster_options
 from sustaindiffusion.local.heldout_summary import held_out_table
 from sustaindiffusion.local.interrupt import StopRequest, stop_requests
 from sustaindiffusion.local.profile import SelectionError, diffusers_snippet, held_out_values, profile, select
@@ -78,8 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="plots, an HTML report and exports of a search")
     report.add_argument("directory", type=Path, nargs="?", help="a local search's output directory")
     report.add_argument("--search", help="a SustainSearch in a cluster, instead of a directory")
-    report.add_argument("--namespace", default="default", help="the SustainSearch's namespace")
-    report.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: $KUBECONFIG)")
+    add_cluster_options(report, "the SustainSearch's namespace")
     report.add_argument(
         "--out",
         type=Path,
@@ -117,8 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         "directory", type=Path, nargs="?", help="a study's output directory (ARM/run-N inside)"
     )
     analyze.add_argument("--study", help="a study's SustainSearches in a cluster (by label), instead")
-    analyze.add_argument("--namespace", default="default", help="the study's namespace")
-    analyze.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: $KUBECONFIG)")
+    add_cluster_options(analyze, "the study's namespace")
     analyze.add_argument("--reference", default=None, help="the arm the others are tested against")
     analyze.add_argument(
         "--out",
