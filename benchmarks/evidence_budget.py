@@ -9,7 +9,9 @@ An arm is a function from (config, landscape, seed, energy budget) to a `Run`: t
 hypervolume of the engine's front after every generation, with the images and joules spent so
 far, and which step is the arm's own result. Arms: plain NSGA-II at N, N/2 and N/4 images per
 prompt (the fixed-budget controls), and the adaptive evidence policy (`algorithm.adaptive` at its
-defaults but for the batch, N/4 images per prompt, and the cap, 2N: `AdaptiveArm`). Each is run
+defaults but for the batch, N/4 images per prompt, and the cap, 2N: `AdaptiveArm`), also with
+`stopWhen: front` at error 0.5 and the cap N ("adaptive front"). `--arm NAME` runs only the
+named arms beside the controls. Each is run
 for `--generations` generations (its own result) and then on, up to `EXTEND` x plain-N's energy
 on the same seed (at most `--ceiling` generations), so that every arm can be read at any other
 arm's energy (interpolated linearly between generations).
@@ -213,10 +215,20 @@ class AdaptiveArm:
 
     name: str = "adaptive"
     batch_divisor: int = 4
+    cap_multiple: int = 2  # front points get up to this many times N
+    stop_when: str = "population"
+    error: float | None = None  # None: the policy's default
 
     def algorithm(self, config: Config) -> dict[str, Any]:
         batch = max(1, config.images // self.batch_divisor)
-        return {"adaptive": {"imagesPerPrompt": batch, "maxImagesPerPrompt": 2 * config.images}}
+        settings: dict[str, Any] = {
+            "imagesPerPrompt": batch,
+            "maxImagesPerPrompt": self.cap_multiple * config.images,
+            "stopWhen": self.stop_when,
+        }
+        if self.error is not None:
+            settings["error"] = self.error
+        return {"adaptive": settings}
 
     def spec(self, config: Config, landscape: Landscape, seed: int, generations: int) -> SustainSearchSpec:
         return search_spec(config, landscape, seed, config.images, generations, self.algorithm(config))
@@ -245,7 +257,13 @@ def planned_evaluation(landscape: Landscape, seed: int) -> Evaluate:
 
 
 def arms() -> list[Arm]:
-    return [PlainArm("plain-N", 1), PlainArm("plain-N/2", 2), PlainArm("plain-N/4", 4), AdaptiveArm()]
+    return [
+        PlainArm("plain-N", 1),
+        PlainArm("plain-N/2", 2),
+        PlainArm("plain-N/4", 4),
+        AdaptiveArm(),
+        AdaptiveArm("adaptive front", cap_multiple=1, stop_when="front", error=0.5),
+    ]
 
 
 # ----------------------------------------------------------------------------- EXPERIMENTAL
@@ -366,6 +384,7 @@ class RacingArm:
 
 def experimental_arms() -> list[Arm]:
     return [
+        AdaptiveArm("adaptive front N/2", batch_divisor=2, cap_multiple=1, stop_when="front", error=0.5),
         RacingArm("race N/4>N", (4, 1), error=0.2 / 6),
         RacingArm("promote est", (4, 1), own="estimate", front="estimate"),
         RacingArm("promote .25", (4, 1), error=0.25, front="estimate"),
@@ -583,10 +602,18 @@ def main(argv: list[str] | None = None, extra_arms: Sequence[Arm] = ()) -> int:
     parser.add_argument("--images", type=int, default=20, help="N: images per prompt of plain-N")
     parser.add_argument("--ceiling", type=int, default=100, help="generations at most of an extended arm")
     parser.add_argument("--landscape", choices=sorted(LANDSCAPES), action="append", help="default: all")
-    parser.add_argument("--experimental", action="store_true", help="add the EXPERIMENTAL racing arms")
+    parser.add_argument("--experimental", action="store_true", help="add the EXPERIMENTAL arms")
+    parser.add_argument(
+        "--arm", action="append", metavar="NAME", help="run only these arms (and the controls); default: all"
+    )
     arguments = parser.parse_args(argv)
     config = Config(arguments.population, arguments.generations, arguments.images, arguments.ceiling)
     chosen = [*arms(), *(experimental_arms() if arguments.experimental else []), *extra_arms]
+    if arguments.arm:
+        unknown = sorted(set(arguments.arm) - {arm.name for arm in chosen})
+        if unknown:
+            parser.error(f"no arm named {', '.join(unknown)}; arms: {', '.join(arm.name for arm in chosen)}")
+        chosen = [arm for arm in chosen if arm.name in CONTROLS or arm.name in arguments.arm]
     for name in arguments.landscape or LANDSCAPES:
         started = time.perf_counter()
         results = run_landscape(LANDSCAPES[name], config, arguments.seeds, chosen)

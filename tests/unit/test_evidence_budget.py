@@ -63,10 +63,24 @@ def test_the_benchmark_prints_every_arm_against_every_control(capsys: pytest.Cap
     assert all(row.count("p=") == 2 for row in rows)  # each against the two other controls
 
 
-def test_the_experimental_racing_arms_give_no_candidate_more_than_n_images() -> None:
+def test_the_experimental_arms_give_no_candidate_more_than_n_images() -> None:
     config = evidence_budget.Config(population=6, generations=2, images=8, ceiling=10)
     asked = 1 + config.population * config.generations  # the defaults, then at most a population each
     for arm in evidence_budget.experimental_arms():
         run = arm(config, OVERSHOOT, 3, None)
         assert run.result.generation == 2
         assert 0 < run.result.images <= asked * config.images
+
+
+def test_arm_runs_one_arm_beside_the_controls_and_refuses_an_unknown_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--seeds", "1", "--population", "6", "--generations", "2", "--images", "8", "--ceiling", "12"]
+    assert evidence_budget.main([*argv, "--landscape", "simulator", "--arm", "adaptive front"]) == 0
+    out = capsys.readouterr().out
+    names = [line[:14].strip() for line in out.splitlines() if line.startswith(("plain-", "adaptive"))]
+    assert names[:4] == ["plain-N", "plain-N/2", "plain-N/4", "adaptive front"]
+    assert "adaptive" not in names  # the default adaptive arm did not run
+    with pytest.raises(SystemExit):
+        evidence_budget.main([*argv, "--arm", "no such arm"])
+    assert "no arm named no such arm" in capsys.readouterr().err

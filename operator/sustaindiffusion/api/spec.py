@@ -566,12 +566,22 @@ class Evidence(ApiModel):
     points: int = Field(default=5, ge=1, le=100, description="Front points given more per generation.")
 
 
+class StopRule(StrEnum):
+    """When the adaptive policy stops a candidate short of a whole evaluation: once it is out of
+    the next population even at its best plausible values (`population`), or once it is off the
+    front, its best plausible values dominated by a front point's estimate (`front`)."""
+
+    POPULATION = "population"
+    FRONT = "front"
+
+
 class Adaptive(ApiModel):
     """Adaptive evidence: each generation's candidates get their images in sequential batches of
     `imagesPerPrompt` (a candidate proposed again after it was stopped continues with fresh ones).
     A candidate stops once the decisions it feeds are settled: it is out of the next population
-    even at its best plausible values (calibrated bounds, each decision at `error`, split over its
-    objectives, constraints and looks), or it has its `prompts.imagesPerPrompt`; a point of the
+    (with `stopWhen: front`, off the front) even at its best plausible values (calibrated bounds,
+    each decision at `error`, split over its objectives, constraints and looks), or it has its
+    `prompts.imagesPerPrompt`; a point of the
     front gets more, up to `maxImagesPerPrompt`, until each of its values is known to `precision`.
     Every image of such a search, the baselines' too, is generated in calls of `imagesPerPrompt`,
     so every part of a candidate costs what it would cost in a whole evaluation."""
@@ -586,8 +596,9 @@ class Adaptive(ApiModel):
         default=0.05,
         gt=0.0,
         le=0.5,
-        description="Probability that a stopped candidate would have entered the next population on its "
-        "full evaluation, per decision (split over its bounds and its looks).",
+        description="Probability that a stopped candidate would have entered the next population (the "
+        "front, with stopWhen: front) on its full evaluation, per decision (split over its bounds and its "
+        "looks).",
     )
     precision: float = Field(
         default=0.3,
@@ -601,6 +612,11 @@ class Adaptive(ApiModel):
         ge=0.0,
         le=1.0,
         description="Relative noise of the energy of one generate call (meter and run to run).",
+    )
+    stop_when: StopRule = Field(
+        default=StopRule.POPULATION,
+        description="Stop a candidate short of a whole evaluation once it is out of the next population "
+        "(population) or off the front (front) even at its best plausible values.",
     )
 
 

@@ -1,6 +1,6 @@
 """The adaptive evidence policy's decisions, pure: a candidate's values as calibrated bounds from
-the images it has, whether it could still enter the next population, and whether a front point's
-values are known to the precision asked.
+the images it has, whether it could still enter the next population (or the front: `off_front`),
+and whether a front point's values are known to the precision asked.
 
 A candidate is judged at a one-sided error per bound (`api.bounds`, through each objective's row
 of the registry: `Bound.calibrated`): its optimistic values (the best its true values plausibly
@@ -125,6 +125,14 @@ def out_of_population(candidate: Judged, ahead: Sequence[tuple[Sequence[float], 
     matrix = np.array([*feasible, list(candidate.optimistic)], dtype=float)
     _, rank = NonDominatedSorting().do(matrix, return_rank=True)
     return int(np.sum(rank[:-1] < rank[-1])) >= places
+
+
+def off_front(candidate: Judged, front: Sequence[Sequence[float]]) -> bool:
+    """Whether a front point (at its estimate) is at least as good as the candidate at its best in
+    every objective: if every bound of the candidate holds, a whole evaluation would not put it on
+    the front either."""
+    best = candidate.optimistic
+    return any(all(f <= b for f, b in zip(point, best, strict=True)) for point in front)
 
 
 def precise(result: EvaluationResult, reference: Reference, measurement: Measurement, width: float) -> bool:

@@ -8,7 +8,13 @@ from typing import Any
 
 from sustaindiffusion.api.results import EvaluationResult, Screened
 from sustaindiffusion.api.task import Part
-from sustaindiffusion.search.allocation import judge
+from sustaindiffusion.search.allocation import (
+    Judged,
+    bounds_per_decision,
+    error_per_bound,
+    judge,
+    off_front,
+)
 from sustaindiffusion.search.phases import adaptive
 from sustaindiffusion.search.phases.base import Context, ImagePlan
 from tests.support.engine_runs import make_spec
@@ -119,3 +125,64 @@ def test_the_optimistic_values_are_never_worse_than_the_estimate() -> None:
         judged = judge(result, context.reference, adaptive.measurement_of(context), 0.01)
         for best, estimate, worst in zip(judged.optimistic, judged.estimate, judged.pessimistic, strict=True):
             assert best <= estimate <= worst
+
+
+def test_stopping_off_the_front_stops_only_candidates_a_front_point_beats_at_their_best() -> None:
+    """`stopWhen: front`: a candidate stopped short is infeasible at its best, or a front point's
+    estimate is at least as good as its best plausible values in every objective. Front points get
+    no more images here (the cap is a whole evaluation), so their estimates are the ones the
+    decisions saw, and a point that left the front did so for one that dominates it."""
+    whole, batch = 40, 20
+    spec = make_spec(
+        prompts={"inline": ["p"], "imagesPerPrompt": whole},
+        algorithm={
+            "adaptive": {
+                "imagesPerPrompt": batch,
+                "maxImagesPerPrompt": whole,
+                "stopWhen": "front",
+                "error": 0.5,
+            }
+        },
+    )
+    context = generation_context(spec, 2)
+    assert context.population is not None
+    phase = run_to_the_end(context)
+    ledger, reference = context.ledger, context.reference
+    measurement = adaptive.measurement_of(context)
+    front = [
+        judge(ledger.result(p.candidate.candidate_id), reference, measurement, 0.5).estimate
+        for p in reference.front(ledger)
+    ]
+    settings = context.spec.algorithm.adaptive
+    assert settings is not None
+    error = error_per_bound(settings.error, bounds_per_decision(reference), whole // batch - 1)
+    stopped = 0
+    for candidate in context.population.candidates:
+        result = ledger.result(candidate.candidate_id)
+        assert result is not None
+        if result.screened is not Screened.PARTIAL:
+            assert ledger.images_per_prompt(candidate.candidate_id) >= whole or not result.ok
+            continue
+        stopped += 1
+        judged = judge(result, reference, measurement, error)
+        assert not judged.feasible_at_best or off_front(judged, front)
+    assert stopped  # at this error, some candidates stop after part of their images
+    assert phase.done
+
+
+def test_off_front_needs_one_front_point_at_least_as_good_in_every_objective() -> None:
+    candidate = Judged(
+        estimate=(0.5, 0.5, 0.5),
+        optimistic=(0.3, 0.4, 0.2),
+        pessimistic=(0.7, 0.6, 0.8),
+        feasible=True,
+        feasible_at_best=True,
+        feasible_at_worst=True,
+        constraints_at_best=(-1.0, -1.0),
+    )
+    assert off_front(candidate, [(0.3, 0.4, 0.2)])  # as good everywhere: a whole evaluation adds nothing
+    assert off_front(candidate, [(0.9, 0.9, 0.9), (0.1, 0.1, 0.1)])
+    assert not off_front(
+        candidate, [(0.2, 0.3, 0.25), (0.35, 0.1, 0.1)]
+    )  # each better somewhere, not everywhere
+    assert not off_front(candidate, [])

@@ -6,7 +6,8 @@ Before each batch (the first included) the phase decides who gets `imagesPerProm
 - a new candidate of the NSGA-II population: its first batch;
 - a candidate with part of a whole evaluation (`prompts.imagesPerPrompt`), of this population
   (a candidate stopped in an earlier generation and proposed again continues here, on fresh
-  images): more, unless it is infeasible at its best or out of the next population at its best;
+  images): more, unless it is infeasible at its best or out of the next population at its best
+  (with `stopWhen: front`: unless a front point's estimate is as good as its best everywhere);
 - a point of the search's front (whole evaluations only): more, while one of its values is not
   known to `precision`, up to `maxImagesPerPrompt`.
 When none gets more, the phase is done. A candidate left with part of a whole evaluation is
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 from sustaindiffusion.api.results import EvaluationResult, Screened
-from sustaindiffusion.api.spec import Adaptive
+from sustaindiffusion.api.spec import Adaptive, StopRule
 from sustaindiffusion.api.statistics import Measurement
 from sustaindiffusion.api.task import Part
 from sustaindiffusion.api.wire import REASON_LIMIT
@@ -36,6 +37,7 @@ from sustaindiffusion.search.allocation import (
     bounds_per_decision,
     error_per_bound,
     judge,
+    off_front,
     out_of_population,
     precise,
 )
@@ -191,9 +193,11 @@ class AdaptiveEvidence:
             elif self._open(candidate_id, result):
                 partial.append(candidate_id)
         if partial:
-            judged = {c: self._judge(c) for c in {*partial, *self._contestants()}}
+            by_front = self._settings.stop_when is StopRule.FRONT
+            judged = {c: self._judge(c) for c in {*partial, *([] if by_front else self._contestants())}}
+            front = self._front_estimates() if by_front else []
             for candidate_id in partial:
-                if not self._settled(candidate_id, judged):
+                if not self._settled(candidate_id, judged, front):
                     chosen.append(ledger.candidate(candidate_id))
         asked = {c.candidate_id for c in chosen}
         images, cap = self._settings.images_per_prompt, self._settings.max_images_per_prompt
@@ -232,11 +236,16 @@ class AdaptiveEvidence:
         assert result is not None
         return judge(result, self._context.reference, self._measurement, self._error)
 
-    def _settled(self, candidate_id: str, judged: dict[str, Judged]) -> bool:
-        """Whether the candidate is infeasible at its best, or out of the next population at it."""
+    def _settled(
+        self, candidate_id: str, judged: dict[str, Judged], front: Sequence[Sequence[float]]
+    ) -> bool:
+        """Whether the candidate is infeasible at its best, or out of the next population at it
+        (off the `front`, at its estimates, when `stopWhen` says so)."""
         candidate = judged[candidate_id]
         if not candidate.feasible_at_best:
             return True
+        if self._settings.stop_when is StopRule.FRONT:
+            return off_front(candidate, front)
         ledger = self._context.ledger
         ahead: list[tuple[Sequence[float], bool]] = []
         for other_id, other in judged.items():
@@ -249,6 +258,14 @@ class AdaptiveEvidence:
             else:
                 ahead.append((other.estimate, other.feasible))
         return out_of_population(candidate, ahead, self._context.spec.algorithm.population_size)
+
+    def _front_estimates(self) -> list[tuple[float, ...]]:
+        """The search's front points' values as NSGA-II minimises them, at their estimates."""
+        ledger = self._context.ledger
+        return [
+            self._judge(point.candidate.candidate_id).estimate
+            for point in self._context.reference.front(ledger)
+        ]
 
     def _finish(self) -> None:
         """What NSGA-II is told: the best plausible values of those left with part of a whole
