@@ -581,8 +581,8 @@ class Adaptive(ApiModel):
     A candidate stops once the decisions it feeds are settled: it is out of the next population
     (with `stopWhen: front`, off the front) even at its best plausible values (calibrated bounds,
     each decision at `error`, split over its objectives, constraints and looks), or it has its
-    `prompts.imagesPerPrompt`; a point of the
-    front gets more, up to `maxImagesPerPrompt`, until each of its values is known to `precision`.
+    `prompts.imagesPerPrompt`; a point of the front gets more, up to `maxImagesPerPrompt`, until
+    each of its values is known to `precision`.
     Every image of such a search, the baselines' too, is generated in calls of `imagesPerPrompt`,
     so every part of a candidate costs what it would cost in a whole evaluation."""
 

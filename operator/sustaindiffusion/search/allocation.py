@@ -129,8 +129,8 @@ def out_of_population(candidate: Judged, ahead: Sequence[tuple[Sequence[float], 
 
 def off_front(candidate: Judged, front: Sequence[Sequence[float]]) -> bool:
     """Whether a front point (at its estimate) is at least as good as the candidate at its best in
-    every objective: if every bound of the candidate holds, a whole evaluation would not put it on
-    the front either."""
+    every objective: if every bound of the candidate holds, its true values are no better than
+    that point's estimate in any objective."""
     best = candidate.optimistic
     return any(all(f <= b for f, b in zip(point, best, strict=True)) for point in front)
 
