@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -296,10 +297,13 @@ class ContainerNode:
         blobs containerd lacks are sent (a project change: one small layer). Returns the seconds
         the import took (0 when it was already there).
 
-        The containerd root is a cache kept between runs. A run killed while it unpacked, or two
-        containerds on it at once, can leave a layer's snapshot without its parent ("parent snapshot
-        ... does not exist"): then the namespace's images and snapshots are removed (the blobs
-        stay, so nothing is sent again) and the import is tried once more, unpacking afresh."""
+        The new image is imported under a staging name of its own and given `name` only once it
+        is unpacked: replacing `name` first leaves the old image to containerd's garbage collector,
+        which can then delete the snapshots of the layers both share while the new one is being
+        unpacked on them ("parent snapshot ... does not exist"). Should a snapshot be missing all
+        the same (a run killed while it unpacked, two containerds on the cache at once), the
+        namespace's images and snapshots are removed (the blobs stay, so nothing is sent again),
+        the pause image is imported again, and the import is tried once more, unpacking afresh."""
         started = time.monotonic()
         try:
             return self._import(image, name, started)
@@ -308,7 +312,21 @@ class ContainerNode:
                 raise
             print(f"containerd's snapshots are inconsistent ({str(error)[-300:]}); unpacking afresh")
             self._drop_images_and_snapshots()
+            self.ctr("images", "import", str(self._pause_archive), timeout=300)
             return self._import(image, name, started)
+
+    def prune_images(self, keep: Iterable[str]) -> list[str]:
+        """Remove every image record but the named images (and the pause image), then let
+        containerd collect what only they held. The containerd root is a cache kept between runs:
+        a rebuilt image replaces its name, but the CRI plugin's own records of the old one (by
+        image id and by repo digest) keep its blobs and unpacked snapshots, gigabytes each time a
+        dependency changes. Returns the references removed."""
+        held = self.image_digests()
+        wanted = {held[name] for name in (*keep, PAUSE_IMAGE) if name in held}
+        stale = sorted(ref for ref, digest in held.items() if digest not in wanted)
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale, timeout=600)
+        return stale
 
     def _drop_images_and_snapshots(self) -> None:
         base = ["ctr", "--address", str(self.socket), "--namespace", CRI_NAMESPACE]
@@ -332,10 +350,11 @@ class ContainerNode:
         wanted = image.manifest_digest()
         if self.image_digests().get(name) == wanted:
             return 0.0
+        staging = f"{name.rpartition(':')[0]}:import-{wanted.removeprefix('sha256:')[:12]}"
         listed = self.ctr("content", "list").stdout.splitlines()[1:]
         held = {line.split()[0] for line in listed if line.strip()}
         archive = subprocess.Popen(
-            image.archive_command(name, held & set(image.blobs())), stdout=subprocess.PIPE
+            image.archive_command(staging, held & set(image.blobs())), stdout=subprocess.PIPE
         )
         try:
             imported = subprocess.run(
@@ -349,6 +368,10 @@ class ContainerNode:
             archive.wait(timeout=60)
         if archive.returncode != 0 or imported.returncode != 0:
             raise RuntimeError(f"importing {name} failed: {imported.stderr[-2000:]}")
+        if self.image_digests().get(staging) != wanted:
+            raise RuntimeError(f"containerd holds no image {staging} of digest {wanted} after the import")
+        self.ctr("images", "tag", "--force", staging, name)
+        self.ctr("images", "rm", staging)
         if self.image_digests().get(name) != wanted:
             raise RuntimeError(f"containerd holds no image {name} of digest {wanted} after the import")
         return time.monotonic() - started
@@ -447,9 +470,12 @@ state = "{state / "state"}"
             cwd=self.workdir,
             timeout=300,
         )
-        archive = self.workdir / "pause.tar"
-        archive.write_bytes(oci_archive_of_one_file(binary, PAUSE_IMAGE, "/pause"))
-        self.ctr("images", "import", str(archive), timeout=300)  # a few MB: no need to skip blobs
+        self._pause_archive.write_bytes(oci_archive_of_one_file(binary, PAUSE_IMAGE, "/pause"))
+        self.ctr("images", "import", str(self._pause_archive), timeout=300)  # a few MB: sent whole
+
+    @property
+    def _pause_archive(self) -> Path:
+        return self.workdir / "pause.tar"
 
     def _start_kubelet(self) -> None:
         root = self.workdir / "kubelet"

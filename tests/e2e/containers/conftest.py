@@ -50,6 +50,8 @@ def node(control_plane: ControlPlane, built_images: dict[str, BuiltImage]) -> It
         for name, image in built_images.items():
             seconds = container_node.import_image(image, IMAGE_NAMES[name])
             print(f"{name} image imported into containerd in {seconds:.1f} s (0: held already)")
+        stale = container_node.prune_images(IMAGE_NAMES[name] for name in built_images)
+        print(f"stale images removed from containerd's cache: {stale or 'none'}")
         yield container_node
 
 
