@@ -225,18 +225,17 @@ def _why(error: Exception) -> str:
 
 
 RELEASE_ATTEMPTS = 5
-EVERY_GENERATION = 1 << 30
 
 
 def release_results(
     core: client.CoreV1Api,
     workers: WorkerClusters | None,
     search: builders.SearchRef,
-    generation: int = EVERY_GENERATION,
+    generation: int | None = None,
 ) -> None:
     """Release the results finalizer of `search`'s portable pods of `generation` and before, in
-    this cluster (`core`) and each worker cluster that answers; the default, every generation, is
-    for a search that was deleted: nothing will read its pods again."""
+    this cluster (`core`) and each worker cluster that answers; None, every generation, is for a
+    search that was deleted: nothing will read its pods again."""
     clusters: list[tuple[str, client.CoreV1Api]] = [("this cluster", core), *(workers or [])]
     selector = f"{names.LABEL_SEARCH_UID}={search.uid}"
     for where, cluster in clusters:
@@ -250,7 +249,7 @@ def release_results(
             for pod in listing.get("items") or []:
                 metadata = pod["metadata"]
                 labelled = (metadata.get("labels") or {}).get(names.LABEL_GENERATION, "")
-                if labelled.isdigit() and int(labelled) <= generation:
+                if generation is None or (labelled.isdigit() and int(labelled) <= generation):
                     _release_pod(cluster, metadata)
         except (ApiException, HTTPError, OSError) as error:
             log.warning("cannot release the results of %s's pods in %s: %s", search.name, where, _why(error))
