@@ -39,7 +39,6 @@ import functools
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -570,26 +569,3 @@ def _stop_logged(cluster: Cluster) -> None:
     except BaseException:
         print(f"multikueue: stopping {cluster.name} failed; Kueue's log tail:\n{cluster.kueue.log_tail()}")
         raise
-
-
-class Poller:
-    """Calls `probe()` every `interval` s in a thread until closed, for a test that records what
-    happened and when (a probe that raises is taken again)."""
-
-    def __init__(self, probe: Callable[[], None], interval: float = 0.25) -> None:
-        self.probe, self.interval = probe, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="multikueue-poller", daemon=True)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            with contextlib.suppress(Exception):
-                self.probe()

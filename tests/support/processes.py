@@ -14,11 +14,12 @@ import shutil
 import signal
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 
 def _with_parent_death_signal(argv: Sequence[str]) -> list[str]:
@@ -163,3 +164,26 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     """Whether `url` answers 200 (connection errors propagate, for `wait_until` to retry)."""
     with urllib.request.urlopen(url, timeout=5, context=context) as response:
         return bool(response.status == 200)
+
+
+class Poller:
+    """Calls `probe()` every `interval` s in a thread until closed, for a test that records what
+    happened and when (a probe that raises is taken again)."""
+
+    def __init__(self, probe: Callable[[], None], interval: float = 0.25) -> None:
+        self.probe, self.interval = probe, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-poller", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):
+                self.probe()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -15,13 +14,6 @@ from tests.support.controlplane import ControlPlane
 from tests.support.environment import admin_client, started_container_node, started_control_plane
 from tests.support.images import IMAGE_NAMES, BuiltImage, build_images
 from tests.support.node import GATEWAY, ContainerNode
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.containers)
 
 
 @pytest.fixture(scope="package")

@@ -32,6 +32,8 @@ from tests.support.processes import wait_until
 from tests.support.searches import SearchFailedError, search_succeeded
 from tests.support.tiny import ensure_tiny_models
 
+pytestmark = pytest.mark.containers
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 

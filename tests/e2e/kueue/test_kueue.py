@@ -5,27 +5,24 @@ stand-in (deterministic metrics), slowed down where a test needs them running wh
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from sustaindiffusion.api.resource import GROUP, PLURAL, VERSION
 from sustaindiffusion.kube import names
 from tests.e2e.kueue.queues import (
     KUEUE_GROUP,
     KUEUE_VERSION,
     LOCAL_QUEUE,
+    History,
     apply,
     cluster_queue,
     kueue_spec,
-    workloads,
 )
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import TestKubelet
@@ -114,65 +111,6 @@ def standin(
     yield install
     for program in installed:
         test_kubelet.programs.remove(program)
-
-
-class History:
-    """What Kueue and the operator said while searches ran: the Workloads' conditions and each
-    search's Queued condition, polled in the background (Workloads go with their Jobs when a
-    generation is released)."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.api, self.namespace = api, namespace
-        self.workloads: dict[str, dict[str, Any]] = {}  # name: the last seen
-        self.reserved: set[str] = set()  # Workloads seen holding quota
-        self.evicted: dict[str, str] = {}  # Workload name: eviction message
-        self.admitted_pods: set[tuple[int, int]] = set()  # (pods asked for, pods Kueue admitted)
-        self.queued: dict[str, list[tuple[str, str]]] = {}  # search: (reason, message) while Queued
-        self.states: dict[str, set[tuple[str, str]]] = {}  # search: (status, reason) of Queued
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> History:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _poll(self) -> None:
-        custom = client.CustomObjectsApi(self.api)
-        while not self._stop.wait(0.3):
-            with contextlib.suppress(Exception):  # a poll that fails is taken again
-                for workload in workloads(self.api, self.namespace):
-                    name = workload["metadata"]["name"]
-                    self.workloads[name] = workload
-                    asked = {
-                        p["name"]: int(p.get("count") or 0) for p in workload["spec"].get("podSets") or []
-                    }
-                    admission = (workload.get("status") or {}).get("admission") or {}
-                    for pod_set in admission.get("podSetAssignments") or []:
-                        admitted = int(pod_set.get("count") or 0)
-                        self.admitted_pods.add((asked.get(pod_set["name"], admitted), admitted))
-                    for condition in (workload.get("status") or {}).get("conditions") or []:
-                        if condition["type"] == "QuotaReserved" and condition["status"] == "True":
-                            self.reserved.add(name)
-                        if condition["type"] == "Evicted" and condition["status"] == "True":
-                            self.evicted[name] = condition.get("message", "")
-                listing = cast(
-                    dict[str, Any],
-                    custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
-                )
-                for search in listing.get("items") or []:
-                    for condition in (search.get("status") or {}).get("conditions") or []:
-                        if condition["type"] == "Queued":
-                            states = self.states.setdefault(search["metadata"]["name"], set())
-                            states.add((condition["status"], condition["reason"]))
-                        if condition["type"] == "Queued" and condition["status"] == "True":
-                            seen = self.queued.setdefault(search["metadata"]["name"], [])
-                            said = (condition["reason"], condition.get("message", ""))
-                            if said not in seen:
-                                seen.append(said)
 
 
 def run_watched(

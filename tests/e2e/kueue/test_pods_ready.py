@@ -9,7 +9,6 @@ Kueue, and the other Kueue tests must not run under it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from kubernetes import client
 from sustaindiffusion.api.crd import CRD_PATH
 from sustaindiffusion.kube import names
 from sustaindiffusion.search.records import ArchiveRecord
-from tests.e2e.kueue.queues import apply, cluster_queue, conditions, kueue_spec
+from tests.e2e.kueue.queues import History, apply, cluster_queue, kueue_spec
 from tests.support.controlplane import ControlPlane
 from tests.support.environment import admin_client, started_control_plane, started_kubelet
 from tests.support.kubelet import TestKubelet
@@ -78,33 +77,6 @@ def crd_installed(control_plane: ControlPlane, kueue: Kueue) -> None:
     )
 
 
-class QueuedReasons:
-    """The reasons of the search's Queued condition while it ran (a background read of its status)."""
-
-    def __init__(self, api: client.ApiClient, namespace: str, name: str) -> None:
-        self.api, self.namespace, self.name = api, namespace, name
-        self.seen: set[tuple[str, str]] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> QueuedReasons:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                queued = conditions(self.api, self.namespace, self.name).get("Queued")
-            except client.ApiException:
-                continue  # not created yet
-            if queued is not None:
-                self.seen.add((queued["status"], queued["reason"]))
-
-
 def results(records: list[ArchiveRecord]) -> dict[str, tuple[Any, ...]]:
     """Each candidate's result as the stand-in computed it from its task (settings and seeds)."""
     found = {}
@@ -144,14 +116,15 @@ def test_a_generation_evicted_for_pods_not_ready_is_requeued_and_nothing_is_lost
 
     test_kubelet.holds.append(first_pod_never_starts)
     try:
-        with QueuedReasons(api_client, namespace, "evicted") as reasons:
+        with History(api_client, namespace) as history:
             final = run_standin_search(api_client, test_kubelet, operator, namespace, "evicted", spec)
     finally:
         test_kubelet.holds.remove(first_pod_never_starts)
     assert held, "no worker pod was held"
 
     # Kueue evicted it for its pods, and the user saw why: the Queued condition and an event.
-    assert ("True", "KueuePodsReadyTimeout") in reasons.seen, reasons.seen
+    queued = history.states.get("evicted", set())
+    assert ("True", "KueuePodsReadyTimeout") in queued, queued
     try:
         wait_event(
             api_client,

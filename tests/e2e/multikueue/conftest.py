@@ -9,7 +9,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,13 +26,6 @@ WORKER_LOST_TIMEOUT_S = 20  # Kueue's default is 15 minutes
 # The workers evict a Workload whose pods are not all ready this long after admission (the test
 # kubelet's pods are ready as soon as they run, within a second or two here).
 PODS_READY_TIMEOUT_S = 20
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.multikueue)
 
 
 @pytest.fixture(scope="package")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from tests.e2e.multikueue.conftest import PODS_READY_TIMEOUT_S, WORKER_LOST_TIMEOUT_S, full_only
 from tests.support.multikueue import (
     ADMISSION_CHECK,
@@ -21,11 +23,12 @@ from tests.support.multikueue import (
     QUEUE_LABEL,
     Cluster,
     MultiKueueEnvironment,
-    Poller,
     admission_check_state,
     condition,
 )
-from tests.support.processes import wait_until
+from tests.support.processes import Poller, wait_until
+
+pytestmark = pytest.mark.multikueue
 
 Pod = dict[str, Any]
 

@@ -40,6 +40,8 @@ from tests.support.searches import (
 )
 from tests.support.standin_worker import PROGRAM
 
+pytestmark = pytest.mark.multikueue
+
 ACCESS_CHART = CHART.parent / "worker-access"
 READER = "sustaindiffusion-results-reader"
 # (verb, resource, allowed in the search's namespace): what the worker-access chart grants.
@@ -177,26 +179,29 @@ class Placements:
             worker.kubelet.programs.remove(program)
 
 
+def holding_results(cluster: Cluster, namespace: str) -> list[Any]:
+    """The namespace's pods in `cluster` that still carry the results finalizer."""
+    return [
+        pod
+        for pod in cluster.core.list_namespaced_pod(namespace).items
+        if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or [])
+    ]
+
+
 def release_everything(multikueue: MultiKueueEnvironment, namespace: str) -> None:
     """Drop the results finalizer of the namespace's pods in every reachable cluster, so the
     namespace can go (a lost worker's pods keep theirs: nothing reached them)."""
     for cluster in multikueue.clusters:
         if cluster.name in multikueue.stopped_workers:
             continue
-        for pod in cluster.core.list_namespaced_pod(namespace).items:
-            if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or []):
-                cluster.core.patch_namespaced_pod(
-                    pod.metadata.name,
-                    namespace,
-                    {
-                        "metadata": {
-                            "finalizers": [
-                                f for f in pod.metadata.finalizers if f != builders.RESULTS_FINALIZER
-                            ]
-                        }
-                    },
-                    _content_type="application/merge-patch+json",
-                )
+        for pod in holding_results(cluster, namespace):
+            kept = [f for f in pod.metadata.finalizers if f != builders.RESULTS_FINALIZER]
+            cluster.core.patch_namespaced_pod(
+                pod.metadata.name,
+                namespace,
+                {"metadata": {"finalizers": kept}},
+                _content_type="application/merge-patch+json",
+            )
 
 
 def results(records: list[ArchiveRecord]) -> dict[str, tuple[Any, ...]]:
@@ -228,15 +233,7 @@ def test_a_search_deleted_mid_generation_leaves_no_pod_held_in_any_cluster(
         create_search(manager.api, namespace, "deleted", spec())
         wait_until(lambda: placements.started, 300, what="a worker pod to start in a worker cluster")
         worker = multikueue.workers[placements.started[0]]
-
-        def held() -> list[str]:
-            return [
-                str(pod.metadata.name)
-                for pod in worker.core.list_namespaced_pod(namespace).items
-                if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or [])
-            ]
-
-        assert held(), "the running worker pod should hold its results"
+        assert holding_results(worker, namespace), "the running worker pod should hold its results"
         manager.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "deleted")
         # Nothing will read those results now: the operator lets them go; MultiKueue removes the
         # worker's copy of the Job, and its pods go with it instead of waiting on the finalizer.
@@ -296,12 +293,7 @@ def test_a_search_runs_in_worker_clusters_and_survives_losing_one(
         told = [record.result.candidate_id for record in across]
         assert len(told) == len(set(told)), "a candidate was counted twice"
         # Every pod the operator read in a reachable cluster has its results released.
-        held = [
-            pod.metadata.name
-            for pod in multikueue.workers[other].core.list_namespaced_pod(namespace).items
-            if builders.RESULTS_FINALIZER in (pod.metadata.finalizers or [])
-        ]
-        assert held == []
+        assert [pod.metadata.name for pod in holding_results(multikueue.workers[other], namespace)] == []
 
         # The same spec in one cluster (the remaining worker, with its own Kueue), no MultiKueue.
         single = multikueue.workers[other]
