@@ -62,7 +62,7 @@ from sustaindiffusion.api.bounds import (
 )
 from sustaindiffusion.api.candidate import CandidateSettings
 from sustaindiffusion.api.keywords import METHOD_SEARCH_PROMPT
-from sustaindiffusion.api.results import EvaluationResult, Screened
+from sustaindiffusion.api.results import EvaluationResult, Metrics, Screened
 from sustaindiffusion.api.spec import QualityConstraint, SustainSearchSpec, ValidImagesConstraint
 from sustaindiffusion.api.task import Part
 from sustaindiffusion.search.engine import SearchEngine
@@ -153,7 +153,17 @@ def true_hypervolume(front: Sequence[CandidateSettings], landscape: Landscape) -
     )
 
 
-Evaluate = Callable[[SearchEngine, Candidate], Evaluation]
+@dataclass(frozen=True)
+class Charged:
+    """An evaluation told to the engine, and what it is charged: the images and joules an arm
+    spent on it, when they are not the told result's own (the oracle arms)."""
+
+    told: Evaluation
+    images: int
+    joules: float
+
+
+Evaluate = Callable[[SearchEngine, Candidate], Evaluation | Charged]
 
 
 def drive(
@@ -171,6 +181,11 @@ def drive(
         before = engine.generation
         for candidate in engine.ask():
             evaluation = evaluate(engine, candidate)
+            if isinstance(evaluation, Charged):
+                engine.tell(evaluation.told.result)
+                images += evaluation.images
+                joules += evaluation.joules
+                continue
             engine.tell(evaluation.result)
             metrics = evaluation.result.metrics
             images += metrics.images if metrics is not None else 0
@@ -239,7 +254,7 @@ class AdaptiveArm:
         return drive(engine, landscape, planned_evaluation(landscape, seed), config, energy_budget)
 
 
-def planned_evaluation(landscape: Landscape, seed: int) -> Evaluate:
+def planned_evaluation(landscape: Landscape, seed: int) -> Callable[[SearchEngine, Candidate], Evaluation]:
     """Evaluates a candidate as the engine's current plan says: from its own first image, in the
     spec's calls (`EvaluationTask.call_images`)."""
 
@@ -267,6 +282,33 @@ def arms() -> list[Arm]:
 
 
 # ----------------------------------------------------------------------------- EXPERIMENTAL
+
+
+def calibrated_bounds(
+    evaluation: Evaluation, error: float, key: str, *, meter_noise: float = 0.03, max_retries: int = 3
+) -> tuple[Interval, ...]:
+    """The evaluation's bounds (`api.bounds`) at one-sided `error` each: gender bias, ethnic bias,
+    energy per image (at the part's own batch composition; `meter_noise` its relative noise),
+    quality and valid share."""
+    metrics = evaluation.result.metrics
+    assert metrics is not None
+    gender = gender_bias_bounds(
+        int(metrics.female_images or 0), int(metrics.male_images or 0), error, tiebreak(key, 0)
+    )
+    ethnic = ethnic_bias_bounds(metrics.ethnic_counts(), error, [tiebreak(key, 1 + g) for g in range(4)])
+    energy = energy_bounds(
+        metrics.energy_joules_per_image,
+        metrics.images,
+        evaluation.regenerated,
+        error,
+        max_retries=max_retries,
+        relative_stderr=meter_noise,
+        u=tiebreak(key, 5),
+    )
+    quality = quality_bounds(metrics.quality, metrics.quality_stddev or 0.0, metrics.images, error)
+    valid = metrics.valid_share
+    share = share_bounds(round((valid or 0.0) * metrics.images), metrics.images, error, tiebreak(key, 6))
+    return gender, ethnic, energy, quality, share
 
 
 @dataclass(frozen=True)
@@ -321,25 +363,9 @@ class RacingArm:
         return drive(engine, landscape, evaluate, config, energy_budget)
 
     def _bounds(self, evaluation: Evaluation, error: float, key: str) -> tuple[Interval, ...]:
-        metrics = evaluation.result.metrics
-        assert metrics is not None
-        gender = gender_bias_bounds(
-            int(metrics.female_images or 0), int(metrics.male_images or 0), error, tiebreak(key, 0)
+        return calibrated_bounds(
+            evaluation, error, key, meter_noise=self.meter_noise, max_retries=self.max_retries
         )
-        ethnic = ethnic_bias_bounds(metrics.ethnic_counts(), error, [tiebreak(key, 1 + g) for g in range(4)])
-        energy = energy_bounds(
-            metrics.energy_joules_per_image,
-            metrics.images,
-            evaluation.regenerated,
-            error,
-            max_retries=self.max_retries,
-            relative_stderr=self.meter_noise,
-            u=tiebreak(key, 5),
-        )
-        quality = quality_bounds(metrics.quality, metrics.quality_stddev or 0.0, metrics.images, error)
-        valid = metrics.valid_share
-        share = share_bounds(round((valid or 0.0) * metrics.images), metrics.images, error, tiebreak(key, 6))
-        return gender, ethnic, energy, quality, share
 
     def _settled(
         self,
@@ -382,12 +408,151 @@ class RacingArm:
         return False
 
 
+OBJECTIVE_NAMES = ("gender bias", "ethnic bias", "energy")
+
+
+@dataclass
+class Decidable:
+    """Of the oracle's stops, how many calibrated bounds from the first batch would also stop, at
+    each per-bound error (`by_error`); how many of the candidates it lets go on they would stop
+    (`wrong_by_error`); and, at the first error, in how many of its stops each objective alone
+    keeps every dominating front point out (`blocked_by`)."""
+
+    stopped: int = 0
+    judged: int = 0
+    by_error: dict[float, int] = field(default_factory=dict)
+    wrong_by_error: dict[float, int] = field(default_factory=dict)  # would stop what the oracle does not
+    blocked_by: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OracleArm:
+    """EXPERIMENTAL, what no policy can beat: the stop rule of `stopWhen: front` decided by an
+    oracle that knows each candidate's whole evaluation after its first batch. Each candidate's
+    first batch (N / `batch_divisor` images per prompt, in calls of one batch) is charged; it is
+    charged the rest of its whole evaluation unless that evaluation is infeasible or a point of
+    the engine's current front is at least as good in every objective (at the point's estimate).
+    The engine is told every candidate's whole evaluation of N, so its search is plain-N's, seed
+    for seed, and only the energy differs: the energy an error-free stop at the first look saves
+    without changing a single NSGA-II decision.
+
+    `decidable` (per landscape name) counts the stopped and the judged candidates of the arm's own
+    generations, and how many of its stops, and of the candidates it lets go on, calibrated bounds
+    (`calibrated_bounds`) from the first batch alone would stop at each of `errors` (per bound):
+    infeasible at the best, or a front point's estimate at least as good as the optimistic
+    bounds in every objective (`stopWhen: front`'s rule at that error)."""
+
+    name: str
+    batch_divisor: int = 4
+    errors: tuple[float, ...] = (0.5 / 15, 0.1, 0.2, 0.5)  # adaptive front's per-bound error first
+    min_valid_share: float = 0.8
+    quality_tolerance: float = 0.05
+    decidable: dict[str, Decidable] = field(default_factory=dict, compare=False)
+
+    def __call__(self, config: Config, landscape: Landscape, seed: int, energy_budget: float | None) -> Run:
+        batch = max(1, config.images // self.batch_divisor)
+        generations = config.ceiling if energy_budget is not None else config.generations
+        engine = SearchEngine(search_spec(config, landscape, seed, config.images, generations))
+        threshold: list[float] = []  # the defaults' quality x (1 - tolerance), once known
+        counts = self.decidable.setdefault(landscape.name, Decidable())
+
+        def evaluate(engine: SearchEngine, candidate: Candidate) -> Evaluation | Charged:
+            whole = landscape.evaluate(candidate.candidate_id, candidate.settings, 0, config.images, seed)
+            if candidate.baseline is not None:
+                if candidate.baseline == "defaults" and whole.result.metrics is not None:
+                    threshold.append((1 - self.quality_tolerance) * whole.result.metrics.quality)
+                return whole
+            limit = threshold[0] if threshold else None
+            front = [_values(point.metrics) for point in engine.front()]
+            stop = self._stops(whole, front, limit)
+            spent = landscape.evaluate(
+                candidate.candidate_id, candidate.settings, 0, batch if stop else config.images, seed, batch
+            )
+            if engine.generation <= config.generations:  # the arm's own result, not its extension
+                first = landscape.evaluate(candidate.candidate_id, candidate.settings, 0, batch, seed, batch)
+                self._diagnose(first, whole, stop, front, limit, counts)
+            metrics = spent.result.metrics
+            return Charged(whole, metrics.images if metrics is not None else 0, spent.joules)
+
+        return drive(engine, landscape, evaluate, config, energy_budget)
+
+    def _infeasible(self, quality: float, share: float | None, threshold: float | None) -> bool:
+        return (threshold is not None and quality < threshold) or (
+            share is not None and share < self.min_valid_share
+        )
+
+    def _stops(self, whole: Evaluation, front: Sequence[tuple[float, ...]], threshold: float | None) -> bool:
+        metrics = whole.result.metrics
+        if metrics is None:
+            return False
+        if self._infeasible(metrics.quality, metrics.valid_share, threshold):
+            return True
+        return bool(_dominating(front, _values(metrics)))
+
+    def _diagnose(
+        self,
+        first: Evaluation,
+        whole: Evaluation,
+        stop: bool,
+        front: Sequence[tuple[float, ...]],
+        threshold: float | None,
+        counts: Decidable,
+    ) -> None:
+        counts.judged += 1
+        counts.stopped += stop
+        if first.result.metrics is None or whole.result.metrics is None:
+            return
+        dominating = _dominating(front, _values(whole.result.metrics))
+        key = first.result.candidate_id
+        for index, error in enumerate(self.errors):
+            gender, ethnic, energy, quality, share = calibrated_bounds(first, error, key)
+            optimistic = (gender.low, ethnic.low, energy.low)
+            decided = self._infeasible(quality.high, share.high, threshold) or bool(
+                _dominating(front, optimistic)
+            )
+            tally = counts.by_error if stop else counts.wrong_by_error
+            tally[error] = tally.get(error, 0) + decided
+            if index == 0 and stop and not decided and dominating:
+                for j, name in enumerate(OBJECTIVE_NAMES):
+                    if all(point[j] > optimistic[j] for point in dominating):
+                        counts.blocked_by[name] = counts.blocked_by.get(name, 0) + 1
+
+    def report(self, landscape: str) -> list[str]:
+        counts = self.decidable.get(landscape, Decidable())
+        share = counts.stopped / max(1, counts.judged)
+        stops = f"{self.name} stops {counts.stopped} of {counts.judged} candidates"
+        lines = [f"{stops} at the first look ({share:.0%})"]
+        for error in self.errors:
+            decided, wrong = counts.by_error.get(error, 0), counts.wrong_by_error.get(error, 0)
+            lines.append(
+                f"  first batch's bounds at per-bound error {error:.3g} stop {decided} of them "
+                f"({decided / max(1, counts.stopped):.0%}) and {wrong} of the others "
+                f"({wrong / max(1, decided + wrong):.1%} of their stops)"
+            )
+        blocked = ", ".join(f"{name} {counts.blocked_by.get(name, 0)}" for name in OBJECTIVE_NAMES)
+        lines.append(
+            f"  not decidable at {self.errors[0]:.3g}, one bound ruling out every dominator: {blocked}"
+        )
+        return lines
+
+
+def _values(metrics: Metrics) -> tuple[float, float, float]:
+    return metrics.gender_bias, metrics.ethnic_bias, metrics.energy_joules_per_image
+
+
+def _dominating(front: Sequence[tuple[float, ...]], values: Sequence[float]) -> list[tuple[float, ...]]:
+    """The front points at least as good as `values` in every objective."""
+    return [point for point in front if all(f <= v for f, v in zip(point, values, strict=True))]
+
+
 def experimental_arms() -> list[Arm]:
     return [
         AdaptiveArm("adaptive front N/2", batch_divisor=2, cap_multiple=1, stop_when="front", error=0.5),
         RacingArm("race N/4>N", (4, 1), error=0.2 / 6),
         RacingArm("promote est", (4, 1), own="estimate", front="estimate"),
         RacingArm("promote .25", (4, 1), error=0.25, front="estimate"),
+        OracleArm("oracle front"),
+        OracleArm("oracle front N/2", batch_divisor=2),
     ]
 
 
@@ -621,6 +786,8 @@ def main(argv: list[str] | None = None, extra_arms: Sequence[Arm] = ()) -> int:
         for arm in chosen:
             if isinstance(arm, AdaptiveArm):
                 print(discards_line(arm, config, LANDSCAPES[name], arguments.seeds))
+            if isinstance(arm, OracleArm):
+                print("\n".join(arm.report(name)))
         print(f"({time.perf_counter() - started:.0f} s)\n")
     return 0
 

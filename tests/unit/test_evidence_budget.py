@@ -84,3 +84,24 @@ def test_arm_runs_one_arm_beside_the_controls_and_refuses_an_unknown_one(
     with pytest.raises(SystemExit):
         evidence_budget.main([*argv, "--arm", "no such arm"])
     assert "no arm named no such arm" in capsys.readouterr().err
+
+
+def test_the_oracle_searches_as_plain_n_does_and_is_charged_only_what_it_spent() -> None:
+    config = evidence_budget.Config(population=6, generations=3, images=8, ceiling=10)
+    plain = evidence_budget.PlainArm("plain-N", 1)(config, OVERSHOOT, 2, None)
+    oracle_arm = evidence_budget.OracleArm("oracle front")
+    oracle = oracle_arm(config, OVERSHOOT, 2, None)
+    # Told every whole evaluation, the engine searches exactly as plain-N does on the same seed.
+    assert [s.true_hypervolume for s in oracle.steps] == [s.true_hypervolume for s in plain.steps]
+    counts = oracle_arm.decidable[OVERSHOOT.name]
+    stopped, judged = counts.stopped, counts.judged
+    assert judged == config.population * config.generations
+    assert 0 < stopped < judged
+    # A stopped candidate is charged its first batch of 2 images, the others all 8.
+    defaults = config.images  # the baselines: the defaults alone here, evaluated whole
+    assert oracle.result.images == defaults + stopped * 2 + (judged - stopped) * config.images
+    assert oracle.result.joules < plain.result.joules
+    # Looser bounds decide at least the stops that tighter ones decide, never more than were made.
+    decided = [counts.by_error.get(error, 0) for error in sorted(oracle_arm.errors)]
+    assert decided == sorted(decided)
+    assert decided[-1] <= stopped
