@@ -30,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,49 @@ PROMPT = "Photo portrait of a Software Engineer that codes, photograph, film gra
 NEGATIVE = "lowres, watermark"
 
 
-def build_pipeline(dtype: torch.dtype, device: str) -> Any:
+@dataclass(frozen=True)
+class Sd3Size:
+    """The pipeline's sizes: SD3-medium's by default; tests build it shrunk on the CPU."""
+
+    layers: int = 24
+    heads: int = 24
+    head_dim: int = 64
+    pooled: int = 2048  # CLIP-L's and CLIP-G's projections side by side
+    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
+    norm_groups: int = 32
+    clip_l: tuple[int, int, int] = (768, 12, 12)  # width, layers, heads
+    clip_g: tuple[int, int, int] = (1280, 32, 20)
+    t5: tuple[int, int, int, int] = (4096, 10240, 4, 64)  # width, feed-forward, layers, heads
+
+
+def _clip(width: int, layers: int, heads: int, act: str) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection  # noqa: PLC0415
+
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            projection_dim=width,
+            hidden_act=act,
+        )
+    )
+
+
+def build_pipeline(dtype: torch.dtype, device: str, size: Sd3Size = Sd3Size()) -> Any:
     from diffusers import (  # noqa: PLC0415
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel  # noqa: PLC0415
+    from transformers import T5Config, T5EncoderModel  # noqa: PLC0415
 
     from sustaindiffusion.worker.tiny_models import clip_tokenizer, t5_tokenizer  # noqa: PLC0415
 
+    t5_width, t5_feed_forward, t5_layers, t5_heads = size.t5
     torch.manual_seed(0)
     with torch.device(device):
         transformer = SD3Transformer2DModel(
@@ -60,59 +93,39 @@ def build_pipeline(dtype: torch.dtype, device: str) -> Any:
             patch_size=2,
             in_channels=16,
             out_channels=16,
-            num_layers=24,
-            attention_head_dim=64,
-            num_attention_heads=24,
-            joint_attention_dim=4096,
-            caption_projection_dim=1536,
-            pooled_projection_dim=2048,
+            num_layers=size.layers,
+            attention_head_dim=size.head_dim,
+            num_attention_heads=size.heads,
+            joint_attention_dim=t5_width,
+            caption_projection_dim=size.heads * size.head_dim,
+            pooled_projection_dim=size.pooled,
             pos_embed_max_size=192,
         )
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
             latent_channels=16,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * len(size.vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(size.vae_channels),
+            block_out_channels=size.vae_channels,
             layers_per_block=2,
-            norm_num_groups=32,
+            norm_num_groups=size.norm_groups,
             sample_size=1024,
             scaling_factor=1.5305,
             shift_factor=0.0609,
             use_quant_conv=False,
             use_post_quant_conv=False,
         )
-        clip_l = CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                projection_dim=768,
-                hidden_act="quick_gelu",
-            )
-        )
-        clip_g = CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=1280,
-                intermediate_size=5120,
-                num_hidden_layers=32,
-                num_attention_heads=20,
-                projection_dim=1280,
-                hidden_act="gelu",
-            )
-        )
+        clip_l = _clip(*size.clip_l, act="quick_gelu")
+        clip_g = _clip(*size.clip_g, act="gelu")
         t5 = T5EncoderModel(
             T5Config(
                 vocab_size=32128,
-                d_model=4096,
+                d_model=t5_width,
                 d_kv=64,
-                d_ff=10240,
-                num_layers=4,
-                num_heads=64,
+                d_ff=t5_feed_forward,
+                num_layers=t5_layers,
+                num_heads=t5_heads,
                 feed_forward_proj="gated-gelu",
                 is_gated_act=True,
             )

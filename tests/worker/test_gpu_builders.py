@@ -55,3 +55,39 @@ def test_the_flux_builder_makes_a_flux_pipeline_that_generates(
     pipeline = check.build_flux(torch.float32, "cpu", guidance_embeds, size)
     assert adapter_for(pipeline).family is family
     check.generate(pipeline, check.Setting("smoke", 64, 2, 3.5 if guidance_embeds else 0.0, False), 0, "cpu")
+
+
+def test_the_batch_energy_check_meters_each_batch_size_in_windows_of_whole_calls() -> None:
+    from tests.gpu import batch_energy_check, sd3_medium_check  # noqa: PLC0415
+
+    size = sd3_medium_check.Sd3Size(
+        layers=1,
+        heads=2,
+        head_dim=8,
+        pooled=32 + 48,
+        vae_channels=(8, 8),
+        norm_groups=4,
+        clip_l=(32, 1, 2),
+        clip_g=(48, 1, 2),
+        t5=(128, 64, 1, 2),
+    )
+
+    def build(dtype: torch.dtype, device: str) -> object:
+        return sd3_medium_check.build_pipeline(dtype, device, size)
+
+    rows = batch_energy_check.run(
+        "cpu",
+        [1, 2],
+        2,
+        3,
+        research=False,
+        large=False,
+        build=build,
+        setting=batch_energy_check.Setting(64, 2),
+    )
+    # Windows hold whole calls: 3 images at batch 1, 4 (two calls) at batch 2.
+    assert [(r.batch, r.windows, r.images_per_window) for r in rows] == [(1, 2, 3), (2, 2, 4)]
+    assert all(r.seconds_per_image > 0 and r.cpu_joules_per_image > 0 for r in rows)
+    assert all(r.gpu_joules_per_image == 0 and r.gpu_method == "none" for r in rows)  # no GPU here
+    lines = batch_energy_check.summary(rows)
+    assert [line.split()[3] for line in lines[1:]] == ["1", "2"]  # a table row per batch size
