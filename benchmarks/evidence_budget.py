@@ -469,7 +469,11 @@ class OracleArm:
                 candidate.candidate_id, candidate.settings, 0, batch if stop else config.images, seed, batch
             )
             if engine.generation <= config.generations:  # the arm's own result, not its extension
-                first = landscape.evaluate(candidate.candidate_id, candidate.settings, 0, batch, seed, batch)
+                first = (
+                    spent
+                    if stop
+                    else landscape.evaluate(candidate.candidate_id, candidate.settings, 0, batch, seed, batch)
+                )
                 self._diagnose(first, whole, stop, front, limit, counts)
             metrics = spent.result.metrics
             return Charged(whole, metrics.images if metrics is not None else 0, spent.joules)

@@ -181,7 +181,7 @@ class Poller:
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)  # a probe under way finishes first
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

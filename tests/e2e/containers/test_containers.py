@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from tests.support.chart import CHART, helm
 from tests.support.controlplane import ControlPlane
 from tests.support.images import IMAGE_NAMES, BuiltImage
 from tests.support.node import ContainerNode
-from tests.support.processes import wait_until
+from tests.support.processes import Poller, wait_until
 from tests.support.searches import SearchFailedError, search_succeeded
 from tests.support.tiny import ensure_tiny_models
 
@@ -41,29 +40,20 @@ MODELS_CLAIM = "tiny-models"
 ARTIFACTS_CLAIM = "artifacts"
 
 
-class RuntimeSpecs:
+class RuntimeSpecs(Poller):
     """The OCI runtime specs containerd holds for a namespace's containers, read while they exist
-    (the operator deletes finished Jobs, and their containers go with them)."""
+    (the operator deletes finished Jobs, and their containers go with them), and once more at the
+    end."""
 
     def __init__(self, node: ContainerNode, namespace: str) -> None:
         self.node = node
         self.namespace = namespace
         self.by_container: dict[str, dict[str, Any]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> RuntimeSpecs:
-        self._thread.start()
-        return self
+        super().__init__(self.read_once, interval=1.0)
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        super().__exit__()
         self.read_once()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            self.read_once()
 
     def read_once(self) -> None:
         listed = self.node.ctr("containers", "list", "--quiet")
